@@ -1,0 +1,159 @@
+"""Wiring and lifecycle: store → platforms → dispatcher → watchers up; the reverse down.
+
+The same shape as python-telegram-bot's Application (`start` → run → `stop`), so tests can start the
+whole bot against loopback fakes, kill it mid-flight, and start it again on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
+
+from bot.commands import Context
+from bot.dispatcher import Dispatcher
+from bot.events import Topic, Venue
+from bot.pipeline import Pipeline
+from bot.platforms.base import Platform
+from bot.platforms.console import CONSOLE_CHAT_ID, ConsolePlatform
+from bot.services import Services
+from bot.settings import Settings
+from bot.supervisor import Supervisor
+from storage import Store
+from storage.models import Chat
+from watchers.base import Watcher
+from watchers.forceorder import ForceOrderWatcher
+
+log = logging.getLogger(__name__)
+
+
+def build_watchers(settings: Settings) -> list[Watcher]:
+    """One entry per name in PERPWATCH_WATCHERS; each later source adds its line here."""
+    factories: dict[str, Callable[[], Watcher]] = {
+        "binance": lambda: ForceOrderWatcher.from_settings(settings, Venue.BINANCE),
+        "aster": lambda: ForceOrderWatcher.from_settings(settings, Venue.ASTER),
+    }
+    return [factories[name]() for name in settings.watchers]
+
+
+class PerpwatchApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        watchers: Sequence[Watcher] | None = None,
+        console_stream: TextIO | None = None,
+        pacing: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_path)
+        self.platforms: list[Platform] = self._build_platforms(console_stream)
+        self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing)
+        self.pipeline = Pipeline(self.store.outbox, on_deliveries=self.dispatcher.notify)
+        self.supervisor = Supervisor(
+            list(watchers) if watchers is not None else build_watchers(settings), self.pipeline, self.store
+        )
+        self.services = Services(self.store, settings, self.supervisor, self.dispatcher.stats)
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._started: list[Platform] = []
+
+    def _build_platforms(self, console_stream: TextIO | None) -> list[Platform]:
+        s = self.settings
+        platforms: list[Platform] = []
+        if s.telegram_bot_token is not None:
+            from bot.platforms.telegram import TelegramPlatform
+
+            platforms.append(
+                TelegramPlatform(
+                    s.telegram_bot_token.get_secret_value(),
+                    api_url=s.telegram_api_url,
+                    register_chat=self.register_chat,
+                    make_context=self.make_context,
+                )
+            )
+        if s.discord_bot_token is not None:
+            from bot.platforms.discord import DiscordPlatform
+
+            platforms.append(
+                DiscordPlatform(
+                    s.discord_bot_token.get_secret_value(),
+                    api_url=s.discord_api_url,
+                    gateway_url=s.discord_gateway_url,
+                    register_chat=self.register_chat,
+                    make_context=self.make_context,
+                )
+            )
+        if not platforms:
+            platforms.append(ConsolePlatform(fmt=s.console_format, stream=console_stream))
+        return platforms
+
+    # --- what platforms call back into --------------------------------------------------------------
+    async def register_chat(self, platform: str, chat_id: str, kind: str, title: str | None) -> Chat:
+        return await self.store.chats.upsert(platform, chat_id, kind=kind, title=title)
+
+    def make_context(
+        self,
+        platform: str,
+        chat: Chat,
+        user_id: str,
+        args: dict[str, str],
+        is_chat_admin: Callable[[], Awaitable[bool]],
+    ) -> Context:
+        return Context(
+            platform=platform,
+            chat=chat,
+            user_id=user_id,
+            args=args,
+            is_chat_admin=is_chat_admin,
+            services=self.services,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        try:
+            if any(p.name == "console" for p in self.platforms):
+                await self._subscribe_console()
+            for platform in self.platforms:
+                await platform.start()
+                self._started.append(platform)
+            self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+            await self.supervisor.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "perpwatch started platforms=%s watchers=%s",
+            ",".join(p.name for p in self.platforms),
+            ",".join(self.supervisor.watchers) or "none",
+        )
+
+    async def _subscribe_console(self) -> None:
+        """The console hears every topic above PERPWATCH_CONSOLE_MIN_USD, re-read from settings each start."""
+        chat = await self.store.chats.upsert("console", CONSOLE_CHAT_ID, kind="private", title="console")
+        floor = self.settings.console_min_usd
+        await self.store.chats.replace_subscriptions(chat.id, [(t.value, floor) for t in Topic])
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+        if self._dispatch_task is not None:
+            self._dispatch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatch_task
+            self._dispatch_task = None
+        for platform in reversed(self._started):
+            try:
+                await platform.stop()
+            except Exception:
+                log.exception("platform stop failed platform=%s", platform.name)
+        self._started.clear()
+        await self.store.close()
+
+    async def __aenter__(self) -> PerpwatchApp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

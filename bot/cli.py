@@ -1,0 +1,79 @@
+"""`perpwatch run | demo | config`: the entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from bot.settings import Settings, SettingsError, env_name, load_settings
+
+log = logging.getLogger("perpwatch")
+
+
+def _secrets(settings: Settings) -> list[str]:
+    return [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
+
+
+async def _run(settings: Settings) -> None:
+    from bot.app import PerpwatchApp
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with PerpwatchApp(settings):
+        if settings.telegram_bot_token is None and settings.discord_bot_token is None:
+            log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: alerts print here (console sink)")
+        await stop.wait()
+        log.info("stopping")
+
+
+def _config(settings: Settings) -> None:
+    """Print the effective settings with secrets masked: what an operator checks before a deploy."""
+    for name, value in settings.model_dump().items():
+        shown = "***" if name.endswith("token") and value is not None else value
+        if isinstance(shown, list):
+            shown = ",".join(shown)
+        sys.stdout.write(f"{env_name(name)}={'' if shown is None else shown}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="perpwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the bot with the settings from the environment and .env")
+    demo = sub.add_parser("demo", help="run the real bot against loopback fakes, replaying recorded frames")
+    demo.add_argument("--rate", type=float, default=8.0, help="frames per second to replay (default 8)")
+    sub.add_parser("config", help="print the effective settings, secrets masked")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"perpwatch: {exc}\n")
+        return 2
+
+    from bot.logs import setup_logging
+
+    setup_logging(settings.log_level, _secrets(settings))
+    if args.command == "config":
+        _config(settings)
+        return 0
+    try:
+        if args.command == "run":
+            asyncio.run(_run(settings))
+        else:
+            from bot.demo import run_demo
+
+            asyncio.run(run_demo(settings, rate=args.rate))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

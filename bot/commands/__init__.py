@@ -1,0 +1,109 @@
+"""Every chat command, registered once. Telegram and Discord both build their command lists from here."""
+
+from __future__ import annotations
+
+from bot.commands import general, settings_cmds, subscriptions, watchlist
+from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
+from bot.commands.values import TOPICS, VENUES
+
+__all__ = [
+    "COMMANDS",
+    "Access",
+    "Command",
+    "CommandError",
+    "Context",
+    "Param",
+    "by_name",
+    "parse_text_args",
+    "run_command",
+]
+
+_TOPIC = Param("topic", "what to receive", required=True, choices=TOPICS)
+
+COMMANDS: tuple[Command, ...] = (
+    Command("start", "what this bot does", general.start),
+    Command("help", "list the commands", general.help_),
+    Command(
+        "subscribe",
+        "receive a topic, optionally filtered",
+        subscriptions.subscribe,
+        params=(
+            _TOPIC,
+            Param("venue", "only this venue", positional=False, choices=VENUES),
+            Param("symbol", "only this symbol, e.g. BTC", positional=False),
+            Param("min", "minimum USD, e.g. 250k", positional=False, kind="number"),
+        ),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
+        "unsubscribe",
+        "remove a subscription by #id, a whole topic, or all",
+        subscriptions.unsubscribe,
+        params=(Param("target", "subscription id, topic, or all", required=True),),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command("list", "this chat's subscriptions, thresholds and quiet hours", subscriptions.list_),
+    Command(
+        "watch",
+        "follow a wallet",
+        watchlist.watch,
+        params=(Param("address", "0x… wallet address", required=True), Param("label", "a short name")),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
+        "unwatch",
+        "stop following a wallet",
+        watchlist.unwatch,
+        params=(Param("target", "address or label", required=True),),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command("watchlist", "the wallets this chat follows", watchlist.watchlist),
+    Command(
+        "label",
+        "name a watched wallet",
+        watchlist.label,
+        params=(
+            Param("address", "0x… wallet address", required=True),
+            Param("label", "a short name", required=True),
+        ),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
+        "threshold",
+        "this chat's default minimum USD for a topic (or off)",
+        subscriptions.threshold,
+        params=(_TOPIC, Param("min", "minimum USD, e.g. 100k, or off", required=True)),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
+        "quiet",
+        "hold alerts in a nightly window and send a digest after (or off)",
+        settings_cmds.quiet,
+        params=(
+            Param("window", "HH:MM-HH:MM or off", required=True),
+            Param("timezone", "IANA zone, e.g. Europe/Berlin (default UTC)"),
+        ),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command("status", "watcher health and the delivery backlog", general.status),
+    Command(
+        "pause",
+        "stop a watcher (operators)",
+        settings_cmds.pause,
+        params=(Param("watcher", "watcher name", required=True),),
+        access=Access.OPERATOR,
+    ),
+    Command(
+        "resume",
+        "restart a paused watcher (operators)",
+        settings_cmds.resume,
+        params=(Param("watcher", "watcher name", required=True),),
+        access=Access.OPERATOR,
+    ),
+)
+
+_BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def by_name(name: str) -> Command | None:
+    return _BY_NAME.get(name.lower())

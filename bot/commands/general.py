@@ -1,0 +1,68 @@
+"""/start, /help and /status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.commands.base import Context
+from bot.render import Reply
+from bot.supervisor import UNSUPPORTED
+from watchers.base import WatcherHealth
+
+
+async def start(ctx: Context) -> Reply:
+    return Reply.of(
+        "I push perp-DEX alerts to this chat: liquidations now, whales, buybacks and unlocks as they land.",
+        "Try /subscribe liquidation min=100k, then /list. /help shows every command.",
+        title="perpwatch",
+    )
+
+
+async def help_(ctx: Context) -> Reply:
+    from bot.commands import COMMANDS  # the registry imports this module
+
+    lines = [
+        f"{c.usage} — {c.summary}" + ("" if c.access.value == "anyone" else f" ({c.access.value})") for c in COMMANDS
+    ]
+    return Reply(lines=tuple(lines), title="Commands")
+
+
+def _ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((now - moment).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def _watcher_line(health: WatcherHealth, now: datetime) -> str:
+    up = f"up since {health.connected_since:%H:%M:%S} UTC" if health.connected_since else health.state.value
+    parts = [
+        f"{health.name}: {up}",
+        f"last frame {_ago(health.last_frame_at, now)}",
+        f"events {health.events}",
+        f"reconnects {health.reconnects}",
+        f"parse errors {health.parse_errors}",
+    ]
+    if health.last_error and health.connected_since is None:
+        parts.append(f"last error: {health.last_error}")
+    return " · ".join(parts)
+
+
+async def status(ctx: Context) -> Reply:
+    now = datetime.now(UTC)
+    lines = [_watcher_line(h, now) for h in ctx.services.supervisor.health()]
+    if not lines:
+        lines.append("No watchers are enabled (PERPWATCH_WATCHERS).")
+    lines += [f"{name}: unsupported — {why}" for name, why in UNSUPPORTED.items()]
+    backlog = await ctx.services.store.outbox.backlog()
+    oldest = f", oldest waiting {_ago(backlog.oldest_pending_at, now)}" if backlog.oldest_pending_at else ""
+    stats = ctx.services.dispatch_stats
+    lines.append(
+        f"Deliveries: {backlog.pending} pending{oldest}, {backlog.sent} sent, {backlog.parked} parked; "
+        f"{stats.rate_limited} rate limits, {stats.retried} retries since start"
+    )
+    return Reply(lines=tuple(lines), title="Status")

@@ -1,0 +1,275 @@
+"""Drains the outbox to the platforms: pacing, retries, parking, merging, quiet hours, restart resume.
+
+Each chat with due deliveries gets one worker task that sends its alerts in order, so per-chat order holds
+and one slow or rate-limited chat never stalls another. A delivery row leaves 'pending' only after the
+platform accepted the message, so a crash at any point re-sends at most the one message in flight, and a
+restart simply finds the rows still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TypeVar
+
+from aiolimiter import AsyncLimiter
+
+from bot.platforms.base import (
+    ChatMoved,
+    PermanentFailure,
+    Platform,
+    Rate,
+    RetryLater,
+    TransientFailure,
+)
+from bot.quiet import QUIET_HOLD, QuietHours
+from bot.render import Alert, render_event, render_summary
+from storage import ChatRepo, Outbox
+from storage.models import Chat, PendingDelivery
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_K = TypeVar("_K")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    merged: int = 0
+    retried: int = 0
+    parked: int = 0
+    rate_limited: int = 0
+
+
+class Dispatcher:
+    """Sends what the pipeline accepted. `notify()` wakes it at once; otherwise it wakes when rows fall due."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        chats: ChatRepo,
+        platforms: Sequence[Platform],
+        *,
+        clock: Clock = utcnow,
+        pacing: bool = True,
+        backoff_initial_s: float = 2.0,
+        backoff_max_s: float = 600.0,
+        max_workers: int = 256,
+        idle_poll_s: float = 5.0,
+    ) -> None:
+        self.outbox = outbox
+        self.chats = chats
+        self.platforms = {p.name: p for p in platforms}
+        self.clock = clock
+        self.pacing = pacing
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.idle_poll_s = idle_poll_s
+        self.stats = DispatchStats()
+        self._wake = asyncio.Event()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max_workers)
+        self._chat_limiters: dict[int, AsyncLimiter] = {}
+        self._group_limiters: dict[int, AsyncLimiter] = {}
+        self._overall: dict[str, AsyncLimiter] = {}
+        self._gone_logged: set[int] = set()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: start a worker for each chat with due rows, then sleep until more fall due."""
+        names = list(self.platforms)
+        try:
+            while True:
+                self._wake.clear()
+                now = self.clock()
+                for chat_id in await self.outbox.due_chats(now, platforms=names):
+                    if chat_id not in self._workers:
+                        task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
+                        self._workers[chat_id] = task
+                        task.add_done_callback(functools.partial(self._worker_done, chat_id))
+                next_due = await self.outbox.next_due_at(platforms=names)
+                timeout = self.idle_poll_s
+                if next_due is not None and next_due > now:
+                    timeout = min(timeout, (next_due - now).total_seconds())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            workers = list(self._workers.values())
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
+        self._workers.pop(chat_id, None)
+        self._wake.set()
+
+    async def idle(self) -> bool:
+        """True when nothing is being sent and nothing is due: for tests and the demo's exit."""
+        return not self._workers and not await self.outbox.due_chats(self.clock(), platforms=list(self.platforms))
+
+    # --- one chat ---------------------------------------------------------------------------------
+    async def _drain(self, chat_id: int) -> None:
+        async with self._slots:
+            try:
+                await self._drain_chat(chat_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not kill the dispatcher; the rows stay pending and are tried again.
+                log.exception("dispatch worker failed chat=%d", chat_id)
+                await asyncio.sleep(1.0)
+
+    async def _drain_chat(self, chat_id: int) -> None:
+        chat = await self.chats.by_id(chat_id)
+        platform = self.platforms[chat.platform]
+        merge_above = platform.limits.per_minute(group=chat.is_group) if self.pacing else float("inf")
+        fetch = int(min(merge_above, 1000)) + 1
+        while True:
+            now = self.clock()
+            quiet = QuietHours.of(chat)
+            if quiet is not None and quiet.active(now):
+                until = quiet.ends_after(now)
+                await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD)
+                log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
+                return
+            due = await self.outbox.pending_for_chat(chat_id, now, limit=fetch)
+            if not due:
+                return
+            if any(d.last_error == QUIET_HOLD for d in due):
+                due = await self.outbox.pending_for_chat(chat_id, now, limit=100_000)
+                batches = [due]  # one digest for everything held through the quiet hours
+            elif len(due) > merge_above:
+                due = await self.outbox.pending_for_chat(chat_id, now, limit=100_000)
+                batches = _by_topic(due)
+            else:
+                batches = [[due[0]]]
+            for batch in batches:
+                outcome = await self._send(chat, platform, batch)
+                if outcome is _Outcome.STOP:
+                    return
+                if outcome is _Outcome.RELOAD:
+                    chat = await self.chats.by_id(chat_id)
+                    break
+
+    async def _send(self, chat: Chat, platform: Platform, batch: list[PendingDelivery]) -> _Outcome:
+        ids = [d.id for d in batch]
+        alert = self._alert(batch, chat)
+        await self._pace(chat, platform)
+        try:
+            message_id = await platform.send(chat, alert)
+        except RetryLater as exc:
+            self.stats.rate_limited += 1
+            until = self.clock() + timedelta(seconds=exc.after_s)
+            log.warning("rate limited platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
+            await self.outbox.hold_chat(chat.id, until=until, error=str(exc))
+            return _Outcome.STOP
+        except ChatMoved as exc:
+            log.info("chat migrated platform=%s chat=%d new_id=%s", platform.name, chat.id, exc.new_chat_id)
+            await self.chats.migrate(chat.id, exc.new_chat_id)
+            return _Outcome.RELOAD
+        except PermanentFailure as exc:
+            await self._park(chat, ids, str(exc), chat_gone=exc.chat_gone)
+            return _Outcome.STOP if exc.chat_gone else _Outcome.NEXT
+        except TransientFailure as exc:
+            await self._retry(chat, batch, str(exc))
+            return _Outcome.STOP
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected send error platform=%s chat=%d", platform.name, chat.id)
+            await self._retry(chat, batch, f"{type(exc).__name__}: {exc}")
+            return _Outcome.STOP
+        await self.outbox.mark_sent(ids, message_id=message_id, now=self.clock())
+        self.stats.sent += 1
+        if len(ids) > 1:
+            self.stats.merged += len(ids)
+        return _Outcome.NEXT
+
+    def _alert(self, batch: list[PendingDelivery], chat: Chat) -> Alert:
+        if len(batch) == 1:
+            return render_event(batch[0].event)
+        digest = batch[0].last_error == QUIET_HOLD
+        return render_summary([d.event for d in batch], digest=digest)
+
+    async def _retry(self, chat: Chat, batch: list[PendingDelivery], error: str) -> None:
+        attempts = max(d.attempts for d in batch) + 1
+        delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempts - 1))
+        delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not crypto
+        self.stats.retried += 1
+        log.warning(
+            "send failed, will retry chat=%d attempt=%d delay_s=%.1f error=%s",
+            chat.id,
+            attempts,
+            delay,
+            error,
+        )
+        await self.outbox.reschedule(
+            [d.id for d in batch], at=self.clock() + timedelta(seconds=delay), error=error, count_attempt=True
+        )
+
+    async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
+        if chat_gone:
+            parked = await self.chats.mark_gone(chat.id, reason)
+            self.stats.parked += parked
+            if chat.id not in self._gone_logged:  # tell the operator log once per chat, not per alert
+                self._gone_logged.add(chat.id)
+                log.warning(
+                    "chat unreachable, alerts parked platform=%s chat=%d parked=%d reason=%s",
+                    chat.platform,
+                    chat.id,
+                    parked,
+                    reason,
+                )
+        else:
+            await self.outbox.park(ids, reason=reason)
+            self.stats.parked += len(ids)
+            log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
+
+    # --- pacing -----------------------------------------------------------------------------------
+    async def _pace(self, chat: Chat, platform: Platform) -> None:
+        if not self.pacing:
+            return
+        limits = platform.limits
+        if limits.overall:
+            await self._limiter(self._overall, platform.name, limits.overall).acquire()
+        if limits.per_group and chat.is_group:
+            await self._limiter(self._group_limiters, chat.id, limits.per_group).acquire()
+        if limits.per_chat:
+            await self._limiter(self._chat_limiters, chat.id, limits.per_chat).acquire()
+
+    @staticmethod
+    def _limiter(table: dict[_K, AsyncLimiter], key: _K, rate: Rate) -> AsyncLimiter:
+        limiter = table.get(key)
+        if limiter is None:
+            limiter = table[key] = AsyncLimiter(rate.count, rate.period_s)
+        return limiter
+
+
+class _Outcome(Enum):
+    """What the chat worker does after one send."""
+
+    NEXT = "next"
+    STOP = "stop"
+    RELOAD = "reload"
+
+
+def _by_topic(due: list[PendingDelivery]) -> list[list[PendingDelivery]]:
+    groups: dict[str, list[PendingDelivery]] = defaultdict(list)
+    for delivery in due:
+        groups[delivery.event.topic.value].append(delivery)
+    return list(groups.values())

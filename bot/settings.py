@@ -1,0 +1,147 @@
+"""Settings from the environment and `.env`.
+
+Setting names are a contract: operators script against them, so a rename is a breaking change. Every
+external endpoint is a setting whose default is the real URL, which is also how tests aim the real
+clients at loopback fakes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_WATCHERS: tuple[str, ...] = ("binance", "aster")
+"""Watcher names `PERPWATCH_WATCHERS` accepts; each later source adds its name here."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PERPWATCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- chat platforms ---------------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN"))
+    telegram_api_url: str = "https://api.telegram.org"
+    discord_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DISCORD_BOT_TOKEN"))
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+
+    # --- storage ----------------------------------------------------------------------------------
+    database_url: str = "sqlite:///data/perpwatch.db"
+
+    # --- watchers ---------------------------------------------------------------------------------
+    watchers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KNOWN_WATCHERS))
+    binance_ws_url: str = "wss://fstream.binance.com/market/ws/!forceOrder@arr"
+    aster_ws_url: str = "wss://fstream.asterdex.com/ws/!forceOrder@arr"
+    ws_probe_after_s: float = Field(default=60.0, gt=0)
+    ws_probe_timeout_s: float = Field(default=10.0, gt=0)
+    ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)
+    ws_backoff_initial_s: float = Field(default=1.0, gt=0)
+    ws_backoff_max_s: float = Field(default=60.0, gt=0)
+
+    # --- operators and chats ----------------------------------------------------------------------
+    admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_subscriptions_per_chat: int = Field(default=50, ge=1)
+    max_watchlist_per_chat: int = Field(default=100, ge=1)
+
+    # --- console sink -----------------------------------------------------------------------------
+    console_format: Literal["text", "jsonl"] = "text"
+    console_min_usd: Decimal = Field(default=Decimal(0), ge=0)
+
+    # --- logging ----------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("watchers", mode="before")
+    @classmethod
+    def _parse_watchers(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            names = [str(v).lower() for v in value]
+            if names in ([], ["all"]):
+                return list(KNOWN_WATCHERS)
+            unknown = sorted(set(names) - set(KNOWN_WATCHERS))
+            if unknown:
+                raise ValueError(
+                    f"unknown watcher(s) {', '.join(unknown)}; expected a comma list of "
+                    f"{', '.join(KNOWN_WATCHERS)} or 'all'"
+                )
+            return list(dict.fromkeys(names))
+        return value
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _parse_admin_ids(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            out: list[str] = []
+            for item in value:
+                text = str(item)
+                platform, _, ident = text.rpartition(":")
+                if platform not in ("", "telegram", "discord") or not ident.lstrip("-").isdigit():
+                    raise ValueError(
+                        f"bad admin id {text!r}; expected numeric user ids, optionally prefixed telegram: or discord:"
+                    )
+                out.append(text)
+            return out
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        return value
+
+    @field_validator("telegram_api_url", "discord_api_url", "binance_ws_url", "aster_ws_url", "discord_gateway_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("expected an http(s):// or ws(s):// URL")
+        return value.rstrip("/") if value.startswith("http") else value
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    def is_operator(self, platform: str, user_id: str) -> bool:
+        return user_id in self.admin_ids or f"{platform}:{user_id}" in self.admin_ids
+
+
+ENV_NAMES: dict[str, str] = {
+    "telegram_bot_token": "TELEGRAM_BOT_TOKEN",
+    "discord_bot_token": "DISCORD_BOT_TOKEN",
+}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_NAMES.get(field_name, f"PERPWATCH_{field_name.upper()}")
+
+
+class SettingsError(Exception):
+    """A bad setting, worded as one line an operator can act on."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = env_name(str(first["loc"][0])) if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        got = first.get("input")
+        shown = "" if name.endswith("TOKEN") or got is None else f" (got {str(got)[:80]!r})"
+        raise SettingsError(f"bad setting {name}: {message}{shown}") from None

@@ -1,0 +1,33 @@
+"""The only code that speaks SQL. `Store` bundles the database and its repositories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage.chats import ChatRepo, Conflict, LimitReached
+from storage.database import Database
+from storage.outbox import Outbox
+from storage.watchers import WatcherStateRepo
+
+__all__ = ["ChatRepo", "Conflict", "Database", "LimitReached", "Outbox", "Store", "WatcherStateRepo"]
+
+
+class Store:
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.db = Database(path, synchronous=synchronous)
+        self.chats = ChatRepo(self.db)
+        self.outbox = Outbox(self.db)
+        self.watchers = WatcherStateRepo(self.db)
+
+    async def open(self) -> Store:
+        await self.db.open()
+        return self
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Store:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

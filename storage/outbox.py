@@ -1,0 +1,204 @@
+"""Events and their deliveries: the durable outbox between accepting an event and a chat receiving it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from bot.events import Event
+from bot.symbols import base_asset
+from storage.database import Database, from_db_time, to_db_time
+from storage.models import AcceptResult, Backlog, PendingDelivery, to_cents
+
+# One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
+# (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP), and on a
+# minimum USD that is the subscription's own or else the chat's threshold for the topic. An event without
+# a USD value is not held back by a minimum: it has nothing to compare. A chat the platform has told us
+# is gone gets nothing.
+_FAN_OUT = """
+INSERT OR IGNORE INTO deliveries (event_id, chat_id, next_attempt_at, created_at)
+SELECT DISTINCT :event_id, s.chat_id, :now, :now
+FROM subscriptions s
+JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
+LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
+WHERE s.topic = :topic
+  AND (s.venue IS NULL OR s.venue = :venue)
+  AND (s.symbol IS NULL OR s.symbol = :symbol OR s.symbol = :base)
+  AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
+"""
+
+
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def accept(self, events: Sequence[Event], *, now: datetime | None = None) -> list[AcceptResult]:
+        """Store new events and their deliveries in ONE transaction; a known key is a replay and is skipped.
+
+        After this returns, the alerts are on disk: a crash, restart, 429 or network fault cannot lose
+        them, and accepting the same events again changes nothing.
+        """
+        stamp = to_db_time(now or datetime.now(UTC))
+        results: list[AcceptResult] = []
+        async with self.db.transaction() as conn:
+            for event in events:
+                usd_cents = to_cents(event.usd) if event.usd is not None else None
+                cur = await conn.execute(
+                    "INSERT OR IGNORE INTO events (key, topic, source, venue, symbol, usd, usd_cents, "
+                    "occurred_at, accepted_at, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        event.key,
+                        event.topic.value,
+                        event.source,
+                        event.venue.value if event.venue else None,
+                        event.symbol,
+                        str(event.usd) if event.usd is not None else None,
+                        usd_cents,
+                        to_db_time(event.occurred_at),
+                        stamp,
+                        event.model_dump_json(),
+                    ),
+                )
+                if cur.rowcount == 0:
+                    results.append(AcceptResult(key=event.key, new=False, deliveries=0))
+                    continue
+                fan = await conn.execute(
+                    _FAN_OUT,
+                    {
+                        "event_id": cur.lastrowid,
+                        "now": stamp,
+                        "topic": event.topic.value,
+                        "venue": event.venue.value if event.venue else None,
+                        "symbol": event.symbol.upper() if event.symbol else None,
+                        "base": base_asset(event.symbol) if event.symbol else None,
+                        "usd_cents": usd_cents,
+                    },
+                )
+                results.append(AcceptResult(key=event.key, new=True, deliveries=fan.rowcount))
+        return results
+
+    async def due_chats(self, now: datetime, *, platforms: Sequence[str]) -> list[int]:
+        """Chats with at least one delivery due now, oldest waiting first (fairness across chats)."""
+        marks = ",".join("?" for _ in platforms)
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                f"SELECT d.chat_id FROM deliveries d JOIN chats c ON c.id = d.chat_id "  # noqa: S608 (placeholders)
+                f"WHERE d.status='pending' AND d.next_attempt_at <= ? AND c.platform IN ({marks}) "
+                "GROUP BY d.chat_id ORDER BY MIN(d.id)",
+                (to_db_time(now), *platforms),
+            ) as cur,
+        ):
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def next_due_at(self, *, platforms: Sequence[str]) -> datetime | None:
+        marks = ",".join("?" for _ in platforms)
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                f"SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN chats c ON c.id = d.chat_id "  # noqa: S608
+                f"WHERE d.status='pending' AND c.platform IN ({marks})",
+                tuple(platforms),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return from_db_time(row[0]) if row and row[0] else None
+
+    async def pending_for_chat(self, chat_id: int, now: datetime, *, limit: int) -> list[PendingDelivery]:
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT d.id, d.chat_id, d.attempts, d.last_error, e.body "
+                "FROM deliveries d JOIN events e ON e.id = d.event_id "
+                "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
+                (chat_id, to_db_time(now), limit),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [
+            PendingDelivery(
+                id=r["id"],
+                chat_id=r["chat_id"],
+                attempts=r["attempts"],
+                last_error=r["last_error"],
+                event=Event.model_validate_json(r["body"]),
+            )
+            for r in rows
+        ]
+
+    async def count_due(self, chat_id: int, now: datetime) -> int:
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE chat_id=? AND status='pending' AND next_attempt_at <= ?",
+                (chat_id, to_db_time(now)),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def mark_sent(self, ids: Sequence[int], *, message_id: str | None, now: datetime) -> None:
+        """The platform accepted the message; with several ids they were merged into one summary."""
+        lead = ids[0]
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE deliveries SET status='sent', sent_at=?, platform_message_id=?, attempts=attempts+1, "
+                "summary_of=? WHERE id=? AND status='pending'",
+                [(to_db_time(now), message_id, lead if len(ids) > 1 else None, i) for i in ids],
+            )
+
+    async def reschedule(self, ids: Sequence[int], *, at: datetime, error: str, count_attempt: bool) -> None:
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE deliveries SET next_attempt_at=?, last_error=?, attempts=attempts+? "
+                "WHERE id=? AND status='pending'",
+                [(to_db_time(at), error, 1 if count_attempt else 0, i) for i in ids],
+            )
+
+    async def hold_chat(self, chat_id: int, *, until: datetime, error: str) -> None:
+        """Push every pending delivery of a chat to `until`: a 429 or quiet hours apply to the whole chat."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=? "
+                "WHERE chat_id=? AND status='pending'",
+                (to_db_time(until), error, chat_id),
+            )
+
+    async def release_held(self, chat_id: int, *, reason: str = "held: quiet hours") -> None:
+        """Quiet hours were switched off: what they held is due now (still digested, by its reason)."""
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND last_error=?",
+                (to_db_time(datetime.now(UTC)), chat_id, reason),
+            )
+
+    async def park(self, ids: Sequence[int], *, reason: str) -> None:
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE deliveries SET status='parked', last_error=?, attempts=attempts+1 WHERE id=?",
+                [(reason, i) for i in ids],
+            )
+
+    async def backlog(self) -> Backlog:
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT status, COUNT(*), MIN(created_at) FROM deliveries GROUP BY status") as cur,
+        ):
+            rows = await cur.fetchall()
+        counts = {r[0]: int(r[1]) for r in rows}
+        oldest = next((r[2] for r in rows if r[0] == "pending"), None)
+        return Backlog(
+            pending=counts.get("pending", 0),
+            parked=counts.get("parked", 0),
+            sent=counts.get("sent", 0),
+            oldest_pending_at=from_db_time(oldest) if oldest else None,
+        )
+
+    async def recent_events(self, topic: str, *, limit: int) -> list[Event]:
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT body FROM events WHERE topic=? ORDER BY occurred_at DESC LIMIT ?", (topic, limit)
+            ) as cur,
+        ):
+            return [Event.model_validate_json(r[0]) for r in await cur.fetchall()]
