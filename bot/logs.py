@@ -40,5 +40,5 @@ def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway", "discord.client"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "telegram.ext.Updater", "discord.gateway", "discord.client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        populate_by_name=True,
+        env_ignore_empty=True,  # `TELEGRAM_BOT_TOKEN=` in .env means "not set", not an empty token
     )
 
     # --- chat platforms ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from telegram.error import (
     TelegramError,
 )
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.commands import COMMANDS, Command, CommandError, Context, parse_text_args, run_command
 from bot.platforms.base import (
@@ -41,14 +43,22 @@ from storage.models import Chat
 
 log = logging.getLogger(__name__)
 
+# PTB 22 warns on every 429 because RetryAfter reads its own deprecated int property; we read the stored
+# timedelta (see retry_after_seconds), so the warning says nothing to an operator.
+warnings.filterwarnings("ignore", message=r".*attribute `retry_after` will be of type", category=PTBDeprecationWarning)
+
 MAX_TEXT = 4096
 ANONYMOUS_ADMIN_ID = 1087968824  # Telegram's stand-in user for anonymous group admins
 ContextFactory = Callable[[str, Chat, str, dict[str, str], Callable[[], Awaitable[bool]]], Context]
 ChatRegistrar = Callable[[str, str, str, str | None], Awaitable[Chat]]
 
 
+def esc(text: str) -> str:
+    """Text content needs only &, < and > escaped; quotes stay readable."""
+    return html.escape(text, quote=False)
+
+
 def alert_html(alert: Alert) -> str:
-    esc = html.escape
     lines = [f"<b>{esc(alert.title)}</b>", f"<b>{esc(alert.headline)}</b>", ""]
     for field in alert.fields:
         value = f"<b>{esc(field.value)}</b>" if field.emphasis else esc(field.value)
@@ -57,13 +67,13 @@ def alert_html(alert: Alert) -> str:
     if alert.footer:
         lines += ["", f"<i>{esc(alert.footer)}</i>"]
     if alert.url:
-        lines.append(f'<a href="{esc(alert.url, quote=True)}">details</a>')
+        lines.append(f'<a href="{html.escape(alert.url, quote=True)}">details</a>')
     return _fit("\n".join(lines))
 
 
 def reply_html(reply: Reply) -> str:
-    head = [f"<b>{html.escape(reply.title)}</b>"] if reply.title else []
-    return _fit("\n".join([*head, *(html.escape(line) for line in reply.lines)]))
+    head = [f"<b>{esc(reply.title)}</b>"] if reply.title else []
+    return _fit("\n".join([*head, *(esc(line) for line in reply.lines)]))
 
 
 def _fit(text: str) -> str:

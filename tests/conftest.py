@@ -1,0 +1,56 @@
+"""Shared fixtures: settings isolated from the developer's environment and `.env`, and loopback fakes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import Settings
+from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.telegram_api import FakeTelegramApi
+
+TG_TOKEN = "123456:TEST-TOKEN"
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A developer's real token or database must never leak into a test run."""
+    for name in list(os.environ):
+        if name.startswith("PERPWATCH_") or name in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"):
+            monkeypatch.delenv(name)
+    yield
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / 'perpwatch.db'}",
+            "watchers": "binance",
+            "ws_probe_after_s": 5.0,
+            "ws_probe_timeout_s": 2.0,
+            "ws_backoff_initial_s": 0.01,
+            "ws_backoff_max_s": 0.05,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def binance() -> AsyncIterator[FakeForceOrderServer]:
+    async with FakeForceOrderServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegramApi]:
+    async with FakeTelegramApi(token=TG_TOKEN) as api:
+        yield api

@@ -1,0 +1,273 @@
+"""End to end through the real libraries: a frame on a loopback exchange socket becomes a message at a
+loopback Telegram Bot API, with the real aiohttp client, SQLite outbox, dispatcher and python-telegram-bot.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import PerpwatchApp
+from storage import Store
+from tests.conftest import TG_TOKEN, MakeSettings
+from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
+
+PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
+USER = 4242
+CHAT = 4242  # a private chat's id is the user's id
+GROUP = -1001234567890
+
+
+def sample_frame(**order: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads((PAYLOADS / "binance_forceOrder_docs.json").read_text())
+    frame = copy.deepcopy(frame)
+    frame["o"].update(order)
+    return frame
+
+
+@asynccontextmanager
+async def running_bot(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, **overrides: Any
+) -> AsyncIterator[PerpwatchApp]:
+    settings = make_settings(
+        telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url, **overrides
+    )
+    async with PerpwatchApp(settings) as app:
+        await binance.wait_connected()
+        yield app
+
+
+async def command(telegram: FakeTelegramApi, text: str, *, chat: int = CHAT, user: int = USER,
+                  chat_type: str = "private") -> SentMessage:
+    """Send a command as a user and return the bot's reply."""
+    before = len(telegram.sent)
+    telegram.enqueue_message(chat, chat_type, user, text, title=None if chat_type == "private" else "Desk")  # type: ignore[arg-type]
+    sent = await telegram.wait_for_sent(before + 1)
+    return sent[before]
+
+
+async def subscribed(telegram: FakeTelegramApi, text: str = "/subscribe liquidation", **kw: Any) -> None:
+    reply = await command(telegram, text, **kw)
+    assert "Subscribed" in reply.text, reply.text
+
+
+def alerts(telegram: FakeTelegramApi, chat: int = CHAT) -> list[SentMessage]:
+    return [m for m in telegram.sent if m.chat_id == chat and "liquidated" in m.text]
+
+
+async def wait_alerts(telegram: FakeTelegramApi, n: int, chat: int = CHAT) -> list[SentMessage]:
+    await telegram.wait_until(lambda: len(alerts(telegram, chat)) >= n)
+    return alerts(telegram, chat)
+
+
+async def deliveries(app: PerpwatchApp) -> list[tuple[str, str | None]]:
+    rows = await app.store.db.conn.execute_fetchall("SELECT status, last_error FROM deliveries ORDER BY id")
+    return [(r[0], r[1]) for r in rows]
+
+
+async def test_frame_becomes_html_message_and_replay_sends_nothing(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        await binance.push(sample_frame())
+        [message] = await wait_alerts(telegram, 1)
+        assert message.parse_mode == "HTML"
+        assert message.text.splitlines()[:2] == ["<b>🟥 BTCUSDT LONG liquidated on Binance</b>", "<b>$138.74</b>"]
+        for line in ("Size: <b>0.014 BTC</b>", "USD: <b>$138.74</b>", "Price: 9,910", "Venue: Binance",
+                     "Time: 2019-09-09 07:34:20 UTC"):
+            assert line in message.text
+        # The venue sends the same frame again, then a new one: only the new one alerts.
+        await binance.push(sample_frame())
+        await binance.push(sample_frame(S="BUY", T=1568014461893))
+        sent = await wait_alerts(telegram, 2)
+        assert "SHORT liquidated" in sent[1].text
+        assert app.pipeline.stats.duplicates == 1
+        assert len(alerts(telegram)) == 2
+
+
+async def test_retry_after_delays_then_delivers(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        telegram.fail_next("sendMessage", CHAT, kind="retry_after", retry_after=1)
+        await binance.push(sample_frame())
+        [message] = await wait_alerts(telegram, 1)
+        attempts = [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
+        assert len(attempts) == 2
+        assert attempts[1].received_at - attempts[0].received_at >= 1.0  # the wire order, not a timing goal
+        assert app.dispatcher.stats.rate_limited == 1
+        await _until(app, lambda rows: rows == [("sent", "Telegram flood control; retry after 1s")])
+
+
+async def test_network_fault_is_retried_with_backoff(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        app.dispatcher.backoff_initial_s = 0.05
+        await subscribed(telegram)
+        telegram.fail_next("sendMessage", CHAT, kind="disconnect")
+        telegram.fail_next("sendMessage", CHAT, kind="server_error")
+        await binance.push(sample_frame())
+        await wait_alerts(telegram, 1)
+        await _until(app, lambda rows: [s for s, _ in rows] == ["sent"])
+        assert app.dispatcher.stats.retried == 2
+
+
+async def test_blocked_chat_is_parked_with_reason_and_gets_nothing_more(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        telegram.fail_next("sendMessage", CHAT, kind="blocked")
+        await binance.push(sample_frame())
+        await telegram.wait_for_request("sendMessage", 2)
+        await _until(app, lambda rows: rows == [("parked", "Telegram: Forbidden: bot was blocked by the user")])
+        chat = await app.store.chats.get("telegram", str(CHAT))
+        assert chat is not None and chat.status == "gone"
+        await binance.push(sample_frame(T=1568014499999))
+        await _until(app, lambda rows: len(rows) == 1, after_frames=2)
+        assert alerts(telegram) == []
+
+
+async def test_chat_migration_follows_the_new_id(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    new_id = -1009999999999
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        telegram.fail_next("sendMessage", CHAT, kind="migrated", migrate_to=new_id)
+        await binance.push(sample_frame())
+        [message] = await wait_alerts(telegram, 1, chat=new_id)
+        assert "BTCUSDT" in message.text
+        chat = await app.store.chats.get("telegram", str(new_id))
+        assert chat is not None and chat.status == "active"
+        assert [s.topic for s in await app.store.chats.subscriptions(chat.id)] == ["liquidation"]
+
+
+async def test_dropped_socket_reconnects_and_loses_nothing_resent(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    first, second = sample_frame(), sample_frame(s="ETHUSDT", T=1568014462000)
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        await binance.push(first)
+        await wait_alerts(telegram, 1)
+        binance.replay_on_connect = [first, second]  # the venue re-sends recent frames after a reconnect
+        await binance.drop_all()
+        sent = await wait_alerts(telegram, 2)
+        assert ["BTCUSDT" in sent[0].text, "ETHUSDT" in sent[1].text] == [True, True]
+        assert app.supervisor.watchers["binance"].health.reconnects >= 1
+        assert app.pipeline.stats.duplicates == 1
+
+
+async def test_malformed_frames_and_bad_commands_change_nothing(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        for text, expected in (
+            ("/subscribe", "missing topic"),
+            ("/subscribe weather", "unknown topic 'weather'"),
+            ("/subscribe liquidation venue=ftx", "unknown venue 'ftx'"),
+            ("/subscribe liquidation min=lots", "'lots' is not an amount"),
+            ("/subscribe liquidation colour=red", "unknown option 'colour'"),
+            ("/unsubscribe 99", "no subscription #99"),
+        ):
+            reply = await command(telegram, text)
+            assert expected in reply.text, (text, reply.text)
+        assert (await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM subscriptions"))[0][0] == 0
+        await subscribed(telegram)
+        health = app.supervisor.watchers["binance"].health
+        for bad in ("not json", '{"e":"forceOrder","o":{"s":"BTCUSDT"}}', '{"e":"forceOrder","o":{"S":"SIDEWAYS"}}'):
+            await binance.push(bad)
+        await binance.push(sample_frame())
+        await wait_alerts(telegram, 1)
+        assert health.parse_errors == 3
+        assert (await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM events"))[0][0] == 1
+
+
+async def test_only_group_admins_change_subscriptions(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    admin, member = 7, 8
+    telegram.set_member_status(GROUP, admin, "administrator")
+    telegram.set_member_status(GROUP, member, "member")
+    async with running_bot(make_settings, telegram, binance) as app:
+        refused = await command(telegram, "/subscribe liquidation", chat=GROUP, user=member, chat_type="supergroup")
+        assert "Only admins of this group" in refused.text
+        listed = await command(telegram, "/list", chat=GROUP, user=member, chat_type="supergroup")
+        assert "No subscriptions" in listed.text
+        await subscribed(telegram, "/subscribe liquidation min=100", chat=GROUP, user=admin, chat_type="supergroup")
+        chat = await app.store.chats.get("telegram", str(GROUP))
+        assert chat is not None
+        assert [(s.topic, s.min_usd) for s in await app.store.chats.subscriptions(chat.id)] == [
+            ("liquidation", 100)
+        ]
+
+
+async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    admin = 7
+    telegram.set_member_status(GROUP, admin, "creator")
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram, chat=GROUP, user=admin, chat_type="supergroup")
+        frames = [sample_frame(T=1568014460893 + i, q=str(i + 1), z=str(i + 1)) for i in range(30)]
+        for frame in frames:  # a group takes 20 a minute; 30 at once is more than a minute's worth
+            await binance.push(frame)
+        await _until(app, lambda rows: all(s == "sent" for s, _ in rows) and len(rows) == 30, after_frames=30)
+        messages = [m for m in telegram.sent if m.chat_id == GROUP][1:]  # [0] answered /subscribe
+        merged = [m for m in messages if "alerts merged" in m.text]
+        singles = [m for m in messages if "alerts merged" not in m.text]
+        assert len(merged) == 1 and len(singles) >= 1
+        count = int(merged[0].text.split("Alerts: <b>")[1].split("<")[0])
+        assert count + len(singles) == 30  # every alert is in exactly one message
+        assert "$297.3K" in merged[0].text or count < 29  # the largest items are listed
+
+
+async def _until(
+    app: PerpwatchApp, check: Callable[[list[tuple[str, str | None]]], bool], *, after_frames: int = 1,
+    timeout_s: float = 10.0,
+) -> None:
+    """Wait for the outbox to reach a state, checking after each dispatcher wake-up (no fixed sleeps)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
+        if seen >= after_frames and check(await deliveries(app)):
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"outbox never reached the expected state: {await deliveries(app)}")
+
+
+async def test_restart_resumes_pending_deliveries(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, tmp_path: Path
+) -> None:
+    settings = make_settings(telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url,
+                             binance_ws_url=binance.url)
+    async with Store(settings.database_path) as store:
+        chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
+        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                    limit=10)
+        from watchers.forceorder import parse
+
+        from bot.events import Venue
+
+        await store.outbox.accept(parse(sample_frame(), Venue.BINANCE))  # accepted, never sent: then a "crash"
+    binance.replay_on_connect = [sample_frame()]  # and the venue re-sends it on the new connection
+    async with PerpwatchApp(settings) as app:
+        await binance.wait_connected()
+        await wait_alerts(telegram, 1)
+        await _until(app, lambda rows: rows == [("sent", None)])
+        assert app.pipeline.stats.duplicates == 1
+    assert len(alerts(telegram)) == 1

@@ -1,0 +1,115 @@
+"""The outbox's promises: one transaction per accept, a replay alerts nobody, matching follows the filters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from storage import LimitReached, Store
+from storage.models import Chat
+from tests.factories import liquidation
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store(tmp_path / "t.db") as s:
+        yield s
+
+
+async def _chat(store: Store, name: str, *, kind: str = "private") -> Chat:
+    return await store.chats.upsert("telegram", name, kind=kind, title=None)
+
+
+async def _recipients(store: Store) -> set[str]:
+    rows = await store.db.conn.execute_fetchall(
+        "SELECT c.platform_chat_id FROM deliveries d JOIN chats c ON c.id=d.chat_id"
+    )
+    return {r[0] for r in rows}
+
+
+async def test_replayed_event_is_stored_once_and_alerts_once(store: Store) -> None:
+    chat = await _chat(store, "1")
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                limit=10)
+    event = liquidation(usd="5000")
+    first = await store.outbox.accept([event])
+    again = await store.outbox.accept([event, event])
+    assert [(r.new, r.deliveries) for r in first] == [(True, 1)]
+    assert [(r.new, r.deliveries) for r in again] == [(False, 0), (False, 0)]
+    rows = await store.db.conn.execute_fetchall("SELECT COUNT(*) FROM deliveries")
+    assert rows[0][0] == 1
+
+
+async def test_fan_out_follows_topic_venue_symbol_and_min(store: Store) -> None:
+    cases = {
+        "all": dict(venue=None, symbol=None, min_usd=None),
+        "binance": dict(venue="binance", symbol=None, min_usd=None),
+        "aster": dict(venue="aster", symbol=None, min_usd=None),
+        "btc_base": dict(venue=None, symbol="BTC", min_usd=None),
+        "btc_full": dict(venue=None, symbol="BTCUSDT", min_usd=None),
+        "eth": dict(venue=None, symbol="ETH", min_usd=None),
+        "min_ok": dict(venue=None, symbol=None, min_usd=Decimal("100000")),
+        "min_high": dict(venue=None, symbol=None, min_usd=Decimal("100000.01")),
+    }
+    for name, filters in cases.items():
+        chat = await _chat(store, name)
+        await store.chats.subscribe(chat.id, "liquidation", created_by=None, limit=10, **filters)  # type: ignore[arg-type]
+    other_topic = await _chat(store, "whales")
+    await store.chats.subscribe(other_topic.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None,
+                                limit=10)
+    await store.outbox.accept([liquidation(venue="binance", symbol="BTCUSDT", usd="100000")])
+    assert await _recipients(store) == {"all", "binance", "btc_base", "btc_full", "min_ok"}
+
+
+async def test_chat_threshold_is_the_default_floor(store: Store) -> None:
+    floor = await _chat(store, "floor")
+    own = await _chat(store, "own-min")
+    for chat in (floor, own):
+        await store.chats.set_threshold(chat.id, "liquidation", Decimal("1000000"))
+    await store.chats.subscribe(floor.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                limit=10)
+    await store.chats.subscribe(own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), created_by=None,
+                                limit=10)
+    await store.outbox.accept([liquidation(usd="50000")])
+    assert await _recipients(store) == {"own-min"}
+
+
+async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) -> None:
+    chat = await _chat(store, "gone")
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                limit=10)
+    await store.outbox.accept([liquidation(key="a")])
+    parked = await store.chats.mark_gone(chat.id, "Forbidden: bot was blocked by the user")
+    await store.outbox.accept([liquidation(key="b")])
+    backlog = await store.outbox.backlog()
+    assert (parked, backlog.pending, backlog.parked) == (1, 0, 1)
+
+
+async def test_subscription_limit_changes_nothing(store: Store) -> None:
+    chat = await _chat(store, "full")
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                limit=1)
+    with pytest.raises(LimitReached):
+        await store.chats.subscribe(chat.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None,
+                                    limit=1)
+    assert [s.topic for s in await store.chats.subscriptions(chat.id)] == ["liquidation"]
+
+
+async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path) -> None:
+    path = tmp_path / "reopen.db"
+    now = datetime.now(UTC)
+    async with Store(path) as store:
+        chat = await _chat(store, "1")
+        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
+                                    limit=10)
+        await store.outbox.accept([liquidation(key="x")], now=now)
+        pending = await store.outbox.pending_for_chat(chat.id, now, limit=10)
+        await store.outbox.reschedule([pending[0].id], at=now + timedelta(seconds=30), error="net", count_attempt=True)
+    async with Store(path) as store:
+        assert await store.outbox.pending_for_chat(chat.id, now, limit=10) == []
+        later = await store.outbox.pending_for_chat(chat.id, now + timedelta(seconds=31), limit=10)
+        assert [(p.event.key, p.attempts, p.last_error) for p in later] == [("x", 1, "net")]

@@ -1,0 +1,193 @@
+"""Binance USD-M and Aster liquidations from the `!forceOrder@arr` stream.
+
+Aster copied Binance's futures API down to the stream names, and the payloads are identical, so one parser
+serves both and only the venue, the URL and the wording of the caveat differ. The stream is chosen by the
+URL path, so nothing is subscribed; `LIST_SUBSCRIPTIONS` is sent only as a liveness probe, because a quiet
+market (Aster saw 2 liquidations in 24 minutes) sends no data and protocol pings never surface as frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import aiohttp
+
+from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue, utc_from_ms
+from watchers.base import EventSink, Watcher
+from watchers.ws import WsSettings, WsStream, WsTuning
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "forceorder"
+VENUES: tuple[Venue, ...] = (Venue.BINANCE, Venue.ASTER)
+_VENUE_NAMES = {Venue.BINANCE: "Binance", Venue.ASTER: "Aster"}
+# The venue's ORDER side: the engine sells to close a long and buys to close a short.
+_LIQUIDATED = {"SELL": PositionSide.LONG, "BUY": PositionSide.SHORT}
+
+
+def sampling_note(venue: Venue) -> str:
+    return (
+        f"{_VENUE_NAMES[venue]} pushes at most one liquidation per symbol per second (the latest), "
+        "so counts and totals in a cascade are a floor."
+    )
+
+
+def list_subscriptions_probe(probe_id: int) -> str:
+    """The cheapest control message that gets an answer (`{"result":["!forceOrder@arr"],"id":N}`)."""
+    return json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": probe_id}, separators=(",", ":"))
+
+
+def _decimal(order: Mapping[str, Any], field: str) -> Decimal:
+    raw = order.get(field)
+    if raw is None:
+        return Decimal(0)
+    # A float here means the frame was decoded without parse_float=Decimal and has already lost digits.
+    if isinstance(raw, bool | float) or not isinstance(raw, str | int | Decimal):
+        raise ValueError(f"forceOrder o.{field} is {type(raw).__name__}, expected a decimal string")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"forceOrder o.{field}={raw!r} is not a decimal") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"forceOrder o.{field}={raw!r} is not a finite non-negative decimal")
+    return value
+
+
+def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
+    """One `forceOrder` frame as events; control replies and other streams' frames give `[]`.
+
+    The docs' sample (Binance and Aster print the same one)::
+
+        {"e":"forceOrder","E":1568014460893,
+         "o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910","ap":"9910",
+              "X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}
+
+    is a long of 0.014 BTC closed at 9910, notional 138.74. `o.S` is the liquidation *order's* side, so
+    SELL means a long was liquidated. Size is the filled quantity `z` (the order quantity `q` if nothing is
+    reported filled); price is the average fill `ap` (the order price `p` if `ap` is 0). USD-M contracts
+    are quoted in USD stablecoins (USDT, USDC), counted as USD at par; the figure is in the quote asset,
+    so a contract quoted in anything else would be reported in that asset, unconverted.
+
+    The combined-stream wrapper `{"stream":…,"data":…}` is unwrapped. `!forceOrder@arr` delivers one
+    object per frame despite its name (docs and live captures), so a JSON array is not a frame shape
+    here. A frame that claims to be a forceOrder but cannot be read raises ValueError.
+    """
+    if "stream" in frame and isinstance(frame.get("data"), Mapping):
+        frame = frame["data"]
+    kind = frame.get("e")
+    if kind is None and "id" in frame and ("result" in frame or "error" in frame):
+        return []
+    if kind != "forceOrder":
+        if isinstance(kind, str):
+            return []
+        raise ValueError(f"not a forceOrder frame: keys {sorted(frame)[:8]}")
+    order = frame.get("o")
+    if not isinstance(order, Mapping):
+        raise ValueError("forceOrder frame has no object 'o'")
+    symbol, order_side, trade_ms = order.get("s"), order.get("S"), order.get("T")
+    if not isinstance(symbol, str) or not symbol:
+        raise ValueError(f"forceOrder o.s={symbol!r} is not a symbol")
+    if order_side not in _LIQUIDATED:
+        raise ValueError(f"forceOrder o.S={order_side!r} is neither BUY nor SELL")
+    if isinstance(trade_ms, bool) or not isinstance(trade_ms, int) or trade_ms <= 0:
+        raise ValueError(f"forceOrder o.T={trade_ms!r} is not a millisecond timestamp")
+    size = _decimal(order, "z") or _decimal(order, "q")
+    price = _decimal(order, "ap") or _decimal(order, "p")
+    if not size or not price:
+        raise ValueError(f"forceOrder for {symbol} has no positive size or price")
+    notional = size * price
+    return [
+        Event(
+            key=f"{venue.value}:forceOrder:{symbol}:{trade_ms}:{order_side}:{size}:{price}",
+            topic=Topic.LIQUIDATION,
+            source=SOURCE,
+            venue=venue,
+            symbol=symbol,
+            usd=notional,
+            occurred_at=utc_from_ms(trade_ms),
+            body=LiquidationBody(
+                side=_LIQUIDATED[order_side],
+                size=size,
+                price=price,
+                notional_usd=notional,
+                note=sampling_note(venue),
+            ),
+        )
+    ]
+
+
+class ForceOrderSettings(WsSettings, Protocol):
+    @property
+    def binance_ws_url(self) -> str: ...
+    @property
+    def aster_ws_url(self) -> str: ...
+
+
+class ForceOrderWatcher(Watcher):
+    """Watches one venue's `!forceOrder@arr`; the watcher's name is the venue's ("binance", "aster")."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        url: str,
+        *,
+        probe_after_s: float,
+        probe_timeout_s: float,
+        max_lifetime_s: float,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if venue not in VENUES:
+            raise ValueError(f"forceOrder serves {', '.join(VENUES)}, not {venue}")
+        super().__init__(venue.value)
+        self.venue = venue
+        self.health.note = sampling_note(venue)
+        tuning = WsTuning(
+            probe_after_s=probe_after_s,
+            probe_timeout_s=probe_timeout_s,
+            max_lifetime_s=max_lifetime_s,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+        )
+        self.stream = WsStream(
+            label=venue.value,
+            url=url,
+            handler=self._handle,
+            health=self.health,
+            tuning=tuning,
+            probe=list_subscriptions_probe,
+            session=session,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: ForceOrderSettings, venue: Venue, *, session: aiohttp.ClientSession | None = None
+    ) -> ForceOrderWatcher:
+        url = settings.binance_ws_url if venue is Venue.BINANCE else settings.aster_ws_url
+        tuning = WsTuning.from_settings(settings)
+        return cls(
+            venue,
+            url,
+            probe_after_s=tuning.probe_after_s,
+            probe_timeout_s=tuning.probe_timeout_s,
+            max_lifetime_s=tuning.max_lifetime_s,
+            backoff_initial_s=tuning.backoff_initial_s,
+            backoff_max_s=tuning.backoff_max_s,
+            session=session,
+        )
+
+    async def run(self, sink: EventSink) -> None:
+        await self.stream.run(sink)
+
+    def _handle(self, frame: Any) -> list[Event]:
+        if not isinstance(frame, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(frame).__name__}")
+        if "error" in frame and "id" in frame:
+            # An error reply to our probe means the venue no longer accepts it; say so, once per reply.
+            logger.warning("control error venue=%s reply=%.200r", self.venue.value, frame)
+        return parse(frame, self.venue)

@@ -1,0 +1,349 @@
+"""The connection loop every WebSocket watcher shares, so a venue module only says what differs.
+
+A venue module supplies its URL, the frames to (re)subscribe with, its heartbeat and liveness probe and a
+pure frame handler; this module owns connect, liveness, planned reconnects, backoff, health and logs.
+A venue that caps subscriptions per connection runs several `WsStream`s, each with its own `WatcherHealth`.
+
+Backoff rule: after a failed connect or a connection lost against our will, wait a full-jitter delay drawn
+from [0, min(backoff_max_s, backoff_initial_s * 2**attempt)] and count the attempt. The attempt count goes
+back to 0 only after a connection stayed up at least `stable_after_s`: a venue that accepts, replays a
+snapshot and drops at once has delivered frames yet is not healthy, and resetting on frames would hammer
+it at the initial delay. A planned reconnect (`max_lifetime_s`, before the venue's own 24 h cut) is not a
+failure: it reconnects at once, counts in `reconnects` and leaves `errors` alone.
+
+Health: `reconnects` counts connections opened after the stream's first; `errors` counts failed connects,
+lost connections and sink failures; `parse_errors` counts frames that could not be read. Logs fire on
+edges only: one warning when the stream goes down, one "recovered" line when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from bot.events import Event
+from watchers.base import EventSink, WatcherHealth, WatcherState, utcnow
+
+logger = logging.getLogger(__name__)
+
+FrameHandler = Callable[[Any], Sequence[Event]]
+"""Turns one decoded JSON frame into events; raising marks the frame as unreadable, never the stream."""
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class WsSettings(Protocol):
+    """The `ws_*` settings; a Protocol so watchers never import `bot.settings`."""
+
+    @property
+    def ws_probe_after_s(self) -> float: ...
+    @property
+    def ws_probe_timeout_s(self) -> float: ...
+    @property
+    def ws_max_lifetime_s(self) -> float: ...
+    @property
+    def ws_backoff_initial_s(self) -> float: ...
+    @property
+    def ws_backoff_max_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WsTuning:
+    """Timings of one stream. A venue with a shorter idle cut (OKX drops after 30 s) overrides with
+    `dataclasses.replace` rather than changing the operator's defaults for every venue."""
+
+    probe_after_s: float
+    probe_timeout_s: float
+    max_lifetime_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    stable_after_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    # aiohttp waits this long for the venue's close frame; a dead peer must not stall a reconnect.
+    close_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "probe_after_s",
+            "probe_timeout_s",
+            "max_lifetime_s",
+            "backoff_initial_s",
+            "backoff_max_s",
+            "connect_timeout_s",
+            "close_timeout_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.stable_after_s < 0:
+            raise ValueError("stable_after_s must be >= 0")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+
+    @classmethod
+    def from_settings(cls, settings: WsSettings) -> WsTuning:
+        return cls(
+            probe_after_s=settings.ws_probe_after_s,
+            probe_timeout_s=settings.ws_probe_timeout_s,
+            max_lifetime_s=settings.ws_max_lifetime_s,
+            backoff_initial_s=settings.ws_backoff_initial_s,
+            backoff_max_s=settings.ws_backoff_max_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A frame sent every `every_s` whatever the traffic, for venues that cut clients that stay mute
+    (Bybit `{"op":"ping"}` every 20 s, Pacifica within 60 s) even while data flows to them."""
+
+    every_s: float
+    frame: str
+
+
+def backoff_delay(attempt: int, initial_s: float, max_s: float, rand: Callable[[], float]) -> float:
+    """Full jitter: when a venue restarts, every client reconnects at once; a uniform draw up to the
+    capped exponential spreads them out instead of making them collide again on each doubling."""
+    ceiling = min(max_s, initial_s * (1 << min(attempt, 32)))
+    return rand() * ceiling
+
+
+class _StreamError(Exception):
+    """A failure this module words itself; its message is what `/status` shows as `last_error`."""
+
+
+class _Stalled(_StreamError):
+    """No frame at all within the probe window: the socket looks open but the venue no longer talks."""
+
+
+class _Lost(_StreamError):
+    """The socket could not be opened, or the venue or the network closed it."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, _StreamError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _should_log(count: int) -> bool:
+    """A venue that changes its format fails every frame; the first few and every 100th are enough."""
+    return count <= 3 or count % 100 == 0
+
+
+class WsStream:
+    """One WebSocket connection kept alive for as long as `run` runs.
+
+    `subscribe` is called on every (re)connect, so a list that grew while running (new symbols) is sent
+    whole to the new socket. `probe(n)` builds the n-th liveness probe, sent after `probe_after_s` without
+    a frame; any frame within `probe_timeout_s` proves the stream alive. Without a probe, silence for
+    both windows together ends the connection. `reply` answers app-level server pings (edgeX's
+    `{"type":"ping"}`): a frame it answers goes no further. `plain_texts` are non-JSON control texts
+    (OKX's `pong`) that count as life but are not parsed. Protocol pings are answered by aiohttp.
+    """
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        url: str,
+        handler: FrameHandler,
+        health: WatcherHealth,
+        tuning: WsTuning,
+        subscribe: Callable[[], Iterable[str]] | None = None,
+        probe: Callable[[int], str] | None = None,
+        heartbeat: Heartbeat | None = None,
+        reply: Callable[[Any], str | None] | None = None,
+        plain_texts: frozenset[str] = frozenset(),
+        session: aiohttp.ClientSession | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.label = label
+        self.url = url
+        self.health = health
+        self.tuning = tuning
+        self._handler = handler
+        self._subscribe = subscribe
+        self._probe = probe
+        self._heartbeat = heartbeat
+        self._reply = reply
+        self._plain_texts = plain_texts
+        self._session = session
+        self._sleep = sleep
+        self._rand = rand
+        self._probes_sent = 0
+        self._connections = 0
+        self._failures = 0
+        self._sink_failures = 0
+        self._down_since: float | None = None
+
+    async def run(self, sink: EventSink) -> None:
+        """Runs until cancelled; cancelling closes the socket (and a session it made) and re-raises.
+
+        May be called again after a cancel (an operator's pause and resume); `reconnects` keeps counting
+        every connection after this stream's first."""
+        self._failures = 0
+        if self._session is not None:
+            await self._loop(self._session, sink)
+        else:
+            async with aiohttp.ClientSession() as session:
+                await self._loop(session, sink)
+
+    async def _loop(self, session: aiohttp.ClientSession, sink: EventSink) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            opened_at: float | None = None
+            error: str | None = None
+            try:
+                ws = await self._connect(session)
+                async with ws:
+                    opened_at = loop.time()
+                    self._mark_up()
+                    await self._serve(ws, sink)
+            except Exception as exc:
+                error = _describe(exc)
+            uptime_s = loop.time() - opened_at if opened_at is not None else 0.0
+            if opened_at is not None and uptime_s >= self.tuning.stable_after_s:
+                self._failures = 0
+            if error is None:
+                logger.info("stream planned reconnect venue=%s uptime_s=%.0f", self.label, uptime_s)
+                continue
+            delay_s = backoff_delay(
+                self._failures, self.tuning.backoff_initial_s, self.tuning.backoff_max_s, self._rand
+            )
+            self._failures += 1
+            self._mark_down(error, delay_s)
+            await self._sleep(delay_s)
+
+    async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        try:
+            async with asyncio.timeout(self.tuning.connect_timeout_s):
+                return await session.ws_connect(
+                    self.url,
+                    autoping=True,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=self.tuning.close_timeout_s),
+                )
+        except TimeoutError:
+            raise _Lost(f"connect timed out after {self.tuning.connect_timeout_s:g}s") from None
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, sink: EventSink) -> None:
+        """Reads frames until the planned end of life (returns) or a failure (raises)."""
+        loop = asyncio.get_running_loop()
+        for frame in self._subscribe() if self._subscribe is not None else ():
+            await ws.send_str(frame)
+        opened = last_frame = loop.time()
+        retire_at = opened + self.tuning.max_lifetime_s
+        beat_at = opened + self._heartbeat.every_s if self._heartbeat is not None else float("inf")
+        probed_at: float | None = None
+        while True:
+            now = loop.time()
+            if now >= retire_at:
+                return
+            if self._heartbeat is not None and now >= beat_at:
+                await ws.send_str(self._heartbeat.frame)
+                beat_at = now + self._heartbeat.every_s
+            quiet_until = (
+                last_frame + self.tuning.probe_after_s if probed_at is None else probed_at + self.tuning.probe_timeout_s
+            )
+            if now >= quiet_until:
+                if probed_at is not None:
+                    unanswered = ", probe unanswered" if self._probe is not None else ""
+                    raise _Stalled(f"no frame for {now - last_frame:.1f}s{unanswered}")
+                probed_at = now
+                if self._probe is not None:
+                    self._probes_sent += 1
+                    await ws.send_str(self._probe(self._probes_sent))
+                continue
+            try:
+                # aiohttp reads a timeout of 0 as "no timeout"; keep it positive.
+                msg = await ws.receive(timeout=max(min(quiet_until, retire_at, beat_at) - now, 0.001))
+            except TimeoutError:
+                continue
+            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                last_frame, probed_at = loop.time(), None
+                self.health.last_frame_at = utcnow()
+                await self._on_frame(ws, msg.data, sink)
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                raise _Lost(f"socket error: {ws.exception()!r}")
+            else:
+                raise _Lost(f"closed by peer code={ws.close_code}")
+
+    async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes, sink: EventSink) -> None:
+        try:
+            text = data.decode() if isinstance(data, bytes) else data
+            if text in self._plain_texts:
+                return
+            frame = json.loads(text, parse_float=Decimal)
+            answer = self._reply(frame) if self._reply is not None else None
+            if answer is not None:
+                await ws.send_str(answer)
+                return
+            events = self._handler(frame)
+        except (aiohttp.ClientError, ConnectionError):
+            raise
+        except Exception as exc:
+            self.health.parse_errors += 1
+            if _should_log(self.health.parse_errors):
+                logger.warning(
+                    "unreadable frame venue=%s parse_errors=%d error=%s frame=%.200r",
+                    self.label,
+                    self.health.parse_errors,
+                    _describe(exc),
+                    data,
+                )
+            return
+        if not events:
+            return
+        try:
+            await sink(events)
+        except Exception as exc:
+            # The frame is lost either way; dropping the socket would lose more frames, not fewer.
+            self._sink_failures += 1
+            self.health.errors += 1
+            self.health.last_error = f"sink: {_describe(exc)}"
+            if _should_log(self._sink_failures):
+                logger.error(
+                    "sink failed venue=%s events_lost=%d first_key=%s error=%s",
+                    self.label,
+                    len(events),
+                    events[0].key,
+                    _describe(exc),
+                )
+            return
+        self.health.events += len(events)
+        self.health.last_event_at = utcnow()
+
+    def _mark_up(self) -> None:
+        if self._connections > 0:
+            self.health.reconnects += 1
+        self._connections += 1
+        was = self.health.state
+        self.health.mark_up()
+        if was is WatcherState.DOWN:
+            down_s = asyncio.get_running_loop().time() - (self._down_since or 0.0)
+            logger.info("stream recovered venue=%s down_s=%.1f attempts=%d", self.label, down_s, self._failures)
+        elif was is not WatcherState.UP:  # first connect, or after a pause: not a recovery
+            logger.info("stream connected venue=%s url=%s", self.label, URL(self.url).with_query(None))
+
+    def _mark_down(self, error: str, delay_s: float) -> None:
+        if self.health.state is not WatcherState.DOWN:
+            self._down_since = asyncio.get_running_loop().time()
+            logger.warning("stream down venue=%s error=%s retry_in_s=%.2f", self.label, error, delay_s)
+        else:
+            logger.debug(
+                "stream retry venue=%s attempt=%d delay_s=%.2f error=%s",
+                self.label,
+                self._failures,
+                delay_s,
+                error,
+            )
+        self.health.mark_down(error)
