@@ -54,3 +54,27 @@ async def binance() -> AsyncIterator[FakeForceOrderServer]:
 async def telegram() -> AsyncIterator[FakeTelegramApi]:
     async with FakeTelegramApi(token=TG_TOKEN) as api:
         yield api
+
+
+
+@pytest.fixture(autouse=True)
+async def _dump_tasks_if_stuck() -> AsyncIterator[None]:
+    """A test still running after 30 s prints every asyncio task's stack to the real stderr.
+
+    pytest's faulthandler shows only threads, and an idle event loop looks the same for every hang; the
+    task stacks say which await never returned. Nothing is asserted on time.
+    """
+    import asyncio
+    import sys
+
+    def dump() -> None:
+        err = sys.__stderr__
+        if err is None:
+            return
+        for task in asyncio.all_tasks():
+            err.write(f"--- task {task.get_name()}\n")
+            task.print_stack(file=err)
+
+    handle = asyncio.get_running_loop().call_later(30, dump)
+    yield
+    handle.cancel()

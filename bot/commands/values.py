@@ -51,7 +51,8 @@ def usd_amount(text: str) -> Decimal:
         raise CommandError(f"{text!r} is not an amount; expected a USD number like 250000, 250k or 1.5m") from None
     if not amount.is_finite() or amount < 0 or amount > MAX_USD:
         raise CommandError(f"{text!r} is out of range; expected a USD amount from 0 to 10,000,000,000,000")
-    return amount.normalize() if amount == amount.to_integral_value() else amount
+    # "1.5m" is 1500000.0 after scaling; store the plain integer form, never an exponent like 1E+6.
+    return amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount.normalize()
 
 
 def address(text: str) -> str:

@@ -1,0 +1,196 @@
+"""Every chat command through the real python-telegram-bot against the loopback Bot API, checking replies
+and the rows they change (or, for bad input, do not change).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.app import PerpwatchApp
+from bot.commands import COMMANDS
+from tests.conftest import MakeSettings
+from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.telegram_api import FakeTelegramApi
+from tests.test_e2e_telegram import CHAT, GROUP, USER, command, running_bot, sample_frame, subscribed
+
+WALLET = "0x" + "ab" * 20
+OTHER = "0x" + "cd" * 20
+
+
+async def rows(app: PerpwatchApp, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await app.store.db.conn.execute_fetchall(sql)]
+
+
+async def test_start_and_help_list_every_command(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance):
+        assert "perpwatch" in (await command(telegram, "/start")).text
+        text = (await command(telegram, "/help")).text
+        for cmd in COMMANDS:
+            assert f"/{cmd.name}" in text
+        # The bot's command menu was set from the same registry.
+        assert [c["command"] for c in telegram.commands] == [c.name for c in COMMANDS]
+
+
+async def test_subscribe_list_unsubscribe(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        reply = await command(telegram, "/subscribe liquidation venue=aster symbol=btc min=250k")
+        assert "Subscribed: #1 liquidation venue=aster symbol=BTC min=$250K" in reply.text
+        again = await command(telegram, "/subscribe liquidation venue=aster symbol=BTC min=1m")
+        assert "Updated: #1" in again.text and "min=$1.00M" in again.text
+        assert await rows(app, "SELECT topic, venue, symbol, min_usd FROM subscriptions") == [
+            ("liquidation", "aster", "BTC", "1000000")
+        ]
+        listed = await command(telegram, "/list")
+        assert "#1 liquidation venue=aster symbol=BTC min=$1.00M" in listed.text
+        assert "Removed 1 subscription." in (await command(telegram, "/unsubscribe liquidation")).text
+        assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(0,)]
+
+
+async def test_watch_label_watchlist_unwatch_and_bad_input(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance, max_watchlist_per_chat=2) as app:
+        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[2:]}")).text
+        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[:-1]}")).text
+        assert f"Watching {WALLET} as whale1" in (await command(telegram, f"/watch {WALLET} whale1")).text
+        assert "already used for" in (await command(telegram, f"/watch {OTHER} whale1")).text
+        assert "the limit is 32" in (await command(telegram, f"/watch {OTHER} {'x' * 33}")).text
+        assert "is not a label" in (await command(telegram, f"/label {WALLET} bad/label")).text
+        assert f"{WALLET} is now labelled big" in (await command(telegram, f"/label {WALLET} big")).text
+        assert f"{WALLET} — big" in (await command(telegram, "/watchlist")).text
+        assert await rows(app, "SELECT address, label FROM watchlist") == [(WALLET, "big")]
+        assert "Stopped watching big" in (await command(telegram, "/unwatch big")).text
+        assert "is not on this chat's watch list" in (await command(telegram, "/unwatch big")).text
+        assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
+
+
+async def test_watch_list_limit_is_a_setting(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance, max_watchlist_per_chat=1) as app:
+        await command(telegram, f"/watch {WALLET}")
+        assert "the limit is 1" in (await command(telegram, f"/watch {OTHER}")).text
+        assert await rows(app, "SELECT address FROM watchlist") == [(WALLET,)]
+
+
+async def test_threshold_is_the_chat_floor(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        assert "not an amount" in (await command(telegram, "/threshold liquidation lots")).text
+        assert "unknown topic" in (await command(telegram, "/threshold weather 5")).text
+        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
+        assert "below $1.00K are skipped" in (await command(telegram, "/threshold liquidation 1k")).text
+        await subscribed(telegram)
+        await binance.push(sample_frame())  # $138.74: under the floor
+        await binance.push(sample_frame(T=1568014470000, q="1", z="1"))  # $9,910: over it
+        sent = await telegram.wait_for_sent(len(telegram.sent) + 1)
+        assert "$9.91K" in sent[-1].text
+        assert "threshold liquidation ≥ $1.00K" in (await command(telegram, "/list")).text
+        assert "No default floor" in (await command(telegram, "/threshold liquidation off")).text
+        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
+
+
+async def test_quiet_hours_command_validates_and_stores(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        for text, expected in (
+            ("/quiet 25:00-07:00", "'25:00' is not a time"),
+            ("/quiet 23:00", "is not a window"),
+            ("/quiet 23:00-07:00 Mars/Olympus", "'Mars/Olympus' is not a time zone"),
+            ("/quiet 07:00-07:00", "must not start and end"),
+        ):
+            assert expected in (await command(telegram, text)).text, text
+        assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
+        reply = await command(telegram, "/quiet 23:00-07:00 Europe/Berlin")
+        assert "Quiet hours 23:00-07:00 Europe/Berlin" in reply.text
+        assert await rows(app, "SELECT quiet_start, quiet_end, quiet_tz FROM chats") == [
+            ("23:00", "07:00", "Europe/Berlin")
+        ]
+        assert "quiet hours 23:00-07:00 Europe/Berlin" in (await command(telegram, "/list")).text
+        assert "Quiet hours off" in (await command(telegram, "/quiet off")).text
+        assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
+
+
+async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    async with running_bot(make_settings, telegram, binance) as app:
+        app.dispatcher.clock = lambda: night
+        await subscribed(telegram)
+        await command(telegram, "/quiet 00:00-06:00 UTC")
+        before = len(telegram.sent)
+        for i in range(3):
+            await binance.push(sample_frame(T=1568014460893 + i))
+        await _held(app, 3)
+    assert len(telegram.sent) == before
+    async with running_bot(make_settings, telegram, binance) as app:  # a restart inside quiet hours
+        app.dispatcher.clock = lambda: night + timedelta(minutes=30)
+        app.dispatcher.notify()
+        await _held(app, 3)
+        assert len(telegram.sent) == before
+        app.dispatcher.clock = lambda: night.replace(hour=6, minute=1)
+        app.dispatcher.notify()
+        sent = await telegram.wait_for_sent(before + 1)
+        assert "Quiet-hours digest: 3 alerts" in sent[-1].text
+        await _held(app, 0)
+
+
+async def _held(app: PerpwatchApp, n: int) -> None:
+    import asyncio
+
+    for _ in range(500):
+        got = await rows(app, "SELECT COUNT(*) FROM deliveries WHERE status='pending' AND last_error LIKE 'held%'")
+        if got == [(n,)]:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"expected {n} held deliveries, got {got}")
+
+
+async def test_status_shows_watchers_and_backlog(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance):
+        text = (await command(telegram, "/status")).text
+        assert "binance: up since" in text
+        assert "edgex: unsupported" in text
+        assert "Deliveries: 0 pending" in text
+
+
+async def test_operator_commands_answer_only_configured_ids(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance, admin_ids=f"telegram:{USER}") as app:
+        refused = await command(telegram, "/pause binance", chat=777, user=777)
+        assert "operator command" in refused.text
+        assert "unknown watcher 'bybit'" in (await command(telegram, "/pause bybit")).text
+        assert "Watcher binance paused" in (await command(telegram, "/pause binance")).text
+        assert "binance: paused" in (await command(telegram, "/status")).text
+        assert await rows(app, "SELECT watcher, paused FROM watcher_state") == [("binance", 1)]
+    async with running_bot(make_settings, telegram, binance, admin_ids=str(USER)) as app:
+        # Paused survives a restart: the watcher does not connect until resumed.
+        assert app.supervisor.watchers["binance"].health.state.value == "paused"
+        assert "Watcher binance resumed" in (await command(telegram, "/resume binance")).text
+        await binance.wait_connected(2)  # one connection before the pause, one after the resume
+
+
+async def test_group_member_cannot_change_watch_list_or_quiet_hours(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    telegram.set_member_status(GROUP, 8, "member")
+    async with running_bot(make_settings, telegram, binance) as app:
+        for text in (f"/watch {WALLET}", "/quiet 23:00-07:00", "/threshold liquidation 5", "/unsubscribe all"):
+            reply = await command(telegram, text, chat=GROUP, user=8, chat_type="supergroup")
+            assert "Only admins of this group" in reply.text
+        assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
+        assert await rows(app, f"SELECT quiet_start FROM chats WHERE platform_chat_id='{GROUP}'") == [(None,)]
+        assert CHAT != GROUP
