@@ -47,14 +47,16 @@ async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
     frames = load_frames()
     with tempfile.TemporaryDirectory(prefix="perpwatch-demo-") as tmp:
         async with FakeForceOrderServer() as binance, FakeForceOrderServer() as aster:
-            demo_settings = settings.model_copy(update={
-                "binance_ws_url": binance.url,
-                "aster_ws_url": aster.url,
-                "database_url": f"sqlite:///{Path(tmp) / 'demo.db'}",
-                "watchers": ["binance", "aster"],
-                "telegram_bot_token": None,
-                "discord_bot_token": None,
-            })
+            demo_settings = settings.model_copy(
+                update={
+                    "binance_ws_url": binance.url,
+                    "aster_ws_url": aster.url,
+                    "database_url": f"sqlite:///{Path(tmp) / 'demo.db'}",
+                    "watchers": ["binance", "aster"],
+                    "telegram_bot_token": None,
+                    "discord_bot_token": None,
+                }
+            )
             async with PerpwatchApp(demo_settings) as app:
                 await binance.wait_connected()
                 await aster.wait_connected()
@@ -68,8 +70,13 @@ async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
                 await binance.push(sent[1])  # the venue re-sends a frame: accepted once, alerted once
                 await _settle(app, frames=len(sent) + 1)
                 stats = app.pipeline.stats
-                log.info("demo: %d frames → %d events accepted, %d duplicate ignored, %d alerts sent",
-                         len(sent) + 1, stats.accepted, stats.duplicates, app.dispatcher.stats.sent)
+                log.info(
+                    "demo: %d frames → %d events accepted, %d duplicate ignored, %d alerts sent",
+                    len(sent) + 1,
+                    stats.accepted,
+                    stats.duplicates,
+                    app.dispatcher.stats.sent,
+                )
 
 
 async def _settle(app: PerpwatchApp, *, frames: int, timeout_s: float = 10.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,41 +13,85 @@ from storage.models import AcceptResult
 
 log = logging.getLogger(__name__)
 
+_Waiter = tuple[Sequence[Event], "asyncio.Future[list[AcceptResult]]"]
+
 
 @dataclass
 class PipelineStats:
     accepted: int = 0
     duplicates: int = 0
     deliveries: int = 0
+    commits: int = 0
 
 
 class Pipeline:
-    """Stores events with their deliveries in one transaction, then wakes the dispatcher.
+    """Stores events with their deliveries, then wakes the dispatcher.
 
-    The watcher awaits `accept`, so when it returns the alerts are durable; the dispatcher is only told
-    after the commit, never before, so it can never look for rows that are not there yet.
+    A caller's `accept` returns only after the transaction holding its events committed, so a watcher may
+    treat its input as handled. Callers that arrive while a commit is running share the next one (group
+    commit): with seven venues bursting during a cascade, one transaction carries many events instead of
+    each paying its own. The dispatcher is told only after the commit, so it never looks for rows that are
+    not there yet.
     """
 
     def __init__(self, outbox: Outbox, *, on_deliveries: Callable[[], None] = lambda: None) -> None:
         self.outbox = outbox
         self.on_deliveries = on_deliveries
         self.stats = PipelineStats()
+        self._queue: list[_Waiter] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def accept(self, events: Sequence[Event]) -> list[AcceptResult]:
         if not events:
             return []
-        results = await self.outbox.accept(events)
+        future: asyncio.Future[list[AcceptResult]] = asyncio.get_running_loop().create_future()
+        self._queue.append((events, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="pipeline:accept")
+        # shield: a watcher cancelled mid-commit must not cancel the commit other callers wait on.
+        return await asyncio.shield(future)
+
+    async def __call__(self, events: Sequence[Event]) -> None:
+        """The EventSink watchers are given."""
+        await self.accept(events)
+
+    async def _write(self) -> None:
+        while self._queue:
+            # Let callers that were just woken (by the previous commit) queue their next events first.
+            await asyncio.sleep(0)
+            batch, self._queue = self._queue, []
+            try:
+                results = await self.outbox.accept([e for events, _ in batch for e in events])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch[0][1], exc)
+                    continue
+                # One caller's bad event must not sink the others: commit each caller on its own.
+                for events, future in batch:
+                    try:
+                        self._done(future, await self.outbox.accept(events))
+                    except Exception as single:
+                        _fail(future, single)
+                continue
+            self.stats.commits += 1
+            offset = 0
+            for events, future in batch:
+                self._done(future, results[offset : offset + len(events)])
+                offset += len(events)
+
+    def _done(self, future: asyncio.Future[list[AcceptResult]], results: list[AcceptResult]) -> None:
         fresh = [r for r in results if r.new]
         self.stats.accepted += len(fresh)
         self.stats.duplicates += len(results) - len(fresh)
         queued = sum(r.deliveries for r in fresh)
         self.stats.deliveries += queued
-        for result in results:
-            log.debug("accepted key=%s new=%s deliveries=%d", result.key, result.new, result.deliveries)
         if queued:
             self.on_deliveries()
-        return results
+        if not future.done():
+            future.set_result(results)
 
-    async def __call__(self, events: Sequence[Event]) -> None:
-        """The EventSink watchers are given."""
-        await self.accept(events)
+
+def _fail(future: asyncio.Future[list[AcceptResult]], exc: Exception) -> None:
+    """Hand the storage error to the watcher that sent the events: it logs and counts it."""
+    if not future.done():
+        future.set_exception(exc)

@@ -13,7 +13,7 @@ __all__ = ["ChatRepo", "Conflict", "Database", "LimitReached", "Outbox", "Store"
 
 
 class Store:
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
         self.db = Database(path, synchronous=synchronous)
         self.chats = ChatRepo(self.db)
         self.outbox = Outbox(self.db)

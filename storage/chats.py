@@ -36,14 +36,26 @@ def _chat(row: aiosqlite.Row) -> Chat:
     )
 
 
+ANY = "*"
+"""Stored for "every venue" / "every symbol": a value, so the fan-out can seek the index with IN (…)."""
+
+
+def _any(value: str | None) -> str:
+    return ANY if value is None else value
+
+
+def _none(value: str) -> str | None:
+    return None if value == ANY else value
+
+
 def _subscription(row: aiosqlite.Row) -> Subscription:
     raw = row["min_usd"]
     return Subscription(
         id=row["id"],
         chat_id=row["chat_id"],
         topic=row["topic"],
-        venue=row["venue"],
-        symbol=row["symbol"],
+        venue=_none(row["venue"]),
+        symbol=_none(row["symbol"]),
         min_usd=Decimal(raw) if raw is not None else None,
     )
 
@@ -147,7 +159,7 @@ class ChatRepo:
                 cur2 = await conn.execute(
                     "INSERT INTO subscriptions (chat_id, topic, venue, symbol, min_usd, min_usd_cents, "
                     "created_by, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (chat_id, topic, venue, symbol, _text(min_usd), cents, created_by, now),
+                    (chat_id, topic, _any(venue), _any(symbol), _text(min_usd), cents, created_by, now),
                 )
                 sub_id = cur2.lastrowid
                 created = True
@@ -168,8 +180,8 @@ class ChatRepo:
         conn: aiosqlite.Connection, chat_id: int, topic: str, venue: str | None, symbol: str | None
     ) -> Subscription | None:
         async with conn.execute(
-            "SELECT * FROM subscriptions WHERE chat_id=? AND topic=? AND venue IS ? AND symbol IS ?",
-            (chat_id, topic, venue, symbol),
+            "SELECT * FROM subscriptions WHERE chat_id=? AND topic=? AND venue=? AND symbol=?",
+            (chat_id, topic, _any(venue), _any(symbol)),
         ) as cur:
             row = await cur.fetchone()
         return _subscription(row) if row is not None else None

@@ -29,7 +29,7 @@ def from_db_time(text: str) -> datetime:
 
 
 class Database:
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
         self.path = str(path)
         self.synchronous = synchronous
         self.lock = asyncio.Lock()

@@ -74,5 +74,4 @@ class AcceptResult:
 class Backlog:
     pending: int
     parked: int
-    sent: int
     oldest_pending_at: datetime | None

@@ -11,7 +11,8 @@ from storage.database import Database, from_db_time, to_db_time
 from storage.models import AcceptResult, Backlog, PendingDelivery, to_cents
 
 # One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
-# (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP), and on a
+# (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP; '*' is "any",
+# so the IN lists are a handful of index seeks rather than a scan of every subscription), and on a
 # minimum USD that is the subscription's own or else the chat's threshold for the topic. An event without
 # a USD value is not held back by a minimum: it has nothing to compare. A chat the platform has told us
 # is gone gets nothing.
@@ -22,8 +23,8 @@ FROM subscriptions s
 JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
 LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
 WHERE s.topic = :topic
-  AND (s.venue IS NULL OR s.venue = :venue)
-  AND (s.symbol IS NULL OR s.symbol = :symbol OR s.symbol = :base)
+  AND s.venue IN ('*', :venue)
+  AND s.symbol IN ('*', :symbol, :base)
   AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
 """
 
@@ -180,18 +181,17 @@ class Outbox:
             )
 
     async def backlog(self) -> Backlog:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT status, COUNT(*), MIN(created_at) FROM deliveries GROUP BY status") as cur,
-        ):
-            rows = await cur.fetchall()
-        counts = {r[0]: int(r[1]) for r in rows}
-        oldest = next((r[2] for r in rows if r[0] == "pending"), None)
+        """Pending and parked counts from the partial indexes: cheap however long the history grows."""
+        async with self.db.reading() as conn:
+            async with conn.execute("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status='pending'") as cur:
+                pending = await cur.fetchone()
+            async with conn.execute("SELECT COUNT(*) FROM deliveries WHERE status='parked'") as cur:
+                parked = await cur.fetchone()
+        assert pending is not None and parked is not None
         return Backlog(
-            pending=counts.get("pending", 0),
-            parked=counts.get("parked", 0),
-            sent=counts.get("sent", 0),
-            oldest_pending_at=from_db_time(oldest) if oldest else None,
+            pending=int(pending[0]),
+            parked=int(parked[0]),
+            oldest_pending_at=from_db_time(pending[1]) if pending[1] else None,
         )
 
     async def recent_events(self, topic: str, *, limit: int) -> list[Event]:

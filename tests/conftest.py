@@ -56,7 +56,6 @@ async def telegram() -> AsyncIterator[FakeTelegramApi]:
         yield api
 
 
-
 @pytest.fixture(autouse=True)
 async def _dump_tasks_if_stuck() -> AsyncIterator[None]:
     """A test still running after 30 s prints every asyncio task's stack to the real stderr.
@@ -78,3 +77,24 @@ async def _dump_tasks_if_stuck() -> AsyncIterator[None]:
     handle = asyncio.get_running_loop().call_later(30, dump)
     yield
     handle.cancel()
+
+
+async def eventually(predicate: Callable[[], object], *, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """Re-check a condition the code under test reaches on its own (no fake to wake us); fail if it never does.
+
+    A hang guard, not a timing assertion: the timeout is far above how long any of these takes.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"{what} never held")
+        await asyncio.sleep(0.01)
+
+
+async def scalar(store: Any, sql: str) -> Any:
+    """The single value a query returns, for checking rows after a command or a fault."""
+    rows = list(await store.db.conn.execute_fetchall(sql))
+    return rows[0][0]

@@ -9,8 +9,13 @@ from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
 
 
 def liquidation(
-    *, key: str | None = None, venue: str = "binance", symbol: str = "BTCUSDT", usd: str = "138.74",
-    side: str = "long", at: datetime | None = None,
+    *,
+    key: str | None = None,
+    venue: str = "binance",
+    symbol: str = "BTCUSDT",
+    usd: str = "138.74",
+    side: str = "long",
+    at: datetime | None = None,
 ) -> Event:
     notional = Decimal(usd)
     price = Decimal("9910")

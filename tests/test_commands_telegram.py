@@ -28,8 +28,8 @@ async def test_start_and_help_list_every_command(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     async with running_bot(make_settings, telegram, binance):
-        assert "perpwatch" in (await command(telegram, "/start")).text
-        text = (await command(telegram, "/help")).text
+        assert "perpwatch" in (await command(telegram, "/start")).body
+        text = (await command(telegram, "/help")).body
         for cmd in COMMANDS:
             assert f"/{cmd.name}" in text
         # The bot's command menu was set from the same registry.
@@ -41,15 +41,15 @@ async def test_subscribe_list_unsubscribe(
 ) -> None:
     async with running_bot(make_settings, telegram, binance) as app:
         reply = await command(telegram, "/subscribe liquidation venue=aster symbol=btc min=250k")
-        assert "Subscribed: #1 liquidation venue=aster symbol=BTC min=$250K" in reply.text
+        assert "Subscribed: #1 liquidation venue=aster symbol=BTC min=$250K" in reply.body
         again = await command(telegram, "/subscribe liquidation venue=aster symbol=BTC min=1m")
-        assert "Updated: #1" in again.text and "min=$1.00M" in again.text
+        assert "Updated: #1" in again.body and "min=$1.00M" in again.body
         assert await rows(app, "SELECT topic, venue, symbol, min_usd FROM subscriptions") == [
             ("liquidation", "aster", "BTC", "1000000")
         ]
         listed = await command(telegram, "/list")
-        assert "#1 liquidation venue=aster symbol=BTC min=$1.00M" in listed.text
-        assert "Removed 1 subscription." in (await command(telegram, "/unsubscribe liquidation")).text
+        assert "#1 liquidation venue=aster symbol=BTC min=$1.00M" in listed.body
+        assert "Removed 1 subscription." in (await command(telegram, "/unsubscribe liquidation")).body
         assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(0,)]
 
 
@@ -57,17 +57,17 @@ async def test_watch_label_watchlist_unwatch_and_bad_input(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     async with running_bot(make_settings, telegram, binance, max_watchlist_per_chat=2) as app:
-        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[2:]}")).text
-        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[:-1]}")).text
-        assert f"Watching {WALLET} as whale1" in (await command(telegram, f"/watch {WALLET} whale1")).text
-        assert "already used for" in (await command(telegram, f"/watch {OTHER} whale1")).text
-        assert "the limit is 32" in (await command(telegram, f"/watch {OTHER} {'x' * 33}")).text
-        assert "is not a label" in (await command(telegram, f"/label {WALLET} bad/label")).text
-        assert f"{WALLET} is now labelled big" in (await command(telegram, f"/label {WALLET} big")).text
-        assert f"{WALLET} — big" in (await command(telegram, "/watchlist")).text
+        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[2:]}")).body
+        assert "is not a wallet address" in (await command(telegram, f"/watch {WALLET[:-1]}")).body
+        assert f"Watching {WALLET} as whale1" in (await command(telegram, f"/watch {WALLET} whale1")).body
+        assert "already used for" in (await command(telegram, f"/watch {OTHER} whale1")).body
+        assert "the limit is 32" in (await command(telegram, f"/watch {OTHER} {'x' * 33}")).body
+        assert "is not a label" in (await command(telegram, f"/label {WALLET} bad/label")).body
+        assert f"{WALLET} is now labelled big" in (await command(telegram, f"/label {WALLET} big")).body
+        assert f"{WALLET} — big" in (await command(telegram, "/watchlist")).body
         assert await rows(app, "SELECT address, label FROM watchlist") == [(WALLET, "big")]
-        assert "Stopped watching big" in (await command(telegram, "/unwatch big")).text
-        assert "is not on this chat's watch list" in (await command(telegram, "/unwatch big")).text
+        assert "Stopped watching big" in (await command(telegram, "/unwatch big")).body
+        assert "is not on this chat's watch list" in (await command(telegram, "/unwatch big")).body
         assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
 
 
@@ -76,7 +76,7 @@ async def test_watch_list_limit_is_a_setting(
 ) -> None:
     async with running_bot(make_settings, telegram, binance, max_watchlist_per_chat=1) as app:
         await command(telegram, f"/watch {WALLET}")
-        assert "the limit is 1" in (await command(telegram, f"/watch {OTHER}")).text
+        assert "the limit is 1" in (await command(telegram, f"/watch {OTHER}")).body
         assert await rows(app, "SELECT address FROM watchlist") == [(WALLET,)]
 
 
@@ -84,17 +84,17 @@ async def test_threshold_is_the_chat_floor(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     async with running_bot(make_settings, telegram, binance) as app:
-        assert "not an amount" in (await command(telegram, "/threshold liquidation lots")).text
-        assert "unknown topic" in (await command(telegram, "/threshold weather 5")).text
+        assert "not an amount" in (await command(telegram, "/threshold liquidation lots")).body
+        assert "unknown topic" in (await command(telegram, "/threshold weather 5")).body
         assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
-        assert "below $1.00K are skipped" in (await command(telegram, "/threshold liquidation 1k")).text
+        assert "below $1.00K are skipped" in (await command(telegram, "/threshold liquidation 1k")).body
         await subscribed(telegram)
         await binance.push(sample_frame())  # $138.74: under the floor
         await binance.push(sample_frame(T=1568014470000, q="1", z="1"))  # $9,910: over it
         sent = await telegram.wait_for_sent(len(telegram.sent) + 1)
-        assert "$9.91K" in sent[-1].text
-        assert "threshold liquidation ≥ $1.00K" in (await command(telegram, "/list")).text
-        assert "No default floor" in (await command(telegram, "/threshold liquidation off")).text
+        assert "$9.91K" in sent[-1].body
+        assert "threshold liquidation ≥ $1.00K" in (await command(telegram, "/list")).body
+        assert "No default floor" in (await command(telegram, "/threshold liquidation off")).body
         assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
 
 
@@ -108,15 +108,15 @@ async def test_quiet_hours_command_validates_and_stores(
             ("/quiet 23:00-07:00 Mars/Olympus", "'Mars/Olympus' is not a time zone"),
             ("/quiet 07:00-07:00", "must not start and end"),
         ):
-            assert expected in (await command(telegram, text)).text, text
+            assert expected in (await command(telegram, text)).body, text
         assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
         reply = await command(telegram, "/quiet 23:00-07:00 Europe/Berlin")
-        assert "Quiet hours 23:00-07:00 Europe/Berlin" in reply.text
+        assert "Quiet hours 23:00-07:00 Europe/Berlin" in reply.body
         assert await rows(app, "SELECT quiet_start, quiet_end, quiet_tz FROM chats") == [
             ("23:00", "07:00", "Europe/Berlin")
         ]
-        assert "quiet hours 23:00-07:00 Europe/Berlin" in (await command(telegram, "/list")).text
-        assert "Quiet hours off" in (await command(telegram, "/quiet off")).text
+        assert "quiet hours 23:00-07:00 Europe/Berlin" in (await command(telegram, "/list")).body
+        assert "Quiet hours off" in (await command(telegram, "/quiet off")).body
         assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
 
 
@@ -141,7 +141,7 @@ async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
         app.dispatcher.clock = lambda: night.replace(hour=6, minute=1)
         app.dispatcher.notify()
         sent = await telegram.wait_for_sent(before + 1)
-        assert "Quiet-hours digest: 3 alerts" in sent[-1].text
+        assert "Quiet-hours digest: 3 alerts" in sent[-1].body
         await _held(app, 0)
 
 
@@ -160,7 +160,7 @@ async def test_status_shows_watchers_and_backlog(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     async with running_bot(make_settings, telegram, binance):
-        text = (await command(telegram, "/status")).text
+        text = (await command(telegram, "/status")).body
         assert "binance: up since" in text
         assert "edgex: unsupported" in text
         assert "Deliveries: 0 pending" in text
@@ -171,15 +171,15 @@ async def test_operator_commands_answer_only_configured_ids(
 ) -> None:
     async with running_bot(make_settings, telegram, binance, admin_ids=f"telegram:{USER}") as app:
         refused = await command(telegram, "/pause binance", chat=777, user=777)
-        assert "operator command" in refused.text
-        assert "unknown watcher 'bybit'" in (await command(telegram, "/pause bybit")).text
-        assert "Watcher binance paused" in (await command(telegram, "/pause binance")).text
-        assert "binance: paused" in (await command(telegram, "/status")).text
+        assert "operator command" in refused.body
+        assert "unknown watcher 'bybit'" in (await command(telegram, "/pause bybit")).body
+        assert "Watcher binance paused" in (await command(telegram, "/pause binance")).body
+        assert "binance: paused" in (await command(telegram, "/status")).body
         assert await rows(app, "SELECT watcher, paused FROM watcher_state") == [("binance", 1)]
     async with running_bot(make_settings, telegram, binance, admin_ids=str(USER)) as app:
         # Paused survives a restart: the watcher does not connect until resumed.
         assert app.supervisor.watchers["binance"].health.state.value == "paused"
-        assert "Watcher binance resumed" in (await command(telegram, "/resume binance")).text
+        assert "Watcher binance resumed" in (await command(telegram, "/resume binance")).body
         await binance.wait_connected(2)  # one connection before the pause, one after the resume
 
 
@@ -190,7 +190,7 @@ async def test_group_member_cannot_change_watch_list_or_quiet_hours(
     async with running_bot(make_settings, telegram, binance) as app:
         for text in (f"/watch {WALLET}", "/quiet 23:00-07:00", "/threshold liquidation 5", "/unsubscribe all"):
             reply = await command(telegram, text, chat=GROUP, user=8, chat_type="supergroup")
-            assert "Only admins of this group" in reply.text
+            assert "Only admins of this group" in reply.body
         assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
-        assert await rows(app, f"SELECT quiet_start FROM chats WHERE platform_chat_id='{GROUP}'") == [(None,)]
+        assert await rows(app, "SELECT quiet_start FROM chats WHERE kind='group'") == [(None,)]
         assert CHAT != GROUP

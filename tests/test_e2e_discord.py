@@ -216,7 +216,7 @@ async def test_start_help_and_status(
         status = text(await slash(fake, "status", permissions=PLAIN_MEMBER)).splitlines()
         assert status[0] == "**Status**"
         assert status[1].startswith("binance: up since ")
-        assert status[-1].startswith("Deliveries: 0 pending, 0 sent, 0 parked")
+        assert status[-1].startswith("Deliveries: 0 pending, 0 parked; 0 sent")
 
 
 async def test_subscribe_list_unsubscribe(
@@ -618,3 +618,27 @@ async def test_telegram_and_discord_run_from_one_process_and_one_database(
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"])
         [(events,)] = await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM events")
         assert events == 1
+
+
+async def test_unreachable_gateway_fails_start_and_stop_is_idempotent(discord_api: FakeDiscord) -> None:
+    async def register_chat(*_: object) -> Any:
+        raise AssertionError("no command can arrive without a gateway")
+
+    def make_context(*_: object) -> Any:
+        raise AssertionError("no command can arrive without a gateway")
+
+    platform = DiscordPlatform(
+        TOKEN,
+        api_url=discord_api.api_base,
+        gateway_url="ws://127.0.0.1:9/",  # nothing listens there
+        register_chat=register_chat,
+        make_context=make_context,
+        ready_timeout_s=0.3,
+    )
+    with pytest.raises(RuntimeError, match=r"gateway at ws://127\.0\.0\.1:9/ did not start a session") as raised:
+        await platform.start()
+    # The connection error itself, or the hang guard if discord.py ever keeps retrying instead of giving up.
+    assert "Connect call failed" in str(raised.value) or "no READY within" in str(raised.value)
+    assert discord_api.command_puts == 1  # login and sync happened; only the gateway was missing
+    await platform.stop()
+    await platform.stop()

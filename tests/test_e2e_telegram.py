@@ -8,6 +8,7 @@ import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from bot.app import PerpwatchApp
 from storage import Store
-from tests.conftest import TG_TOKEN, MakeSettings
+from tests.conftest import TG_TOKEN, MakeSettings, scalar
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
 
@@ -44,8 +45,9 @@ async def running_bot(
         yield app
 
 
-async def command(telegram: FakeTelegramApi, text: str, *, chat: int = CHAT, user: int = USER,
-                  chat_type: str = "private") -> SentMessage:
+async def command(
+    telegram: FakeTelegramApi, text: str, *, chat: int = CHAT, user: int = USER, chat_type: str = "private"
+) -> SentMessage:
     """Send a command as a user and return the bot's reply."""
     before = len(telegram.sent)
     telegram.enqueue_message(chat, chat_type, user, text, title=None if chat_type == "private" else "Desk")  # type: ignore[arg-type]
@@ -55,11 +57,11 @@ async def command(telegram: FakeTelegramApi, text: str, *, chat: int = CHAT, use
 
 async def subscribed(telegram: FakeTelegramApi, text: str = "/subscribe liquidation", **kw: Any) -> None:
     reply = await command(telegram, text, **kw)
-    assert "Subscribed" in reply.text, reply.text
+    assert "Subscribed" in reply.body, reply.body
 
 
 def alerts(telegram: FakeTelegramApi, chat: int = CHAT) -> list[SentMessage]:
-    return [m for m in telegram.sent if m.chat_id == chat and "liquidated" in m.text]
+    return [m for m in telegram.sent if m.chat_id == chat and "liquidated" in m.body]
 
 
 async def wait_alerts(telegram: FakeTelegramApi, n: int, chat: int = CHAT) -> list[SentMessage]:
@@ -80,15 +82,20 @@ async def test_frame_becomes_html_message_and_replay_sends_nothing(
         await binance.push(sample_frame())
         [message] = await wait_alerts(telegram, 1)
         assert message.parse_mode == "HTML"
-        assert message.text.splitlines()[:2] == ["<b>🟥 BTCUSDT LONG liquidated on Binance</b>", "<b>$138.74</b>"]
-        for line in ("Size: <b>0.014 BTC</b>", "USD: <b>$138.74</b>", "Price: 9,910", "Venue: Binance",
-                     "Time: 2019-09-09 07:34:20 UTC"):
-            assert line in message.text
+        assert message.body.splitlines()[:2] == ["<b>🟥 BTCUSDT LONG liquidated on Binance</b>", "<b>$138.74</b>"]
+        for line in (
+            "Size: <b>0.014 BTC</b>",
+            "USD: <b>$138.74</b>",
+            "Price: 9,910",
+            "Venue: Binance",
+            "Time: 2019-09-09 07:34:20 UTC",
+        ):
+            assert line in message.body
         # The venue sends the same frame again, then a new one: only the new one alerts.
         await binance.push(sample_frame())
         await binance.push(sample_frame(S="BUY", T=1568014461893))
         sent = await wait_alerts(telegram, 2)
-        assert "SHORT liquidated" in sent[1].text
+        assert "SHORT liquidated" in sent[1].body
         assert app.pipeline.stats.duplicates == 1
         assert len(alerts(telegram)) == 2
 
@@ -100,7 +107,7 @@ async def test_retry_after_delays_then_delivers(
         await subscribed(telegram)
         telegram.fail_next("sendMessage", CHAT, kind="retry_after", retry_after=1)
         await binance.push(sample_frame())
-        [message] = await wait_alerts(telegram, 1)
+        await wait_alerts(telegram, 1)
         attempts = [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
         assert len(attempts) == 2
         assert attempts[1].received_at - attempts[0].received_at >= 1.0  # the wire order, not a timing goal
@@ -147,7 +154,7 @@ async def test_chat_migration_follows_the_new_id(
         telegram.fail_next("sendMessage", CHAT, kind="migrated", migrate_to=new_id)
         await binance.push(sample_frame())
         [message] = await wait_alerts(telegram, 1, chat=new_id)
-        assert "BTCUSDT" in message.text
+        assert "BTCUSDT" in message.body
         chat = await app.store.chats.get("telegram", str(new_id))
         assert chat is not None and chat.status == "active"
         assert [s.topic for s in await app.store.chats.subscriptions(chat.id)] == ["liquidation"]
@@ -164,7 +171,7 @@ async def test_dropped_socket_reconnects_and_loses_nothing_resent(
         binance.replay_on_connect = [first, second]  # the venue re-sends recent frames after a reconnect
         await binance.drop_all()
         sent = await wait_alerts(telegram, 2)
-        assert ["BTCUSDT" in sent[0].text, "ETHUSDT" in sent[1].text] == [True, True]
+        assert ["BTCUSDT" in sent[0].body, "ETHUSDT" in sent[1].body] == [True, True]
         assert app.supervisor.watchers["binance"].health.reconnects >= 1
         assert app.pipeline.stats.duplicates == 1
 
@@ -182,8 +189,8 @@ async def test_malformed_frames_and_bad_commands_change_nothing(
             ("/unsubscribe 99", "no subscription #99"),
         ):
             reply = await command(telegram, text)
-            assert expected in reply.text, (text, reply.text)
-        assert (await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM subscriptions"))[0][0] == 0
+            assert expected in reply.body, (text, reply.body)
+        assert await scalar(app.store, "SELECT COUNT(*) FROM subscriptions") == 0
         await subscribed(telegram)
         health = app.supervisor.watchers["binance"].health
         for bad in ("not json", '{"e":"forceOrder","o":{"s":"BTCUSDT"}}', '{"e":"forceOrder","o":{"S":"SIDEWAYS"}}'):
@@ -191,7 +198,7 @@ async def test_malformed_frames_and_bad_commands_change_nothing(
         await binance.push(sample_frame())
         await wait_alerts(telegram, 1)
         assert health.parse_errors == 3
-        assert (await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM events"))[0][0] == 1
+        assert await scalar(app.store, "SELECT COUNT(*) FROM events") == 1
 
 
 async def test_only_group_admins_change_subscriptions(
@@ -202,14 +209,14 @@ async def test_only_group_admins_change_subscriptions(
     telegram.set_member_status(GROUP, member, "member")
     async with running_bot(make_settings, telegram, binance) as app:
         refused = await command(telegram, "/subscribe liquidation", chat=GROUP, user=member, chat_type="supergroup")
-        assert "Only admins of this group" in refused.text
+        assert "Only admins of this group" in refused.body
         listed = await command(telegram, "/list", chat=GROUP, user=member, chat_type="supergroup")
-        assert "No subscriptions" in listed.text
+        assert "No subscriptions" in listed.body
         await subscribed(telegram, "/subscribe liquidation min=100", chat=GROUP, user=admin, chat_type="supergroup")
         chat = await app.store.chats.get("telegram", str(GROUP))
         assert chat is not None
         assert [(s.topic, s.min_usd) for s in await app.store.chats.subscriptions(chat.id)] == [
-            ("liquidation", 100)
+            ("liquidation", Decimal(100))
         ]
 
 
@@ -225,16 +232,19 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
             await binance.push(frame)
         await _until(app, lambda rows: all(s == "sent" for s, _ in rows) and len(rows) == 30, after_frames=30)
         messages = [m for m in telegram.sent if m.chat_id == GROUP][1:]  # [0] answered /subscribe
-        merged = [m for m in messages if "alerts merged" in m.text]
-        singles = [m for m in messages if "alerts merged" not in m.text]
+        merged = [m for m in messages if "alerts merged" in m.body]
+        singles = [m for m in messages if "alerts merged" not in m.body]
         assert len(merged) == 1 and len(singles) >= 1
-        count = int(merged[0].text.split("Alerts: <b>")[1].split("<")[0])
+        count = int(merged[0].body.split("Alerts: <b>")[1].split("<")[0])
         assert count + len(singles) == 30  # every alert is in exactly one message
-        assert "$297.3K" in merged[0].text or count < 29  # the largest items are listed
+        assert "$297.3K" in merged[0].body or count < 29  # the largest items are listed
 
 
 async def _until(
-    app: PerpwatchApp, check: Callable[[list[tuple[str, str | None]]], bool], *, after_frames: int = 1,
+    app: PerpwatchApp,
+    check: Callable[[list[tuple[str, str | None]]], bool],
+    *,
+    after_frames: int = 1,
     timeout_s: float = 10.0,
 ) -> None:
     """Wait for the outbox to reach a state, checking after each dispatcher wake-up (no fixed sleeps)."""
@@ -253,15 +263,16 @@ async def _until(
 async def test_restart_resumes_pending_deliveries(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, tmp_path: Path
 ) -> None:
-    settings = make_settings(telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url,
-                             binance_ws_url=binance.url)
+    settings = make_settings(
+        telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url
+    )
     async with Store(settings.database_path) as store:
         chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
-        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                    limit=10)
-        from watchers.forceorder import parse
-
+        await store.chats.subscribe(
+            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        )
         from bot.events import Venue
+        from watchers.forceorder import parse
 
         await store.outbox.accept(parse(sample_frame(), Venue.BINANCE))  # accepted, never sent: then a "crash"
     binance.replay_on_connect = [sample_frame()]  # and the venue re-sends it on the new connection

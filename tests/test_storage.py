@@ -11,6 +11,7 @@ import pytest
 
 from storage import LimitReached, Store
 from storage.models import Chat
+from tests.conftest import scalar
 from tests.factories import liquidation
 
 
@@ -33,15 +34,15 @@ async def _recipients(store: Store) -> set[str]:
 
 async def test_replayed_event_is_stored_once_and_alerts_once(store: Store) -> None:
     chat = await _chat(store, "1")
-    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                limit=10)
+    await store.chats.subscribe(
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
     event = liquidation(usd="5000")
     first = await store.outbox.accept([event])
     again = await store.outbox.accept([event, event])
     assert [(r.new, r.deliveries) for r in first] == [(True, 1)]
     assert [(r.new, r.deliveries) for r in again] == [(False, 0), (False, 0)]
-    rows = await store.db.conn.execute_fetchall("SELECT COUNT(*) FROM deliveries")
-    assert rows[0][0] == 1
+    assert await scalar(store, "SELECT COUNT(*) FROM deliveries") == 1
 
 
 async def test_fan_out_follows_topic_venue_symbol_and_min(store: Store) -> None:
@@ -59,8 +60,9 @@ async def test_fan_out_follows_topic_venue_symbol_and_min(store: Store) -> None:
         chat = await _chat(store, name)
         await store.chats.subscribe(chat.id, "liquidation", created_by=None, limit=10, **filters)  # type: ignore[arg-type]
     other_topic = await _chat(store, "whales")
-    await store.chats.subscribe(other_topic.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None,
-                                limit=10)
+    await store.chats.subscribe(
+        other_topic.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
     await store.outbox.accept([liquidation(venue="binance", symbol="BTCUSDT", usd="100000")])
     assert await _recipients(store) == {"all", "binance", "btc_base", "btc_full", "min_ok"}
 
@@ -70,18 +72,21 @@ async def test_chat_threshold_is_the_default_floor(store: Store) -> None:
     own = await _chat(store, "own-min")
     for chat in (floor, own):
         await store.chats.set_threshold(chat.id, "liquidation", Decimal("1000000"))
-    await store.chats.subscribe(floor.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                limit=10)
-    await store.chats.subscribe(own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), created_by=None,
-                                limit=10)
+    await store.chats.subscribe(
+        floor.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
+    await store.chats.subscribe(
+        own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), created_by=None, limit=10
+    )
     await store.outbox.accept([liquidation(usd="50000")])
     assert await _recipients(store) == {"own-min"}
 
 
 async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) -> None:
     chat = await _chat(store, "gone")
-    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                limit=10)
+    await store.chats.subscribe(
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
     await store.outbox.accept([liquidation(key="a")])
     parked = await store.chats.mark_gone(chat.id, "Forbidden: bot was blocked by the user")
     await store.outbox.accept([liquidation(key="b")])
@@ -91,11 +96,9 @@ async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) ->
 
 async def test_subscription_limit_changes_nothing(store: Store) -> None:
     chat = await _chat(store, "full")
-    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                limit=1)
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=1)
     with pytest.raises(LimitReached):
-        await store.chats.subscribe(chat.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None,
-                                    limit=1)
+        await store.chats.subscribe(chat.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=1)
     assert [s.topic for s in await store.chats.subscriptions(chat.id)] == ["liquidation"]
 
 
@@ -104,8 +107,9 @@ async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path
     now = datetime.now(UTC)
     async with Store(path) as store:
         chat = await _chat(store, "1")
-        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None,
-                                    limit=10)
+        await store.chats.subscribe(
+            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        )
         await store.outbox.accept([liquidation(key="x")], now=now)
         pending = await store.outbox.pending_for_chat(chat.id, now, limit=10)
         await store.outbox.reschedule([pending[0].id], at=now + timedelta(seconds=30), error="net", count_attempt=True)

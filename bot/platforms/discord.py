@@ -5,6 +5,11 @@ registered through `register_chat`, every command run through the shared `run_co
 access gate on every platform, so a refusal reads the same on Telegram and Discord), and one function that
 classifies what Discord answered into the dispatcher's four outcomes.
 
+Because `run_command` is the gate, there is no cog `interaction_check` and no `default_member_permissions` on
+the synced commands: every member sees every command, and one who may not use it is told why (Manage Server
+or Administrator, or PERPWATCH_ADMIN_IDS) instead of finding it missing, and a server's own per-command
+overrides can never disagree with the rule the bot enforces. The tree's `on_error` is the one error path.
+
 discord.py's own 429 handling stays on for short waits (it knows the per-route buckets from the headers);
 anything longer than `MAX_INLINE_RATELIMIT_S` surfaces as `discord.RateLimited` and becomes `RetryLater`, so
 the outbox holds the chat's rows durably instead of a coroutine sleeping on them.
@@ -244,7 +249,7 @@ def slash_command(command: Command, run: CommandRunner) -> app_commands.Command[
         )
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     callback.__qualname__ = callback.__name__ = f"slash_{command.name}"
-    descriptions = {p.name: clip(p.description, MAX_COMMAND_DESCRIPTION) for p in command.params}
+    descriptions = {p.name: clip(p.description or p.name, MAX_COMMAND_DESCRIPTION) for p in command.params}
     described = app_commands.describe(**descriptions)(callback)
     return app_commands.Command(
         name=command.name,
@@ -316,6 +321,8 @@ class _Tree(app_commands.CommandTree):
 
 class _Client(discord.Client):
     def __init__(self, on_setup: Callable[[], Awaitable[None]], on_session: Callable[[], None]) -> None:
+        # perpwatch never joins voice: skip discord.py's start-up warnings about missing voice libraries.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         # Interactions need no intent; `guilds` keeps discord.py's channel cache sane (it warns without it).
         # Message intents would only stream every message of every server to us for nothing.
         super().__init__(intents=discord.Intents(guilds=True), max_ratelimit_timeout=MAX_INLINE_RATELIMIT_S)
@@ -395,16 +402,11 @@ class DiscordPlatform(Platform):
             await self.stop()
             raise
         self._runner = asyncio.create_task(self.client.connect(reconnect=True), name="discord:gateway")
-        waiter = asyncio.create_task(self._session_up.wait(), name="discord:ready")
-        done, _ = await asyncio.wait(
-            {waiter, self._runner}, timeout=self.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiter not in done:
-            waiter.cancel()
-            cause = self._runner.exception() if self._runner in done else None
+        try:
+            await self._until_session(self._runner)
+        except BaseException:
             await self.stop()
-            why = f"{cause!r}" if cause else f"no READY within {self.ready_timeout_s:g}s"
-            raise RuntimeError(f"Discord gateway at {self.gateway_url} did not start a session: {why}") from cause
+            raise
         self._runner.add_done_callback(_gateway_ended)
         user = self.client.user
         log.info(
@@ -414,13 +416,39 @@ class DiscordPlatform(Platform):
             len(self.commands),
         )
 
+    async def _until_session(self, runner: asyncio.Task[None]) -> None:
+        """Wait for READY, or say why the gateway task ended first (bad intents, closed, no answer)."""
+        waiter = asyncio.create_task(self._session_up.wait(), name="discord:ready")
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, runner}, timeout=self.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+        if waiter in done:
+            return
+        cause = runner.exception() if runner.done() and not runner.cancelled() else None
+        if isinstance(cause, AttributeError) and cause.__context__ is not None:
+            # discord.py 2.7.1 retries a failed first connect by reading `self.ws.sequence` while `ws` is still
+            # None; the AttributeError hides the real fault (refused, DNS, TLS), which is its context.
+            cause = cause.__context__
+        if cause is not None:
+            why = repr(cause)
+        elif runner.done():
+            why = "the gateway connection ended"
+        else:
+            why = f"no READY within {self.ready_timeout_s:g}s"
+        raise RuntimeError(f"Discord gateway at {self.gateway_url} did not start a session: {why}") from cause
+
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         await self.client.close()
         if self._runner is not None:
-            # connect() returns once the client is closed; its error, if any, was logged by _gateway_ended.
+            # close() already shut the socket and the HTTP session; a connect() sleeping in its reconnect
+            # backoff would only notice after the sleep, so end it now. Its error, if any, was already logged.
+            self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
 
     async def _sync_commands(self) -> None:

@@ -20,8 +20,8 @@ CREATE TABLE subscriptions (
     id              INTEGER PRIMARY KEY,
     chat_id         INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
     topic           TEXT    NOT NULL,
-    venue           TEXT,                           -- NULL = every venue
-    symbol          TEXT,                           -- NULL = every symbol
+    venue           TEXT    NOT NULL DEFAULT '*',   -- '*' = every venue (not NULL: UNIQUE and IN need a value)
+    symbol          TEXT    NOT NULL DEFAULT '*',   -- '*' = every symbol
     min_usd         TEXT,                           -- exact, for display; NULL = the chat's threshold
     min_usd_cents   INTEGER,                        -- for matching
     created_by      TEXT,
@@ -78,8 +78,10 @@ CREATE TABLE deliveries (
     sent_at         TEXT,
     UNIQUE (event_id, chat_id)
 );
-CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
-CREATE INDEX deliveries_chat ON deliveries (chat_id, status);
+-- Partial indexes: they hold only the rows still waiting (or parked), so they stay small however many
+-- alerts were ever sent, and the dispatcher's queries never touch the history.
+CREATE INDEX deliveries_pending ON deliveries (chat_id, next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_parked ON deliveries (chat_id) WHERE status = 'parked';
 
 CREATE TABLE watcher_state (
     watcher         TEXT    PRIMARY KEY,

@@ -146,6 +146,11 @@ class SentMessage:
     params: JsonDict = field(compare=False)  # decoded request parameters
     photo_size_bytes: int | None = None
 
+    @property
+    def body(self) -> str:
+        """The text (or caption), empty when there was none: what assertions read."""
+        return self.text or ""
+
 
 @dataclass(frozen=True)
 class RecordedRequest:

@@ -1,0 +1,219 @@
+"""Pipeline benchmark: prints figures, asserts nothing.
+
+    .venv/bin/python -m bench.pipeline            # full run (~1 min)
+    .venv/bin/python -m bench.pipeline --quick    # smaller counts, same shape
+
+1. accept throughput: events/s through `Pipeline.accept` (one event per call, as a watcher sends them) into a
+   SQLite outbox holding 1,000 subscriptions over 1,000 chats with mixed filters.
+2. frame-to-send latency: frames pushed on a loopback Binance-format socket at 200 events/s reach the real
+   bot (aiohttp watcher → pipeline → outbox → dispatcher → python-telegram-bot), which sends to a loopback
+   Bot API that takes 50 ms per call; 100 subscribed chats, pacing off ("no rate limit applies"). Latency is
+   from the frame leaving the fake venue to the sendMessage request arriving at the fake Bot API.
+3. peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bot.app import PerpwatchApp
+from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from bot.pipeline import Pipeline
+from bot.settings import Settings
+from storage import Store
+from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.telegram_api import FakeTelegramApi
+
+SYMBOLS = [f"SYM{i}USDT" for i in range(50)]
+TOKEN = "123456:BENCH-TOKEN"
+
+
+# Liquidation sizes are heavy-tailed: most are small, a few are whales.
+_SIZES = [500] * 30 + [2_000] * 25 + [10_000] * 20 + [50_000] * 12 + [250_000] * 8 + [1_000_000] * 4 + [5_000_000]
+
+
+def _event(i: int, rng: random.Random) -> Event:
+    usd = Decimal(rng.choice(_SIZES))
+    return Event(
+        key=f"bench:{i}",
+        topic=Topic.LIQUIDATION,
+        source="bench",
+        venue=rng.choice([Venue.BINANCE, Venue.ASTER]),
+        symbol=rng.choice(SYMBOLS),
+        usd=usd,
+        occurred_at=datetime.now(UTC),
+        body=LiquidationBody(side=PositionSide.LONG, size=Decimal(1), price=usd, notional_usd=usd),
+    )
+
+
+MIXES = {
+    # Traders mostly set a floor: what a public bot's subscriptions look like.
+    "typical": {
+        "venue": [None, None, "binance", "aster"],
+        "symbol": [None, *SYMBOLS[:10]],
+        "min": [10_000, 50_000, 100_000, 250_000, 1_000_000],
+    },
+    # A quarter of the chats take every liquidation of every size: the worst case for fan-out.
+    "broad": {
+        "venue": [None, "binance", "aster"],
+        "symbol": [None, None, *SYMBOLS[:10]],
+        "min": [0, 10_000, 100_000, 1_000_000],
+    },
+}
+
+
+async def bench_accept(events: int, mix_name: str, producers: int = 1) -> None:
+    rng = random.Random(1)
+    mix = MIXES[mix_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Store(Path(tmp) / "bench.db") as store:
+            for c in range(1000):
+                chat = await store.chats.upsert("telegram", str(c), kind="private", title=None)
+                await store.chats.subscribe(
+                    chat.id,
+                    "liquidation",
+                    venue=rng.choice(mix["venue"]),  # type: ignore[arg-type]
+                    symbol=rng.choice(mix["symbol"]),  # type: ignore[arg-type]
+                    min_usd=Decimal(rng.choice(mix["min"])),  # type: ignore[arg-type]
+                    created_by=None,
+                    limit=10,
+                )
+            pipeline = Pipeline(store.outbox)
+            batch = [_event(i, rng) for i in range(events)]
+            start = time.perf_counter()
+            cpu0 = time.process_time()
+
+            async def produce(share: list[Event]) -> None:
+                for event in share:  # one event per call, awaited, as a watcher does
+                    await pipeline.accept([event])
+
+            await asyncio.gather(*(produce(batch[p::producers]) for p in range(producers)))
+            wall = time.perf_counter() - start
+            cpu = time.process_time() - cpu0
+            commits = pipeline.stats.commits
+            replay_start = time.perf_counter()
+            for event in batch[:2000]:
+                await pipeline.accept([event])
+            replay = time.perf_counter() - replay_start
+    print(
+        f"accept, {mix_name} mix, {producers} producer(s): {events} events, 1,000 subscriptions over 1,000 chats: "
+        f"{events / wall:,.0f} events/s (wall {wall:.2f}s, process CPU {cpu:.2f}s), "
+        f"{pipeline.stats.deliveries / events:.1f} deliveries/event ({pipeline.stats.deliveries / wall:,.0f} rows/s), "
+        f"{events / commits:.1f} events/commit; replaying 2,000 known events: {2000 / replay:,.0f}/s"
+    )
+
+
+def _frame(i: int, symbol: str) -> dict[str, Any]:
+    now_ms = int(time.time() * 1000)
+    qty = str(i + 1)
+    return {
+        "e": "forceOrder",
+        "E": now_ms,
+        "o": {
+            "s": symbol,
+            "S": "SELL",
+            "o": "LIMIT",
+            "f": "IOC",
+            "q": qty,
+            "p": "100",
+            "ap": "100",
+            "X": "FILLED",
+            "l": qty,
+            "z": qty,
+            "T": now_ms,
+        },
+    }
+
+
+async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) -> None:
+    """Each chat follows `fanout` of the symbols so each event reaches about `fanout` chats on average."""
+    symbols = SYMBOLS[: max(1, chats // fanout)]
+    total = int(seconds * rate)
+    pushed_at: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with FakeForceOrderServer() as venue, FakeTelegramApi(token=TOKEN) as api:
+            api.latency_s = 0.05
+            settings = Settings(
+                _env_file=None,
+                telegram_bot_token=TOKEN,
+                telegram_api_url=api.base_url,
+                binance_ws_url=venue.url,
+                watchers="binance",
+                database_url=f"sqlite:///{tmp}/lat.db",
+                log_level="WARNING",
+            )
+            async with Store(settings.database_path) as store:
+                for c in range(chats):
+                    chat = await store.chats.upsert("telegram", str(1000 + c), kind="private", title=None)
+                    await store.chats.subscribe(
+                        chat.id,
+                        "liquidation",
+                        venue=None,
+                        symbol=symbols[c % len(symbols)],
+                        min_usd=None,
+                        created_by=None,
+                        limit=10,
+                    )
+            async with PerpwatchApp(settings, pacing=False) as app:
+                await venue.wait_connected()
+                start = time.perf_counter()
+                for i in range(total):
+                    target = start + i / rate
+                    delay = target - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    pushed_at[i + 1] = time.monotonic()
+                    await venue.push(_frame(i, symbols[i % len(symbols)]))
+                expected = app.pipeline.stats
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if expected.accepted >= total and len(api.requests_for("sendMessage")) >= expected.deliveries:
+                        break
+                    await asyncio.sleep(0.05)
+                achieved = total / (time.perf_counter() - start)
+    size = re.compile(r"Size: <b>([\d,]+) ")
+    latencies = []
+    for request in api.requests_for("sendMessage"):
+        match = size.search(str(request.params.get("text", "")))
+        if match:
+            latencies.append((request.received_at - pushed_at[int(match.group(1).replace(",", ""))]) * 1000)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    print(
+        f"latency: {total} events at {rate:.0f}/s (achieved {achieved:.0f}/s), {chats} chats, "
+        f"~{fanout} chat(s)/event, fake Bot API 50 ms/call, pacing off: {len(latencies)} sends, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    events = 3000 if args.quick else 20000
+    seconds = 3 if args.quick else 10
+    print(f"python {sys.version.split()[0]}, {datetime.now(UTC):%Y-%m-%d}")
+    for mix in ("typical", "broad"):
+        for producers in (1, 7):
+            asyncio.run(bench_accept(events, mix, producers))
+    asyncio.run(bench_latency(seconds, 200, 100, 1))
+    asyncio.run(bench_latency(seconds, 200, 100, 5))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {rss_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
