@@ -97,14 +97,16 @@ class Dispatcher:
             while True:
                 self._wake.clear()
                 now = self.clock()
-                for chat_id in await self.outbox.due_chats(now, platforms=names):
-                    if chat_id not in self._workers:
+                next_due: datetime | None = None
+                for chat_id, due_at in await self.outbox.pending_chats(platforms=names):
+                    if due_at > now:
+                        next_due = due_at if next_due is None else min(next_due, due_at)
+                    elif chat_id not in self._workers:
                         task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
                         self._workers[chat_id] = task
                         task.add_done_callback(functools.partial(self._worker_done, chat_id))
-                next_due = await self.outbox.next_due_at(platforms=names)
                 timeout = self.idle_poll_s
-                if next_due is not None and next_due > now:
+                if next_due is not None:
                     timeout = min(timeout, (next_due - now).total_seconds())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -120,7 +122,9 @@ class Dispatcher:
 
     async def idle(self) -> bool:
         """True when nothing is being sent and nothing is due: for tests and the demo's exit."""
-        return not self._workers and not await self.outbox.due_chats(self.clock(), platforms=list(self.platforms))
+        now = self.clock()
+        pending = await self.outbox.pending_chats(platforms=list(self.platforms))
+        return not self._workers and all(due_at > now for _, due_at in pending)
 
     # --- one chat ---------------------------------------------------------------------------------
     async def _drain(self, chat_id: int) -> None:
@@ -157,7 +161,7 @@ class Dispatcher:
                 due = await self.outbox.pending_for_chat(chat_id, now, limit=100_000)
                 batches = _by_topic(due)
             else:
-                batches = [[due[0]]]
+                batches = [[d] for d in due]  # in order, one message each; re-read only after these
             for batch in batches:
                 outcome = await self._send(chat, platform, batch)
                 if outcome is _Outcome.STOP:

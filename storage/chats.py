@@ -78,21 +78,16 @@ class ChatRepo:
             return await self._get(conn, platform, platform_chat_id)
 
     async def get(self, platform: str, platform_chat_id: str) -> Chat | None:
-        async with self.db.reading() as conn:
-            try:
-                return await self._get(conn, platform, platform_chat_id)
-            except LookupError:
-                return None
+        rows = await self.db.fetch(
+            "SELECT * FROM chats WHERE platform=? AND platform_chat_id=?", (platform, platform_chat_id)
+        )
+        return _chat(rows[0]) if rows else None
 
     async def by_id(self, chat_id: int) -> Chat:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM chats WHERE id=?", (chat_id,)) as cur,
-        ):
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self.db.fetch("SELECT * FROM chats WHERE id=?", (chat_id,))
+        if not rows:
             raise LookupError(f"no chat {chat_id}")
-        return _chat(row)
+        return _chat(rows[0])
 
     @staticmethod
     async def _get(conn: aiosqlite.Connection, platform: str, platform_chat_id: str) -> Chat:
@@ -187,11 +182,8 @@ class ChatRepo:
         return _subscription(row) if row is not None else None
 
     async def subscriptions(self, chat_id: int) -> list[Subscription]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM subscriptions WHERE chat_id=? ORDER BY id", (chat_id,)) as cur,
-        ):
-            return [_subscription(r) for r in await cur.fetchall()]
+        rows = await self.db.fetch("SELECT * FROM subscriptions WHERE chat_id=? ORDER BY id", (chat_id,))
+        return [_subscription(r) for r in rows]
 
     async def unsubscribe(self, chat_id: int, *, sub_id: int | None = None, topic: str | None = None) -> int:
         """Remove one subscription by id, or every subscription of a topic. Returns rows removed."""
@@ -229,13 +221,10 @@ class ChatRepo:
                 )
 
     async def thresholds(self, chat_id: int) -> list[Threshold]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT topic, min_usd FROM chat_thresholds WHERE chat_id=? ORDER BY topic", (chat_id,)
-            ) as cur,
-        ):
-            return [Threshold(topic=r["topic"], min_usd=Decimal(r["min_usd"])) for r in await cur.fetchall()]
+        rows = await self.db.fetch(
+            "SELECT topic, min_usd FROM chat_thresholds WHERE chat_id=? ORDER BY topic", (chat_id,)
+        )
+        return [Threshold(topic=r["topic"], min_usd=Decimal(r["min_usd"])) for r in rows]
 
     # --- watch list -------------------------------------------------------------------------------
     async def watch(self, chat_id: int, address: str, label: str | None, *, limit: int) -> bool:
@@ -278,11 +267,8 @@ class ChatRepo:
             return cur.rowcount
 
     async def watchlist(self, chat_id: int) -> list[WatchEntry]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT address, label FROM watchlist WHERE chat_id=? ORDER BY id", (chat_id,)) as cur,
-        ):
-            return [WatchEntry(address=r["address"], label=r["label"]) for r in await cur.fetchall()]
+        rows = await self.db.fetch("SELECT address, label FROM watchlist WHERE chat_id=? ORDER BY id", (chat_id,))
+        return [WatchEntry(address=r["address"], label=r["label"]) for r in rows]
 
 
 async def _check_label_free(conn: aiosqlite.Connection, chat_id: int, address: str, label: str | None) -> None:

@@ -78,44 +78,28 @@ class Outbox:
                 results.append(AcceptResult(key=event.key, new=True, deliveries=fan.rowcount))
         return results
 
-    async def due_chats(self, now: datetime, *, platforms: Sequence[str]) -> list[int]:
-        """Chats with at least one delivery due now, oldest waiting first (fairness across chats)."""
-        marks = ",".join("?" for _ in platforms)
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                f"SELECT d.chat_id FROM deliveries d JOIN chats c ON c.id = d.chat_id "  # noqa: S608 (placeholders)
-                f"WHERE d.status='pending' AND d.next_attempt_at <= ? AND c.platform IN ({marks}) "
-                "GROUP BY d.chat_id ORDER BY MIN(d.id)",
-                (to_db_time(now), *platforms),
-            ) as cur,
-        ):
-            return [int(r[0]) for r in await cur.fetchall()]
+    async def pending_chats(self, *, platforms: Sequence[str]) -> list[tuple[int, datetime]]:
+        """Each chat with pending deliveries and when its earliest falls due, oldest queued first.
 
-    async def next_due_at(self, *, platforms: Sequence[str]) -> datetime | None:
+        One query serves both of the dispatcher's questions (whom to send to now, when to wake next), read
+        from the small partial index of pending rows.
+        """
         marks = ",".join("?" for _ in platforms)
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                f"SELECT MIN(d.next_attempt_at) FROM deliveries d JOIN chats c ON c.id = d.chat_id "  # noqa: S608
-                f"WHERE d.status='pending' AND c.platform IN ({marks})",
-                tuple(platforms),
-            ) as cur,
-        ):
-            row = await cur.fetchone()
-        return from_db_time(row[0]) if row and row[0] else None
+        rows = await self.db.fetch(
+            f"SELECT d.chat_id, MIN(d.next_attempt_at) FROM deliveries d "  # noqa: S608 (placeholders only)
+            f"JOIN chats c ON c.id = d.chat_id WHERE d.status='pending' AND c.platform IN ({marks}) "
+            "GROUP BY d.chat_id ORDER BY MIN(d.id)",
+            tuple(platforms),
+        )
+        return [(int(r[0]), from_db_time(r[1])) for r in rows]
 
     async def pending_for_chat(self, chat_id: int, now: datetime, *, limit: int) -> list[PendingDelivery]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT d.id, d.chat_id, d.attempts, d.last_error, e.body "
-                "FROM deliveries d JOIN events e ON e.id = d.event_id "
-                "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
-                (chat_id, to_db_time(now), limit),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self.db.fetch(
+            "SELECT d.id, d.chat_id, d.attempts, d.last_error, e.body "
+            "FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
+            (chat_id, to_db_time(now), limit),
+        )
         return [
             PendingDelivery(
                 id=r["id"],
@@ -127,67 +111,47 @@ class Outbox:
             for r in rows
         ]
 
-    async def count_due(self, chat_id: int, now: datetime) -> int:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE chat_id=? AND status='pending' AND next_attempt_at <= ?",
-                (chat_id, to_db_time(now)),
-            ) as cur,
-        ):
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
     async def mark_sent(self, ids: Sequence[int], *, message_id: str | None, now: datetime) -> None:
         """The platform accepted the message; with several ids they were merged into one summary."""
-        lead = ids[0]
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE deliveries SET status='sent', sent_at=?, platform_message_id=?, attempts=attempts+1, "
-                "summary_of=? WHERE id=? AND status='pending'",
-                [(to_db_time(now), message_id, lead if len(ids) > 1 else None, i) for i in ids],
-            )
+        await self.db.write(
+            f"UPDATE deliveries SET status='sent', sent_at=?, platform_message_id=?, attempts=attempts+1, "  # noqa: S608
+            f"summary_of=? WHERE status='pending' AND id IN ({_marks(ids)})",
+            (to_db_time(now), message_id, ids[0] if len(ids) > 1 else None, *ids),
+        )
 
     async def reschedule(self, ids: Sequence[int], *, at: datetime, error: str, count_attempt: bool) -> None:
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE deliveries SET next_attempt_at=?, last_error=?, attempts=attempts+? "
-                "WHERE id=? AND status='pending'",
-                [(to_db_time(at), error, 1 if count_attempt else 0, i) for i in ids],
-            )
+        await self.db.write(
+            f"UPDATE deliveries SET next_attempt_at=?, last_error=?, attempts=attempts+? "  # noqa: S608
+            f"WHERE status='pending' AND id IN ({_marks(ids)})",
+            (to_db_time(at), error, 1 if count_attempt else 0, *ids),
+        )
 
     async def hold_chat(self, chat_id: int, *, until: datetime, error: str) -> None:
         """Push every pending delivery of a chat to `until`: a 429 or quiet hours apply to the whole chat."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=? "
-                "WHERE chat_id=? AND status='pending'",
-                (to_db_time(until), error, chat_id),
-            )
+        await self.db.write(
+            "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=? "
+            "WHERE chat_id=? AND status='pending'",
+            (to_db_time(until), error, chat_id),
+        )
 
     async def release_held(self, chat_id: int, *, reason: str = "held: quiet hours") -> None:
         """Quiet hours were switched off: what they held is due now (still digested, by its reason)."""
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND last_error=?",
-                (to_db_time(datetime.now(UTC)), chat_id, reason),
-            )
+        await self.db.write(
+            "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND last_error=?",
+            (to_db_time(datetime.now(UTC)), chat_id, reason),
+        )
 
     async def park(self, ids: Sequence[int], *, reason: str) -> None:
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE deliveries SET status='parked', last_error=?, attempts=attempts+1 WHERE id=?",
-                [(reason, i) for i in ids],
-            )
+        await self.db.write(
+            f"UPDATE deliveries SET status='parked', last_error=?, attempts=attempts+1 "  # noqa: S608
+            f"WHERE id IN ({_marks(ids)})",
+            (reason, *ids),
+        )
 
     async def backlog(self) -> Backlog:
         """Pending and parked counts from the partial indexes: cheap however long the history grows."""
-        async with self.db.reading() as conn:
-            async with conn.execute("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status='pending'") as cur:
-                pending = await cur.fetchone()
-            async with conn.execute("SELECT COUNT(*) FROM deliveries WHERE status='parked'") as cur:
-                parked = await cur.fetchone()
-        assert pending is not None and parked is not None
+        [pending] = await self.db.fetch("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status='pending'")
+        [parked] = await self.db.fetch("SELECT COUNT(*) FROM deliveries WHERE status='parked'")
         return Backlog(
             pending=int(pending[0]),
             parked=int(parked[0]),
@@ -195,10 +159,15 @@ class Outbox:
         )
 
     async def recent_events(self, topic: str, *, limit: int) -> list[Event]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute(
-                "SELECT body FROM events WHERE topic=? ORDER BY occurred_at DESC LIMIT ?", (topic, limit)
-            ) as cur,
-        ):
-            return [Event.model_validate_json(r[0]) for r in await cur.fetchall()]
+        """The newest events of a topic, for on-demand queries such as /liqs."""
+        rows = await self.db.fetch(
+            "SELECT body FROM events WHERE topic=? ORDER BY occurred_at DESC LIMIT ?", (topic, limit)
+        )
+        return [Event.model_validate_json(r[0]) for r in rows]
+
+
+def _marks(ids: Sequence[int]) -> str:
+    """`?,?,?` for an IN list: placeholders, never values, in the SQL text."""
+    if not ids:
+        raise ValueError("no delivery ids")
+    return ",".join("?" * len(ids))

@@ -20,8 +20,4 @@ class WatcherStateRepo:
             )
 
     async def paused(self) -> set[str]:
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT watcher FROM watcher_state WHERE paused=1") as cur,
-        ):
-            return {r[0] for r in await cur.fetchall()}
+        return {r[0] for r in await self.db.fetch("SELECT watcher FROM watcher_state WHERE paused=1")}

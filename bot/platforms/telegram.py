@@ -38,6 +38,7 @@ from bot.platforms.base import (
     RetryLater,
     TransientFailure,
 )
+from bot.platforms.telegram_http import AiohttpRequest
 from bot.render import Alert, Reply
 from storage.models import Chat
 
@@ -122,7 +123,7 @@ class TelegramPlatform(Platform):
         make_context: ContextFactory,
         commands: Sequence[Command] = COMMANDS,
         poll_timeout_s: int = 10,
-        connection_pool_size: int = 256,
+        connection_pool_size: int = 32,
     ) -> None:
         self.register_chat = register_chat
         self.make_context = make_context
@@ -133,8 +134,8 @@ class TelegramPlatform(Platform):
             .token(token)
             .base_url(f"{api_url}/bot")
             .base_file_url(f"{api_url}/file/bot")
-            .connection_pool_size(connection_pool_size)
-            .pool_timeout(10.0)
+            .request(AiohttpRequest(pool_size=connection_pool_size))
+            .get_updates_request(AiohttpRequest(pool_size=1))
             .build()
         )
         for command in commands:
