@@ -1,0 +1,130 @@
+"""Settings, the command line, the console sink and the demo, as an operator meets them."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.app import PerpwatchApp
+from bot.cli import main
+from bot.settings import Settings, env_name
+from tests.conftest import MakeSettings, eventually
+from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.test_e2e_telegram import sample_frame
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    text = (REPO / ".env.example").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^([A-Z_]+)=(.*)$", text, re.M))
+    assert set(listed) == {env_name(name) for name in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        comment_above = text.split(f"\n{env_name(name)}=")[0].rstrip().splitlines()[-1]
+        assert comment_above.startswith("#"), f"{env_name(name)} has no comment"
+        if isinstance(field.default, str):
+            assert listed[env_name(name)] == field.default, env_name(name)
+
+
+def test_fixed_setting_names_and_real_defaults() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.database_url == "sqlite:///data/perpwatch.db"
+    assert settings.binance_ws_url == "wss://fstream.binance.com/market/ws/!forceOrder@arr"
+    assert settings.aster_ws_url == "wss://fstream.asterdex.com/ws/!forceOrder@arr"
+    assert settings.discord_api_url == "https://discord.com/api/v10"
+    assert settings.discord_gateway_url == "wss://gateway.discord.gg/"
+    assert settings.watchers == ["binance", "aster"]
+    assert settings.telegram_bot_token is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PERPWATCH_CONSOLE_FORMAT", "xml", "bad setting PERPWATCH_CONSOLE_FORMAT: Input should be 'text' or 'jsonl'"),
+        ("PERPWATCH_WATCHERS", "binance,ftx", "bad setting PERPWATCH_WATCHERS: unknown watcher(s) ftx"),
+        ("PERPWATCH_CONSOLE_MIN_USD", "lots", "bad setting PERPWATCH_CONSOLE_MIN_USD"),
+        ("PERPWATCH_DATABASE_URL", "postgres://x", "bad setting PERPWATCH_DATABASE_URL: expected sqlite:///"),
+        ("PERPWATCH_ADMIN_IDS", "alice", "bad setting PERPWATCH_ADMIN_IDS: bad admin id 'alice'"),
+        ("PERPWATCH_TELEGRAM_API_URL", "api.telegram.org", "bad setting PERPWATCH_TELEGRAM_API_URL: expected"),
+        ("PERPWATCH_WS_PROBE_AFTER_S", "-1", "bad setting PERPWATCH_WS_PROBE_AFTER_S"),
+    ],
+)
+def test_bad_setting_stops_startup_with_one_clear_line(
+    name: str,
+    value: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv(name, value)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"perpwatch: {expected}")
+
+
+def test_config_masks_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("TELEGRAM_BOT_TOKEN=999:SECRET-FROM-DOTENV\nPERPWATCH_WATCHERS=aster\n")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "TELEGRAM_BOT_TOKEN=***" in out and "SECRET-FROM-DOTENV" not in out
+    assert "PERPWATCH_WATCHERS=aster" in out  # .env was read
+
+
+async def test_console_jsonl_prints_one_object_per_alert_above_the_floor(
+    make_settings: MakeSettings, binance: FakeForceOrderServer
+) -> None:
+    stream = io.StringIO()
+    settings = make_settings(binance_ws_url=binance.url, console_format="jsonl", console_min_usd="1000")
+    async with PerpwatchApp(settings, console_stream=stream) as app:
+        await binance.wait_connected()
+        await binance.push(sample_frame())  # $138.74: under the console floor
+        await binance.push(sample_frame(T=1568014470000, q="1", z="1", S="BUY"))  # $9,910
+        await eventually(lambda: app.dispatcher.stats.sent >= 1 and app.pipeline.stats.accepted == 2)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1
+    alert = lines[0]
+    assert {k: alert[k] for k in ("topic", "venue", "symbol", "side", "usd")} == {
+        "topic": "liquidation",
+        "venue": "binance",
+        "symbol": "BTCUSDT",
+        "side": "short",
+        "usd": "9910",
+    }
+    assert alert["key"].startswith("binance:forceOrder:BTCUSDT:1568014470000")
+    assert "BTCUSDT SHORT liquidated on Binance" in alert["text"]
+
+
+def test_demo_shows_alerts_with_no_network_or_tokens(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "demo", "--rate", "200"],
+        cwd=tmp_path,
+        env={"PATH": "", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("liquidated on") == 40
+    assert "41 frames → 40 events accepted, 1 duplicate ignored, 40 alerts sent" in proc.stderr
+
+
+def test_readme_command_table_matches_help() -> None:
+    from bot.commands import COMMANDS
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(/[a-z]+[^`]*)` \|", readme, re.M)
+    assert rows == [c.usage for c in COMMANDS]
