@@ -22,7 +22,8 @@ async def serve(token: str, latency_s: float) -> None:
 
         async def records(_: web.Request) -> web.Response:
             sends = api.requests_for("sendMessage")
-            return web.json_response([[str(r.params.get("text", "")), r.received_at] for r in sends])
+            rows = [[str(r.params.get("chat_id")), str(r.params.get("text", "")), r.received_at] for r in sends]
+            return web.json_response(rows)
 
         app = web.Application()
         app.router.add_get("/records", records)

@@ -108,8 +108,11 @@ class Dispatcher:
                 timeout = self.idle_poll_s
                 if next_due is not None:
                     timeout = min(timeout, (next_due - now).total_seconds())
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
+                # event is set, which left stop() waiting forever for this task (seen in the test suite).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
         finally:
             workers = list(self._workers.values())
             for task in workers:

@@ -57,22 +57,22 @@ async def telegram() -> AsyncIterator[FakeTelegramApi]:
 
 
 @pytest.fixture(autouse=True)
-async def _dump_tasks_if_stuck() -> AsyncIterator[None]:
-    """A test still running after 30 s prints every asyncio task's stack to the real stderr.
+async def _dump_tasks_if_stuck(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """A test still running after 30 s writes every asyncio task's stack to a file in the temp folder.
 
     pytest's faulthandler shows only threads, and an idle event loop looks the same for every hang; the
-    task stacks say which await never returned. Nothing is asserted on time.
+    task stacks say which await never returned. (Captured stderr would be lost if the run is killed.)
     """
     import asyncio
-    import sys
+    import tempfile
 
     def dump() -> None:
-        err = sys.__stderr__
-        if err is None:
-            return
-        for task in asyncio.all_tasks():
-            err.write(f"--- task {task.get_name()}\n")
-            task.print_stack(file=err)
+        path = Path(tempfile.gettempdir()) / f"perpwatch-stuck-{os.getpid()}.txt"
+        with path.open("a", encoding="utf-8") as out:
+            out.write(f"=== {request.node.nodeid}\n")
+            for task in asyncio.all_tasks():
+                out.write(f"--- task {task.get_name()}\n")
+                task.print_stack(file=out)
 
     handle = asyncio.get_running_loop().call_later(30, dump)
     yield

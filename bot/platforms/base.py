@@ -7,11 +7,21 @@ the platform's job is to classify what its API said into one of the errors below
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bot.render import Alert
 from storage.models import Chat
+
+if TYPE_CHECKING:
+    from bot.commands import Context
+
+ChatRegistrar = Callable[[str, str, str, str | None], Awaitable[Chat]]
+"""(platform, platform chat id, kind, title) → the stored chat: how a chat platform registers first contact."""
+
+ContextFactory = Callable[[str, Chat, str, dict[str, str], Callable[[], Awaitable[bool]]], "Context"]
+"""(platform, chat, user id, args, is-chat-admin check) → a command context, built by the app."""
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from discord.utils import escape_markdown
 
-from bot.commands import COMMANDS, Command, Context, Param, run_command
+from bot.commands import COMMANDS, Command, Param, run_command
 from bot.platforms.base import (
+    ChatRegistrar,
+    ContextFactory,
     DeliveryError,
     Limits,
     PermanentFailure,
@@ -48,8 +50,6 @@ from storage.models import Chat
 
 log = logging.getLogger(__name__)
 
-ContextFactory = Callable[[str, Chat, str, dict[str, str], Callable[[], Awaitable[bool]]], Context]
-ChatRegistrar = Callable[[str, str, str, str | None], Awaitable[Chat]]
 
 # Embed and message limits; Discord answers 400/50035 past any of them.
 # https://discord.com/developers/docs/resources/message#embed-object-embed-limits

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -28,9 +28,11 @@ from telegram.error import (
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.commands import COMMANDS, Command, CommandError, Context, parse_text_args, run_command
+from bot.commands import COMMANDS, Command, CommandError, parse_text_args, run_command
 from bot.platforms.base import (
     ChatMoved,
+    ChatRegistrar,
+    ContextFactory,
     Limits,
     PermanentFailure,
     Platform,
@@ -50,8 +52,6 @@ warnings.filterwarnings("ignore", message=r".*attribute `retry_after` will be of
 
 MAX_TEXT = 4096
 ANONYMOUS_ADMIN_ID = 1087968824  # Telegram's stand-in user for anonymous group admins
-ContextFactory = Callable[[str, Chat, str, dict[str, str], Callable[[], Awaitable[bool]]], Context]
-ChatRegistrar = Callable[[str, str, str, str | None], Awaitable[Chat]]
 
 
 def esc(text: str) -> str:
