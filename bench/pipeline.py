@@ -236,7 +236,7 @@ def main() -> None:
         for producers in (1, 7):
             asyncio.run(bench_accept(events, mix, producers))
     asyncio.run(bench_latency(seconds, 200, 100, 1))
-    asyncio.run(bench_latency(seconds, 200, 100, 5))
+    asyncio.run(bench_latency(seconds, 200, 100, 2))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {rss_mb:.0f} MiB")
 

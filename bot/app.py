@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from bot.commands import Context
@@ -57,6 +58,7 @@ class PerpwatchApp:
         )
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher.stats)
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._janitor_task: asyncio.Task[None] | None = None
         self._started: list[Platform] = []
 
     def _build_platforms(self, console_stream: TextIO | None) -> list[Platform]:
@@ -120,6 +122,7 @@ class PerpwatchApp:
                 await platform.start()
                 self._started.append(platform)
             self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+            self._janitor_task = asyncio.create_task(self._prune_history(), name="janitor")
             await self.supervisor.start()
         except BaseException:
             await self.stop()
@@ -136,13 +139,26 @@ class PerpwatchApp:
         floor = self.settings.console_min_usd
         await self.store.chats.replace_subscriptions(chat.id, [(t.value, floor) for t in Topic])
 
+    async def _prune_history(self, every_s: float = 3600.0) -> None:
+        """Hourly: drop delivered history past PERPWATCH_RETENTION_DAYS so the database stays bounded."""
+        while True:
+            before = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+            try:
+                deliveries, events = await self.store.outbox.prune(before=before)
+                if deliveries or events:
+                    log.info("pruned history deliveries=%d events=%d before=%s", deliveries, events, before.date())
+            except Exception:
+                log.exception("pruning history failed; will try again")
+            await asyncio.sleep(every_s)
+
     async def stop(self) -> None:
         await self.supervisor.stop()
-        if self._dispatch_task is not None:
-            self._dispatch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatch_task
-            self._dispatch_task = None
+        for task in (self._janitor_task, self._dispatch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._dispatch_task = self._janitor_task = None
         for platform in reversed(self._started):
             try:
                 await platform.stop()

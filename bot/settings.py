@@ -44,6 +44,7 @@ class Settings(BaseSettings):
 
     # --- storage ----------------------------------------------------------------------------------
     database_url: str = "sqlite:///data/perpwatch.db"
+    retention_days: int = Field(default=30, ge=1)
 
     # --- watchers ---------------------------------------------------------------------------------
     watchers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KNOWN_WATCHERS))

@@ -158,6 +158,27 @@ class Outbox:
             oldest_pending_at=from_db_time(pending[1]) if pending[1] else None,
         )
 
+    async def prune(self, *, before: datetime, batch: int = 5000) -> tuple[int, int]:
+        """Forget delivered history older than `before`: (deliveries, events) removed.
+
+        Pending rows are never touched, and an event goes only once no delivery of it is left. Events are
+        also the replay memory, so the retention must stay far longer than any venue re-sends (minutes).
+        Deletes run in batches so the dispatcher never waits long behind them.
+        """
+        cutoff = to_db_time(before)
+        removed = [0, 0]
+        for index, sql in enumerate(
+            (
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
+                "WHERE status IN ('sent', 'parked') AND created_at < ? LIMIT ?)",
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.accepted_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?)",
+            )
+        ):
+            while (count := await self.db.write(sql, (cutoff, batch))) > 0:
+                removed[index] += count
+        return removed[0], removed[1]
+
     async def recent_events(self, topic: str, *, limit: int) -> list[Event]:
         """The newest events of a topic, for on-demand queries such as /liqs."""
         rows = await self.db.fetch(

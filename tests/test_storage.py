@@ -117,3 +117,24 @@ async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path
         assert await store.outbox.pending_for_chat(chat.id, now, limit=10) == []
         later = await store.outbox.pending_for_chat(chat.id, now + timedelta(seconds=31), limit=10)
         assert [(p.event.key, p.attempts, p.last_error) for p in later] == [("x", 1, "net")]
+
+
+async def test_prune_forgets_old_delivered_history_but_never_pending(store: Store) -> None:
+    chat = await _chat(store, "1")
+    await store.chats.subscribe(
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    recent = datetime.now(UTC)
+    await store.outbox.accept([liquidation(key="old-sent"), liquidation(key="old-pending")], now=long_ago)
+    await store.outbox.accept([liquidation(key="new-sent")], now=recent)
+    for delivery in await store.outbox.pending_for_chat(chat.id, recent, limit=10):
+        if delivery.event.key != "old-pending":
+            await store.outbox.mark_sent([delivery.id], message_id="1", now=recent)
+    removed = await store.outbox.prune(before=recent - timedelta(days=30), batch=1)
+    assert removed == (1, 1)
+    keys = [r[0] for r in await store.db.fetch("SELECT key FROM events ORDER BY key")]
+    assert keys == ["new-sent", "old-pending"]
+    # What was kept still deduplicates; what was forgotten is new again.
+    again = await store.outbox.accept([liquidation(key="new-sent"), liquidation(key="old-pending")])
+    assert [r.new for r in again] == [False, False]
