@@ -153,6 +153,7 @@ class PerpwatchApp:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        await self.pipeline.drain()
         for task in (self._janitor_task, self._dispatch_task):
             if task is not None:
                 task.cancel()

@@ -51,6 +51,11 @@ class Pipeline:
         # shield: a watcher cancelled mid-commit must not cancel the commit other callers wait on.
         return await asyncio.shield(future)
 
+    async def drain(self) -> None:
+        """Wait for the commit in flight: on shutdown, events a watcher handed over still reach the disk."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
     async def __call__(self, events: Sequence[Event]) -> None:
         """The EventSink watchers are given."""
         await self.accept(events)

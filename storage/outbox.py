@@ -17,7 +17,7 @@ from storage.models import AcceptResult, Backlog, PendingDelivery, to_cents
 # a USD value is not held back by a minimum: it has nothing to compare. A chat the platform has told us
 # is gone gets nothing.
 _FAN_OUT = """
-INSERT OR IGNORE INTO deliveries (event_id, chat_id, next_attempt_at, created_at)
+INSERT INTO deliveries (event_id, chat_id, next_attempt_at, created_at)
 SELECT DISTINCT :event_id, s.chat_id, :now, :now
 FROM subscriptions s
 JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
@@ -26,6 +26,7 @@ WHERE s.topic = :topic
   AND s.venue IN ('*', :venue)
   AND s.symbol IN ('*', :symbol, :base)
   AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
+ON CONFLICT (event_id, chat_id) DO NOTHING
 """
 
 
@@ -45,8 +46,10 @@ class Outbox:
             for event in events:
                 usd_cents = to_cents(event.usd) if event.usd is not None else None
                 cur = await conn.execute(
-                    "INSERT OR IGNORE INTO events (key, topic, source, venue, symbol, usd, usd_cents, "
-                    "occurred_at, accepted_at, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO events (key, topic, source, venue, symbol, usd, usd_cents, "
+                    "occurred_at, accepted_at, body) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    # Only a known key is a replay; OR IGNORE would also swallow a NOT NULL violation.
+                    "ON CONFLICT (key) DO NOTHING",
                     (
                         event.key,
                         event.topic.value,

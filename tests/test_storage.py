@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +140,31 @@ async def test_prune_forgets_old_delivered_history_but_never_pending(store: Stor
     # What was kept still deduplicates; what was forgotten is new again.
     again = await store.outbox.accept([liquidation(key="new-sent"), liquidation(key="old-pending")])
     assert [r.new for r in again] == [False, False]
+
+
+async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_caller(store: Store) -> None:
+    import asyncio
+
+    from bot.pipeline import Pipeline
+
+    pipeline = Pipeline(store.outbox)
+    good = [liquidation(key=f"k{i}") for i in range(5)]
+    results = await asyncio.gather(*(pipeline.accept([e]) for e in good))
+    assert [r[0].new for r in results] == [True] * 5
+    assert pipeline.stats.commits < 5  # they shared commits
+    real_accept = store.outbox.accept
+
+    async def refuse_poison(events: Any, **kw: Any) -> Any:  # a storage error caused by one caller's event
+        if any(e.key == "poison" for e in events):
+            raise sqlite3.IntegrityError("poison")
+        return await real_accept(events, **kw)
+
+    store.outbox.accept = refuse_poison  # type: ignore[method-assign]
+    outcome = await asyncio.gather(
+        pipeline.accept([liquidation(key="poison")]),
+        pipeline.accept([liquidation(key="fine")]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcome[0], Exception)
+    assert not isinstance(outcome[1], BaseException) and outcome[1][0].new
+    assert await scalar(store, "SELECT COUNT(*) FROM events") == 6
