@@ -22,6 +22,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +33,7 @@ import aiohttp
 from bot.app import PerpwatchApp
 from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from bot.pipeline import Pipeline
+from bot.platforms.telegram_http import AiohttpRequest
 from bot.settings import Settings
 from storage import Store
 from tests.fakes.binance_ws import FakeForceOrderServer
@@ -138,8 +140,28 @@ def _frame(i: int, symbol: str) -> dict[str, Any]:
     }
 
 
+def _record_send_starts(into: list[tuple[str, float]]) -> Callable[[], None]:
+    """Note when the bot hands each sendMessage to its HTTP client: the bot's own share of the latency,
+    apart from the transport and the fake API's scheduling on a shared two-core machine."""
+    original = AiohttpRequest.do_request
+
+    async def recording(self: AiohttpRequest, url: str, method: str, request_data: Any = None, **kw: Any) -> Any:
+        if url.endswith("/sendMessage") and request_data is not None:
+            into.append((str(request_data.parameters.get("text", "")), time.monotonic()))
+        return await original(self, url, method, request_data, **kw)
+
+    AiohttpRequest.do_request = recording  # type: ignore[method-assign,assignment]
+
+    def restore() -> None:
+        AiohttpRequest.do_request = original  # type: ignore[method-assign]
+
+    return restore
+
+
 async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) -> None:
     """Each symbol is followed by `fanout` chats, so each event is sent to `fanout` chats."""
+    starts: list[tuple[str, float]] = []
+    restore = _record_send_starts(starts)
     symbols = SYMBOLS[: max(1, chats // fanout)]
     total = int(seconds * rate)
     pushed_at: dict[int, float] = {}
@@ -193,6 +215,7 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
         async with aiohttp.ClientSession() as session, session.get(records_url) as resp:
             records = await resp.json()
     finally:
+        restore()
         api.terminate()
         await api.wait()
     size = re.compile(r"Size: <b>([\d,]+) ")
@@ -212,11 +235,15 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
     latencies.sort()
     unqueued.sort()
     p50, p99 = _pct(latencies, 50), _pct(latencies, 99)
+    in_bot = sorted(
+        (at - pushed_at[int(m.group(1).replace(",", ""))]) * 1000 for text, at in starts if (m := size.search(text))
+    )
     print(
         f"latency: {total} events at {rate:.0f}/s (pushed at {achieved:.0f}/s), {chats} chats, {fanout} chat(s) "
         f"per event, fake Bot API (own process) 50 ms/call, pacing off: {len(latencies)} sends, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms; the {len(unqueued)} not queued behind an "
         f"in-flight send to the same chat: p50 {_pct(unqueued, 50):.1f} ms, p99 {_pct(unqueued, 99):.1f} ms; "
+        f"frame to the bot's HTTP client: p50 {_pct(in_bot, 50):.1f} ms, p99 {_pct(in_bot, 99):.1f} ms; "
         f"bot process CPU {cpu / seconds:.0%} of a core; {len(records)} sendMessage calls, {stats.retried} retries"
     )
 
