@@ -14,7 +14,7 @@ import functools
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _K = TypeVar("_K")
+_PAGE = 101
+"""Rows a worker reads at once: more than any platform sends a chat in a minute, so a backlog beyond a
+minute's worth is always seen whole enough to merge."""
 
 
 def utcnow() -> datetime:
@@ -86,9 +89,27 @@ class Dispatcher:
         self._group_limiters: dict[int, AsyncLimiter] = {}
         self._overall: dict[str, AsyncLimiter] = {}
         self._gone_logged: set[int] = set()
+        self._dirty: set[int] = set()
 
-    def notify(self) -> None:
-        self._wake.set()
+    def notify(self, chat_ids: Iterable[int] = ()) -> None:
+        """New deliveries were committed for these chats: start their workers now, no query needed.
+
+        A chat whose worker is busy is marked dirty so the worker reads again before it stops. With no ids,
+        wake the scheduler to look at the whole outbox.
+        """
+        ids = list(chat_ids)
+        if not ids:
+            self._wake.set()
+        for chat_id in ids:
+            if chat_id in self._workers:
+                self._dirty.add(chat_id)
+            else:
+                self._start_worker(chat_id)
+
+    def _start_worker(self, chat_id: int) -> None:
+        task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
+        self._workers[chat_id] = task
+        task.add_done_callback(functools.partial(self._worker_done, chat_id))
 
     async def run(self) -> None:
         """Until cancelled: start a worker for each chat with due rows, then sleep until more fall due."""
@@ -102,9 +123,7 @@ class Dispatcher:
                     if due_at > now:
                         next_due = due_at if next_due is None else min(next_due, due_at)
                     elif chat_id not in self._workers:
-                        task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
-                        self._workers[chat_id] = task
-                        task.add_done_callback(functools.partial(self._worker_done, chat_id))
+                        self._start_worker(chat_id)
                 timeout = self.idle_poll_s
                 if next_due is not None:
                     timeout = min(timeout, (next_due - now).total_seconds())
@@ -121,7 +140,9 @@ class Dispatcher:
 
     def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
         self._workers.pop(chat_id, None)
-        self._wake.set()
+        if chat_id in self._dirty:  # new rows arrived as the worker was finishing: go again
+            self._dirty.discard(chat_id)
+            self._start_worker(chat_id)
 
     async def idle(self) -> bool:
         """True when nothing is being sent and nothing is due: for tests and the demo's exit."""
@@ -142,36 +163,40 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
 
     async def _drain_chat(self, chat_id: int) -> None:
-        chat = await self.chats.by_id(chat_id)
-        platform = self.platforms[chat.platform]
-        merge_above = platform.limits.per_minute(group=chat.is_group) if self.pacing else float("inf")
-        fetch = int(min(merge_above, 1000)) + 1
+        """Send the chat's due rows in order until none are left; stop early on a hold, retry or park."""
         while True:
+            self._dirty.discard(chat_id)
             now = self.clock()
+            chat, due = await self.outbox.due_for_chat(chat_id, now, limit=_PAGE)
+            if chat is None:
+                return
+            platform = self.platforms.get(chat.platform)
+            if platform is None:  # e.g. its token was removed: the rows wait for the platform to return
+                return
             quiet = QuietHours.of(chat)
             if quiet is not None and quiet.active(now):
                 until = quiet.ends_after(now)
-                await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD)
+                await self._hold(chat_id, until, QUIET_HOLD)
                 log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
                 return
-            due = await self.outbox.pending_for_chat(chat_id, now, limit=fetch)
-            if not due:
-                return
+            merge_above = platform.limits.per_minute(group=chat.is_group) if self.pacing else float("inf")
             if any(d.last_error == QUIET_HOLD for d in due):
-                due = await self.outbox.pending_for_chat(chat_id, now, limit=100_000)
+                _, due = await self.outbox.due_for_chat(chat_id, now, limit=100_000)
                 batches = [due]  # one digest for everything held through the quiet hours
             elif len(due) > merge_above:
-                due = await self.outbox.pending_for_chat(chat_id, now, limit=100_000)
+                _, due = await self.outbox.due_for_chat(chat_id, now, limit=100_000)
                 batches = _by_topic(due)
             else:
-                batches = [[d] for d in due]  # in order, one message each; re-read only after these
+                batches = [[d] for d in due]  # in order, one message each; read again only after these
             for batch in batches:
                 outcome = await self._send(chat, platform, batch)
                 if outcome is _Outcome.STOP:
                     return
                 if outcome is _Outcome.RELOAD:
-                    chat = await self.chats.by_id(chat_id)
+                    self._dirty.add(chat_id)
                     break
+            if len(due) < _PAGE and chat_id not in self._dirty:
+                return  # everything that was due is sent, and nothing arrived meanwhile
 
     async def _send(self, chat: Chat, platform: Platform, batch: list[PendingDelivery]) -> _Outcome:
         ids = [d.id for d in batch]
@@ -183,7 +208,7 @@ class Dispatcher:
             self.stats.rate_limited += 1
             until = self.clock() + timedelta(seconds=exc.after_s)
             log.warning("rate limited platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
-            await self.outbox.hold_chat(chat.id, until=until, error=str(exc))
+            await self._hold(chat.id, until, str(exc))
             return _Outcome.STOP
         except ChatMoved as exc:
             log.info("chat migrated platform=%s chat=%d new_id=%s", platform.name, chat.id, exc.new_chat_id)
@@ -207,6 +232,10 @@ class Dispatcher:
             self.stats.merged += len(ids)
         return _Outcome.NEXT
 
+    async def _hold(self, chat_id: int, until: datetime, reason: str) -> None:
+        await self.outbox.hold_chat(chat_id, until=until, error=reason)
+        self._wake.set()  # the scheduler sets its timer for `until`
+
     def _alert(self, batch: list[PendingDelivery], chat: Chat) -> Alert:
         if len(batch) == 1:
             return render_event(batch[0].event)
@@ -228,6 +257,7 @@ class Dispatcher:
         await self.outbox.reschedule(
             [d.id for d in batch], at=self.clock() + timedelta(seconds=delay), error=error, count_attempt=True
         )
+        self._wake.set()  # the scheduler sets its timer for the retry
 
     async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
         if chat_gone:

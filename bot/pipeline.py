@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from bot.events import Event
@@ -34,7 +34,7 @@ class Pipeline:
     not there yet.
     """
 
-    def __init__(self, outbox: Outbox, *, on_deliveries: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, outbox: Outbox, *, on_deliveries: Callable[[Collection[int]], None] = lambda _: None) -> None:
         self.outbox = outbox
         self.on_deliveries = on_deliveries
         self.stats = PipelineStats()
@@ -88,10 +88,10 @@ class Pipeline:
         fresh = [r for r in results if r.new]
         self.stats.accepted += len(fresh)
         self.stats.duplicates += len(results) - len(fresh)
-        queued = sum(r.deliveries for r in fresh)
-        self.stats.deliveries += queued
-        if queued:
-            self.on_deliveries()
+        chat_ids = {chat_id for r in fresh for chat_id in r.chat_ids}
+        self.stats.deliveries += sum(r.deliveries for r in fresh)
+        if chat_ids:
+            self.on_deliveries(chat_ids)
         if not future.done():
             future.set_result(results)
 

@@ -68,6 +68,8 @@ class AcceptResult:
     key: str
     new: bool
     deliveries: int
+    chat_ids: tuple[int, ...] = ()
+    """The chats that got a delivery: the dispatcher starts on them at once, without asking the database."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from bot.events import Event
 from bot.symbols import base_asset
 from storage.database import Database, from_db_time, to_db_time
-from storage.models import AcceptResult, Backlog, PendingDelivery, to_cents
+from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents
 
 # One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
 # (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP; '*' is "any",
@@ -27,6 +27,7 @@ WHERE s.topic = :topic
   AND s.symbol IN ('*', :symbol, :base)
   AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
 ON CONFLICT (event_id, chat_id) DO NOTHING
+RETURNING chat_id
 """
 
 
@@ -66,7 +67,7 @@ class Outbox:
                 if cur.rowcount == 0:
                     results.append(AcceptResult(key=event.key, new=False, deliveries=0))
                     continue
-                fan = await conn.execute(
+                fanned = await conn.execute_fetchall(
                     _FAN_OUT,
                     {
                         "event_id": cur.lastrowid,
@@ -78,7 +79,8 @@ class Outbox:
                         "usd_cents": usd_cents,
                     },
                 )
-                results.append(AcceptResult(key=event.key, new=True, deliveries=fan.rowcount))
+                chat_ids = tuple(int(r[0]) for r in fanned)
+                results.append(AcceptResult(key=event.key, new=True, deliveries=len(chat_ids), chat_ids=chat_ids))
         return results
 
     async def pending_chats(self, *, platforms: Sequence[str]) -> list[tuple[int, datetime]]:
@@ -96,23 +98,50 @@ class Outbox:
         )
         return [(int(r[0]), from_db_time(r[1])) for r in rows]
 
-    async def pending_for_chat(self, chat_id: int, now: datetime, *, limit: int) -> list[PendingDelivery]:
+    async def due_for_chat(
+        self, chat_id: int, now: datetime, *, limit: int
+    ) -> tuple[Chat | None, list[PendingDelivery]]:
+        """The chat (as stored now: quiet hours, status) and its deliveries due at `now`, oldest first.
+
+        One query: the dispatcher's worker needs both for every batch it sends, and a separate chat lookup
+        was one more trip through the database lock per alert.
+        """
         rows = await self.db.fetch(
-            "SELECT d.id, d.chat_id, d.attempts, d.last_error, e.body "
-            "FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "SELECT d.id, d.attempts, d.last_error, e.body, c.platform, c.platform_chat_id, c.kind, c.title, "
+            "c.status, c.gone_reason, c.quiet_start, c.quiet_end, c.quiet_tz "
+            "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id "
             "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
             (chat_id, to_db_time(now), limit),
         )
-        return [
+        if not rows:
+            return None, []
+        first = rows[0]
+        chat = Chat(
+            id=chat_id,
+            platform=first["platform"],
+            platform_chat_id=first["platform_chat_id"],
+            kind=first["kind"],
+            title=first["title"],
+            status=first["status"],
+            gone_reason=first["gone_reason"],
+            quiet_start=first["quiet_start"],
+            quiet_end=first["quiet_end"],
+            quiet_tz=first["quiet_tz"],
+        )
+        due = [
             PendingDelivery(
                 id=r["id"],
-                chat_id=r["chat_id"],
+                chat_id=chat_id,
                 attempts=r["attempts"],
                 last_error=r["last_error"],
                 event=Event.model_validate_json(r["body"]),
             )
             for r in rows
         ]
+        return chat, due
+
+    async def pending_for_chat(self, chat_id: int, now: datetime, *, limit: int) -> list[PendingDelivery]:
+        return (await self.due_for_chat(chat_id, now, limit=limit))[1]
 
     async def mark_sent(self, ids: Sequence[int], *, message_id: str | None, now: datetime) -> None:
         """The platform accepted the message; with several ids they were merged into one summary."""
