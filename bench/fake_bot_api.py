@@ -1,38 +1,87 @@
-"""The loopback Bot API in its own process, so the benchmark's bot does not share a core with its fake.
+"""The benchmark's loopback venue and Bot API, in their own process.
 
-    python -m bench.fake_bot_api TOKEN LATENCY_S   → prints "API_URL RECORDS_URL" once listening
+    python -m bench.fake_bot_api TOKEN LATENCY_S   → prints "API_URL VENUE_URL CONTROL_URL" once listening
 
-RECORDS_URL answers the sendMessage arrival times (time.monotonic is system-wide on Linux, so the bench
-process can compare them with its own clock).
+A real venue and a real Bot API run elsewhere; sharing the bot's event loop (or its core) with them would
+bill their work to the bot. CONTROL_URL/push?total=N&rate=R&symbols=A,B starts pushing frames at R per
+second; CONTROL_URL/records returns when each frame was pushed and when each sendMessage arrived
+(time.monotonic is system-wide on Linux, so the bench compares them with its own clock).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
 
 
+def frame(index: int, symbol: str) -> dict[str, Any]:
+    """A documented-shape forceOrder frame whose quantity (index + 1) identifies it in the alert text."""
+    now_ms = int(time.time() * 1000)
+    qty = str(index + 1)
+    return {
+        "e": "forceOrder",
+        "E": now_ms,
+        "o": {
+            "s": symbol,
+            "S": "SELL",
+            "o": "LIMIT",
+            "f": "IOC",
+            "q": qty,
+            "p": "100",
+            "ap": "100",
+            "X": "FILLED",
+            "l": qty,
+            "z": qty,
+            "T": now_ms,
+        },
+    }
+
+
 async def serve(token: str, latency_s: float) -> None:
-    async with FakeTelegramApi(token=token) as api:
+    pushed: dict[int, float] = {}
+    tasks: set[asyncio.Task[None]] = set()
+    async with FakeTelegramApi(token=token) as api, FakeForceOrderServer() as venue:
         api.latency_s = latency_s
 
+        async def push_all(total: int, rate: float, symbols: list[str]) -> None:
+            start = time.perf_counter()
+            for i in range(total):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pushed[i + 1] = time.monotonic()
+                await venue.push(frame(i, symbols[i % len(symbols)]))
+
+        async def push(request: web.Request) -> web.Response:
+            total, rate = int(request.query["total"]), float(request.query["rate"])
+            task = asyncio.create_task(push_all(total, rate, request.query["symbols"].split(",")))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return web.json_response({"started": total})
+
         async def records(_: web.Request) -> web.Response:
-            sends = api.requests_for("sendMessage")
-            rows = [[str(r.params.get("chat_id")), str(r.params.get("text", "")), r.received_at] for r in sends]
-            return web.json_response(rows)
+            sends = [
+                [str(r.params.get("chat_id")), str(r.params.get("text", "")), r.received_at]
+                for r in api.requests_for("sendMessage")
+            ]
+            return web.json_response({"pushed": pushed, "sends": sends, "pushing": bool(tasks)})
 
         app = web.Application()
+        app.router.add_post("/push", push)
         app.router.add_get("/records", records)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port = runner.addresses[0][1]
-        sys.stdout.write(f"{api.base_url} http://127.0.0.1:{port}/records\n")
+        control = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        sys.stdout.write(f"{api.base_url} {venue.url} {control}\n")
         sys.stdout.flush()
         try:
             await asyncio.Event().wait()

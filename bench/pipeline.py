@@ -36,7 +36,6 @@ from bot.pipeline import Pipeline
 from bot.platforms.telegram_http import AiohttpRequest
 from bot.settings import Settings
 from storage import Store
-from tests.fakes.binance_ws import FakeForceOrderServer
 
 SYMBOLS = [f"SYM{i}USDT" for i in range(100)]
 TOKEN = "123456:BENCH-TOKEN"
@@ -118,28 +117,6 @@ async def bench_accept(events: int, mix_name: str, producers: int = 1) -> None:
     )
 
 
-def _frame(i: int, symbol: str) -> dict[str, Any]:
-    now_ms = int(time.time() * 1000)
-    qty = str(i + 1)
-    return {
-        "e": "forceOrder",
-        "E": now_ms,
-        "o": {
-            "s": symbol,
-            "S": "SELL",
-            "o": "LIMIT",
-            "f": "IOC",
-            "q": qty,
-            "p": "100",
-            "ap": "100",
-            "X": "FILLED",
-            "l": qty,
-            "z": qty,
-            "T": now_ms,
-        },
-    }
-
-
 def _record_send_starts(into: list[tuple[str, float]]) -> Callable[[], None]:
     """Note when the bot hands each sendMessage to its HTTP client: the bot's own share of the latency,
     apart from the transport and the fake API's scheduling on a shared two-core machine."""
@@ -164,60 +141,58 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
     restore = _record_send_starts(starts)
     symbols = SYMBOLS[: max(1, chats // fanout)]
     total = int(seconds * rate)
-    pushed_at: dict[int, float] = {}
-    api = await asyncio.create_subprocess_exec(
+    fakes = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.fake_bot_api", TOKEN, str(API_LATENCY_S), stdout=asyncio.subprocess.PIPE
     )
-    assert api.stdout is not None
-    api_url, records_url = (await api.stdout.readline()).decode().split()
+    assert fakes.stdout is not None
+    api_url, venue_url, control = (await fakes.stdout.readline()).decode().split()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with FakeForceOrderServer() as venue:
-                settings = Settings(
-                    _env_file=None,
-                    telegram_bot_token=TOKEN,
-                    telegram_api_url=api_url,
-                    binance_ws_url=venue.url,
-                    watchers="binance",
-                    database_url=f"sqlite:///{tmp}/lat.db",
-                    log_level="WARNING",
-                )
-                async with Store(settings.database_path) as store:
-                    for c in range(chats):
-                        chat = await store.chats.upsert("telegram", str(1000 + c), kind="private", title=None)
-                        await store.chats.subscribe(
-                            chat.id,
-                            "liquidation",
-                            venue=None,
-                            symbol=symbols[c % len(symbols)],
-                            min_usd=None,
-                            created_by=None,
-                            limit=10,
-                        )
-                async with PerpwatchApp(settings, pacing=False) as app:
-                    await venue.wait_connected()
-                    cpu0 = time.process_time()
-                    start = time.perf_counter()
-                    for i in range(total):
-                        delay = start + i / rate - time.perf_counter()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        pushed_at[i + 1] = time.monotonic()
-                        await venue.push(_frame(i, symbols[i % len(symbols)]))
-                    achieved = total / (time.perf_counter() - start)
-                    deadline = time.monotonic() + 60
-                    while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls the bot's own counters
-                        app.pipeline.stats.accepted < total or app.dispatcher.stats.sent < app.pipeline.stats.deliveries
-                    ):
-                        await asyncio.sleep(0.05)
-                    cpu = time.process_time() - cpu0
-                    stats = app.dispatcher.stats
-        async with aiohttp.ClientSession() as session, session.get(records_url) as resp:
-            records = await resp.json()
+            settings = Settings(
+                _env_file=None,
+                telegram_bot_token=TOKEN,
+                telegram_api_url=api_url,
+                binance_ws_url=venue_url,
+                watchers="binance",
+                database_url=f"sqlite:///{tmp}/lat.db",
+                log_level="WARNING",
+            )
+            async with Store(settings.database_path) as store:
+                for c in range(chats):
+                    chat = await store.chats.upsert("telegram", str(1000 + c), kind="private", title=None)
+                    await store.chats.subscribe(
+                        chat.id,
+                        "liquidation",
+                        venue=None,
+                        symbol=symbols[c % len(symbols)],
+                        min_usd=None,
+                        created_by=None,
+                        limit=10,
+                    )
+            async with PerpwatchApp(settings, pacing=False) as app, aiohttp.ClientSession() as http:
+                health = app.supervisor.watchers["binance"].health
+                while health.connected_since is None:  # noqa: ASYNC110 - the watcher's own flag
+                    await asyncio.sleep(0.01)
+                cpu0 = time.process_time()
+                query = {"total": str(total), "rate": str(rate), "symbols": ",".join(symbols)}
+                async with http.post(f"{control}/push", params=query) as resp:
+                    resp.raise_for_status()
+                deadline = time.monotonic() + seconds + 60
+                while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls the bot's own counters
+                    app.pipeline.stats.accepted < total or app.dispatcher.stats.sent < app.pipeline.stats.deliveries
+                ):
+                    await asyncio.sleep(0.05)
+                cpu = time.process_time() - cpu0
+                stats = app.dispatcher.stats
+                async with http.get(f"{control}/records") as resp:
+                    recorded = await resp.json()
     finally:
         restore()
-        api.terminate()
-        await api.wait()
+        fakes.terminate()
+        await fakes.wait()
+    pushed_at = {int(k): float(v) for k, v in recorded["pushed"].items()}
+    records = recorded["sends"]
+    achieved = total / (max(pushed_at.values()) - min(pushed_at.values())) * (total - 1) / total
     size = re.compile(r"Size: <b>([\d,]+) ")
     latencies: list[float] = []
     unqueued: list[float] = []  # alerts whose chat had no earlier send still in flight when the frame arrived
@@ -240,7 +215,7 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
     )
     print(
         f"latency: {total} events at {rate:.0f}/s (pushed at {achieved:.0f}/s), {chats} chats, {fanout} chat(s) "
-        f"per event, fake Bot API (own process) 50 ms/call, pacing off: {len(latencies)} sends, "
+        f"per event, fake venue and Bot API in their own process, API 50 ms/call, pacing off: {len(latencies)} sends, "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms; the {len(unqueued)} not queued behind an "
         f"in-flight send to the same chat: p50 {_pct(unqueued, 50):.1f} ms, p99 {_pct(unqueued, 99):.1f} ms; "
         f"frame to the bot's HTTP client: p50 {_pct(in_bot, 50):.1f} ms, p99 {_pct(in_bot, 99):.1f} ms; "
