@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         _config(settings)
         return 0
+    from bot.platforms.base import PlatformStartError
+
     try:
         if args.command == "run":
             asyncio.run(_run(settings))
@@ -70,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, rate=args.rate))
+    except PlatformStartError as exc:
+        sys.stderr.write(f"perpwatch: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -16,6 +17,7 @@ from bot.cli import main
 from bot.settings import Settings, env_name
 from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.telegram_api import FakeTelegramApi
 from tests.test_e2e_telegram import sample_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,3 +130,29 @@ def test_readme_command_table_matches_help() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(/[a-z]+[^`]*)` \|", readme, re.M)
     assert rows == [c.usage for c in COMMANDS]
+
+
+async def test_rejected_telegram_token_stops_run_with_one_clear_line(telegram: FakeTelegramApi, tmp_path: Path) -> None:
+    wrong = "999999:WRONG-TOKEN"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        cwd=tmp_path,
+        env={
+            "PATH": "",
+            "PYTHONPATH": str(REPO),
+            "TELEGRAM_BOT_TOKEN": wrong,
+            "PERPWATCH_TELEGRAM_API_URL": telegram.base_url,
+            "PERPWATCH_WATCHERS": "binance",
+            "PERPWATCH_BINANCE_WS_URL": "ws://127.0.0.1:9/",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    last = err.decode().strip().splitlines()[-1]
+    assert last == "perpwatch: Telegram rejected TELEGRAM_BOT_TOKEN (check it with @BotFather)"
+    assert "WRONG-TOKEN" not in err.decode() + out.decode()

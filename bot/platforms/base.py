@@ -46,6 +46,10 @@ class Limits:
         return min(r.count * 60.0 / r.period_s for r in rates)
 
 
+class PlatformStartError(RuntimeError):
+    """A platform cannot start (bad token, unreachable API): one line for the operator, never the token."""
+
+
 class DeliveryError(Exception):
     """The platform did not take the message."""
 

@@ -41,6 +41,7 @@ from bot.platforms.base import (
     Limits,
     PermanentFailure,
     Platform,
+    PlatformStartError,
     Rate,
     RetryLater,
     TransientFailure,
@@ -394,7 +395,7 @@ class DiscordPlatform(Platform):
             await self.client.login(self._token)
         except discord.LoginFailure:
             await self.stop()
-            raise RuntimeError(
+            raise PlatformStartError(
                 f"Discord refused DISCORD_BOT_TOKEN (401 from {self.api_url}/users/@me); "
                 "check the token in the environment or .env"
             ) from None
@@ -438,7 +439,7 @@ class DiscordPlatform(Platform):
             why = "the gateway connection ended"
         else:
             why = f"no READY within {self.ready_timeout_s:g}s"
-        raise RuntimeError(f"Discord gateway at {self.gateway_url} did not start a session: {why}") from cause
+        raise PlatformStartError(f"Discord gateway at {self.gateway_url} did not start a session: {why}") from cause
 
     async def stop(self) -> None:
         if self._stopped:

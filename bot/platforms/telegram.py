@@ -36,6 +36,7 @@ from bot.platforms.base import (
     Limits,
     PermanentFailure,
     Platform,
+    PlatformStartError,
     Rate,
     RetryLater,
     TransientFailure,
@@ -125,17 +126,19 @@ class TelegramPlatform(Platform):
         poll_timeout_s: int = 10,
         connection_pool_size: int = 32,
     ) -> None:
+        self.api_url = api_url
         self.register_chat = register_chat
         self.make_context = make_context
         self.commands = commands
         self.poll_timeout_s = poll_timeout_s
+        self._requests = (AiohttpRequest(pool_size=connection_pool_size), AiohttpRequest(pool_size=1))
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(token)
             .base_url(f"{api_url}/bot")
             .base_file_url(f"{api_url}/file/bot")
-            .request(AiohttpRequest(pool_size=connection_pool_size))
-            .get_updates_request(AiohttpRequest(pool_size=1))
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
             .build()
         )
         for command in commands:
@@ -143,7 +146,14 @@ class TelegramPlatform(Platform):
         self._running = False
 
     async def start(self) -> None:
-        await self.app.initialize()
+        try:
+            await self.app.initialize()
+        except (InvalidToken, NetworkError) as exc:
+            for request in self._requests:  # PTB leaves them open when initialize fails
+                await request.shutdown()
+            if isinstance(exc, InvalidToken):
+                raise PlatformStartError("Telegram rejected TELEGRAM_BOT_TOKEN (check it with @BotFather)") from None
+            raise PlatformStartError(f"cannot reach the Telegram Bot API at {self.api_url}: {exc.message}") from None
         await self._sync_commands()
         await self.app.start()
         assert self.app.updater is not None
