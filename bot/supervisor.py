@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from bot.events import Topic, Venue
 from storage import Store
 from watchers.base import EventSink, Watcher, WatcherHealth, WatcherState
 
@@ -76,6 +77,10 @@ class Supervisor:
         watcher.health.state = WatcherState.STARTING
         self._spawn(watcher)
         return True
+
+    def covers(self, topic: Topic, venue: Venue | None) -> bool:
+        """Whether an enabled watcher (paused or not) produces this topic, on this venue if one is given."""
+        return any(t == topic and (venue is None or v == venue) for w in self.watchers.values() for t, v in w.covers)
 
     def health(self) -> list[WatcherHealth]:
         return [w.health for w in self.watchers.values()]

@@ -194,3 +194,15 @@ async def test_group_member_cannot_change_watch_list_or_quiet_hours(
         assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
         assert await rows(app, "SELECT quiet_start FROM chats WHERE kind='group'") == [(None,)]
         assert CHAT != GROUP
+
+
+async def test_subscribing_to_what_no_watcher_produces_says_so(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        covered = await command(telegram, "/subscribe liquidation venue=binance")
+        assert "no enabled watcher" not in covered.body
+        uncovered = await command(telegram, "/subscribe liquidation venue=okx")
+        assert "no enabled watcher produces liquidation alerts from okx yet" in uncovered.body
+        assert "no enabled watcher produces whale alerts yet" in (await command(telegram, "/subscribe whale")).body
+        assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(3,)]  # still stored: a note, not a refusal

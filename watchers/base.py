@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bot.events import Event
+from bot.events import Event, Topic, Venue
 
 EventSink = Callable[[Sequence[Event]], Awaitable[None]]
 """Accepts events durably; returns only once they are committed, so a watcher may acknowledge its input."""
@@ -60,12 +60,17 @@ class WatcherHealth:
 
 
 class Watcher(abc.ABC):
-    """A source of events. `run` owns the connection and returns only when cancelled."""
+    """A source of events. `run` owns the connection and returns only when cancelled.
+
+    `covers` is what it can produce, as (topic, venue) pairs, so a chat that subscribes to something no
+    enabled watcher produces is told so instead of waiting in silence.
+    """
 
     name: str
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, covers: frozenset[tuple[Topic, Venue]] = frozenset()) -> None:
         self.name = name
+        self.covers = covers
         self.health = WatcherHealth(name=name)
 
     @abc.abstractmethod

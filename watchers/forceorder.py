@@ -144,7 +144,7 @@ class ForceOrderWatcher(Watcher):
     ) -> None:
         if venue not in VENUES:
             raise ValueError(f"forceOrder serves {', '.join(VENUES)}, not {venue}")
-        super().__init__(venue.value)
+        super().__init__(venue.value, frozenset({(Topic.LIQUIDATION, venue)}))
         self.venue = venue
         self.health.note = sampling_note(venue)
         tuning = WsTuning(

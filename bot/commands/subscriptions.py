@@ -38,7 +38,15 @@ async def subscribe(ctx: Context) -> Reply:
     except LimitReached as exc:
         raise CommandError(f"{exc}; remove one with /unsubscribe first") from None
     verb = "Subscribed" if created else "Updated"
-    return Reply.of(f"{verb}: {describe(sub)}", "See everything with /list.")
+    lines = [f"{verb}: {describe(sub)}"]
+    if not ctx.services.supervisor.covers(topic, venue):
+        where = f" from {venue.value}" if venue else ""
+        lines.append(
+            f"Note: no enabled watcher produces {topic.value} alerts{where} yet; this subscription "
+            "starts delivering when one does."
+        )
+    lines.append("See everything with /list.")
+    return Reply(lines=tuple(lines))
 
 
 async def unsubscribe(ctx: Context) -> Reply:
