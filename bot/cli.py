@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(run_demo(settings, rate=args.rate))
     except PlatformStartError as exc:
-        sys.stderr.write(f"perpwatch: {exc}\n")
+        message = str(exc)
+        for secret in _secrets(settings):  # one more guard: this line bypasses the logging filter
+            message = message.replace(secret, "***")
+        sys.stderr.write(f"perpwatch: {message}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _K = TypeVar("_K")
+_MERGE_MAX = 5000
+"""Most rows merged into one summary or digest; a larger backlog becomes several, still nothing dropped."""
 _PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute, so a backlog beyond a
 minute's worth is always seen whole enough to merge."""
@@ -90,6 +92,7 @@ class Dispatcher:
         self._overall: dict[str, AsyncLimiter] = {}
         self._gone_logged: set[int] = set()
         self._dirty: set[int] = set()
+        self._stopping = False
 
     def notify(self, chat_ids: Iterable[int] = ()) -> None:
         """New deliveries were committed for these chats: start their workers now, no query needed.
@@ -98,6 +101,8 @@ class Dispatcher:
         wake the scheduler to look at the whole outbox.
         """
         ids = list(chat_ids)
+        if self._stopping:
+            return
         if not ids:
             self._wake.set()
         for chat_id in ids:
@@ -133,14 +138,25 @@ class Dispatcher:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
         finally:
-            workers = list(self._workers.values())
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await self._shut_down()
+
+    async def _shut_down(self, grace_s: float = 5.0) -> None:
+        """Let each worker finish the send in flight (and record it), then cancel what is left.
+
+        Cancelling a send mid-flight would re-send, after the restart, a message the platform may already
+        have delivered; workers stop before their next send once `_stopping` is set.
+        """
+        self._stopping = True
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=grace_s)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
 
     def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
         self._workers.pop(chat_id, None)
-        if chat_id in self._dirty:  # new rows arrived as the worker was finishing: go again
+        if chat_id in self._dirty and not self._stopping:  # new rows arrived as the worker was finishing: go again
             self._dirty.discard(chat_id)
             self._start_worker(chat_id)
 
@@ -176,19 +192,21 @@ class Dispatcher:
             quiet = QuietHours.of(chat)
             if quiet is not None and quiet.active(now):
                 until = quiet.ends_after(now)
-                await self._hold(chat_id, until, QUIET_HOLD)
+                await self._hold(chat_id, until, QUIET_HOLD, quiet=True)
                 log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
                 return
             merge_above = platform.limits.per_minute(group=chat.is_group) if self.pacing else float("inf")
-            if any(d.last_error == QUIET_HOLD for d in due):
-                _, due = await self.outbox.due_for_chat(chat_id, now, limit=100_000)
+            if any(d.quiet_held for d in due):
+                _, due = await self.outbox.due_for_chat(chat_id, now, limit=_MERGE_MAX)
                 batches = [due]  # one digest for everything held through the quiet hours
             elif len(due) > merge_above:
-                _, due = await self.outbox.due_for_chat(chat_id, now, limit=100_000)
+                _, due = await self.outbox.due_for_chat(chat_id, now, limit=_MERGE_MAX)
                 batches = _by_topic(due)
             else:
                 batches = [[d] for d in due]  # in order, one message each; read again only after these
             for batch in batches:
+                if self._stopping:
+                    return
                 outcome = await self._send(chat, platform, batch)
                 if outcome is _Outcome.STOP:
                     return
@@ -200,7 +218,12 @@ class Dispatcher:
 
     async def _send(self, chat: Chat, platform: Platform, batch: list[PendingDelivery]) -> _Outcome:
         ids = [d.id for d in batch]
-        alert = self._alert(batch, chat)
+        try:
+            alert = self._alert(batch, chat)
+        except Exception as exc:  # a bug in a renderer must not block every later alert of the chat
+            log.exception("cannot render alert chat=%d deliveries=%s", chat.id, ids)
+            await self._park(chat, ids, f"cannot render: {type(exc).__name__}: {exc}", chat_gone=False)
+            return _Outcome.NEXT
         await self._pace(chat, platform)
         try:
             message_id = await platform.send(chat, alert)
@@ -232,14 +255,14 @@ class Dispatcher:
             self.stats.merged += len(ids)
         return _Outcome.NEXT
 
-    async def _hold(self, chat_id: int, until: datetime, reason: str) -> None:
-        await self.outbox.hold_chat(chat_id, until=until, error=reason)
+    async def _hold(self, chat_id: int, until: datetime, reason: str, *, quiet: bool = False) -> None:
+        await self.outbox.hold_chat(chat_id, until=until, error=reason, quiet=quiet)
         self._wake.set()  # the scheduler sets its timer for `until`
 
     def _alert(self, batch: list[PendingDelivery], chat: Chat) -> Alert:
         if len(batch) == 1:
             return render_event(batch[0].event)
-        digest = batch[0].last_error == QUIET_HOLD
+        digest = any(d.quiet_held for d in batch)
         return render_summary([d.event for d in batch], digest=digest)
 
     async def _retry(self, chat: Chat, batch: list[PendingDelivery], error: str) -> None:
@@ -254,10 +277,9 @@ class Dispatcher:
             delay,
             error,
         )
-        await self.outbox.reschedule(
-            [d.id for d in batch], at=self.clock() + timedelta(seconds=delay), error=error, count_attempt=True
-        )
-        self._wake.set()  # the scheduler sets its timer for the retry
+        until = self.clock() + timedelta(seconds=delay)
+        await self.outbox.reschedule([d.id for d in batch], at=until, error=error, count_attempt=True)
+        await self._hold(chat.id, until, error)  # the whole chat waits, so its alerts stay in order
 
     async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
         if chat_gone:

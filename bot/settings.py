@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -112,8 +113,14 @@ class Settings(BaseSettings):
     @field_validator("telegram_api_url", "discord_api_url", "binance_ws_url", "aster_ws_url", "discord_gateway_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://", "ws://", "wss://")):
-            raise ValueError("expected an http(s):// or ws(s):// URL")
+        expected = "expected an http(s):// or ws(s):// URL with a host, like https://api.telegram.org"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+        except ValueError:
+            raise ValueError(expected) from None
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+            raise ValueError(expected)
         return value.rstrip("/") if value.startswith("http") else value
 
     @property

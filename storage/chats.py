@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.database import Database, to_db_time
+from storage.database import Database, from_db_time, to_db_time
 from storage.models import Chat, Subscription, Threshold, WatchEntry, to_cents
 
 
@@ -33,6 +33,7 @@ def _chat(row: aiosqlite.Row) -> Chat:
         quiet_start=row["quiet_start"],
         quiet_end=row["quiet_end"],
         quiet_tz=row["quiet_tz"],
+        held_until=from_db_time(row["held_until"]) if row["held_until"] else None,
     )
 
 
@@ -118,8 +119,7 @@ class ChatRepo:
             ) as cur:
                 clash = await cur.fetchone()
             if clash is not None and clash["id"] != chat_id:
-                # The new id already talked to us as its own chat; merge by retiring the stale row.
-                await conn.execute("DELETE FROM chats WHERE id=?", (clash["id"],))
+                await _merge_into(conn, keep=chat_id, retire=int(clash["id"]))
             await conn.execute("UPDATE chats SET platform_chat_id=? WHERE id=?", (new_platform_chat_id, chat_id))
 
     async def set_quiet(self, chat_id: int, start: str | None, end: str | None, tz: str | None) -> None:
@@ -284,3 +284,32 @@ async def _check_label_free(conn: aiosqlite.Connection, chat_id: int, address: s
 
 def _text(amount: Decimal | None) -> Any:
     return None if amount is None else str(amount)
+
+
+async def _merge_into(conn: aiosqlite.Connection, *, keep: int, retire: int) -> None:
+    """The supergroup's new id already talked to us (an admin ran a command after the upgrade): fold its
+    subscriptions, thresholds, watch list, quiet hours and pending alerts into the chat we keep, which
+    wins where both have a setting, then retire its row. Nothing pending is lost.
+    """
+    for table, columns in (
+        ("subscriptions", "topic, venue, symbol, min_usd, min_usd_cents, created_by, created_at"),
+        ("chat_thresholds", "topic, min_usd, min_usd_cents"),
+        ("watchlist", "address, label, created_at"),
+        (
+            "deliveries",
+            "event_id, status, attempts, next_attempt_at, last_error, platform_message_id, "
+            "summary_of, quiet_held, created_at, sent_at",
+        ),
+    ):
+        await conn.execute(
+            f"INSERT OR IGNORE INTO {table} (chat_id, {columns}) "  # noqa: S608 - fixed names, no input
+            f"SELECT ?, {columns} FROM {table} WHERE chat_id=?",
+            (keep, retire),
+        )
+    await conn.execute(
+        "UPDATE chats SET quiet_start=COALESCE(quiet_start, (SELECT quiet_start FROM chats WHERE id=:r)), "
+        "quiet_end=COALESCE(quiet_end, (SELECT quiet_end FROM chats WHERE id=:r)), "
+        "quiet_tz=COALESCE(quiet_tz, (SELECT quiet_tz FROM chats WHERE id=:r)) WHERE id=:k",
+        {"k": keep, "r": retire},
+    )
+    await conn.execute("DELETE FROM chats WHERE id=?", (retire,))

@@ -7,7 +7,9 @@ inside each other's transactions; every unit of work therefore holds `Database.l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -76,15 +78,21 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT under the lock; ROLLBACK on any error, so a failure changes nothing."""
+        """BEGIN IMMEDIATE … COMMIT under the lock; on any failure or cancellation, ROLLBACK.
+
+        The ROLLBACK is queued even when BEGIN may not have run yet (a cancel while awaiting it): aiosqlite
+        runs statements in order, so it lands after BEGIN, and a "no transaction" error is harmless. A
+        transaction left open would make every later one on this shared connection fail.
+        """
         async with self.lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self.conn
+                await self.conn.execute("COMMIT")
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await asyncio.shield(self.conn.execute("ROLLBACK"))
                 raise
-            await self.conn.execute("COMMIT")
 
     async def write(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> int:
         """One statement on its own: atomic without BEGIN/COMMIT, so one trip to the database thread.

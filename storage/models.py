@@ -26,6 +26,7 @@ class Chat:
     quiet_start: str | None
     quiet_end: str | None
     quiet_tz: str | None
+    held_until: datetime | None = None
 
     @property
     def is_group(self) -> bool:
@@ -61,6 +62,7 @@ class PendingDelivery:
     attempts: int
     last_error: str | None
     event: Event
+    quiet_held: bool = False
 
 
 @dataclass(frozen=True)

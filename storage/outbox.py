@@ -13,12 +13,13 @@ from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cent
 # One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
 # (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP; '*' is "any",
 # so the IN lists are a handful of index seeks rather than a scan of every subscription), and on a
-# minimum USD that is the subscription's own or else the chat's threshold for the topic. An event without
+# minimum USD that is the subscription's own or else the chat's threshold for the topic. A chat on hold (a
+# 429's retry_after, a retry backoff, quiet hours) gets its new rows due when the hold ends, not now. An event without
 # a USD value is not held back by a minimum: it has nothing to compare. A chat the platform has told us
 # is gone gets nothing.
 _FAN_OUT = """
 INSERT INTO deliveries (event_id, chat_id, next_attempt_at, created_at)
-SELECT DISTINCT :event_id, s.chat_id, :now, :now
+SELECT DISTINCT :event_id, s.chat_id, MAX(:now, COALESCE(c.held_until, :now)), :now
 FROM subscriptions s
 JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
 LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
@@ -107,8 +108,8 @@ class Outbox:
         was one more trip through the database lock per alert.
         """
         rows = await self.db.fetch(
-            "SELECT d.id, d.attempts, d.last_error, e.body, c.platform, c.platform_chat_id, c.kind, c.title, "
-            "c.status, c.gone_reason, c.quiet_start, c.quiet_end, c.quiet_tz "
+            "SELECT d.id, d.attempts, d.last_error, d.quiet_held, e.body, c.platform, c.platform_chat_id, c.kind, "
+            "c.title, c.status, c.gone_reason, c.quiet_start, c.quiet_end, c.quiet_tz, c.held_until "
             "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id "
             "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
             (chat_id, to_db_time(now), limit),
@@ -134,6 +135,7 @@ class Outbox:
                 chat_id=chat_id,
                 attempts=r["attempts"],
                 last_error=r["last_error"],
+                quiet_held=bool(r["quiet_held"]),
                 event=Event.model_validate_json(r["body"]),
             )
             for r in rows
@@ -158,20 +160,32 @@ class Outbox:
             (to_db_time(at), error, 1 if count_attempt else 0, *ids),
         )
 
-    async def hold_chat(self, chat_id: int, *, until: datetime, error: str) -> None:
-        """Push every pending delivery of a chat to `until`: a 429 or quiet hours apply to the whole chat."""
-        await self.db.write(
-            "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=? "
-            "WHERE chat_id=? AND status='pending'",
-            (to_db_time(until), error, chat_id),
-        )
+    async def hold_chat(self, chat_id: int, *, until: datetime, error: str, quiet: bool = False) -> None:
+        """Nothing goes to this chat before `until`: its pending rows wait, and so do rows accepted later.
 
-    async def release_held(self, chat_id: int, *, reason: str = "held: quiet hours") -> None:
-        """Quiet hours were switched off: what they held is due now (still digested, by its reason)."""
-        await self.db.write(
-            "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND last_error=?",
-            (to_db_time(datetime.now(UTC)), chat_id, reason),
-        )
+        A platform's retry_after, a retry backoff and quiet hours all hold the whole chat, which keeps the
+        chat's alerts in order and never sends into a flood ban. `quiet` marks the rows for the digest.
+        """
+        stamp = to_db_time(until)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE chats SET held_until=MAX(COALESCE(held_until, ?), ?) WHERE id=?", (stamp, stamp, chat_id)
+            )
+            await conn.execute(
+                "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=?, "
+                "quiet_held=MAX(quiet_held, ?) WHERE chat_id=? AND status='pending'",
+                (stamp, error, int(quiet), chat_id),
+            )
+
+    async def release_held(self, chat_id: int) -> None:
+        """Quiet hours were switched off: what they held is due now (still sent as one digest)."""
+        now = to_db_time(datetime.now(UTC))
+        async with self.db.transaction() as conn:
+            await conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
+            await conn.execute(
+                "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND quiet_held=1",
+                (now, chat_id),
+            )
 
     async def park(self, ids: Sequence[int], *, reason: str) -> None:
         await self.db.write(

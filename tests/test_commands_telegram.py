@@ -11,10 +11,10 @@ import pytest
 
 from bot.app import PerpwatchApp
 from bot.commands import COMMANDS
-from tests.conftest import MakeSettings
+from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
-from tests.test_e2e_telegram import CHAT, GROUP, USER, command, running_bot, sample_frame, subscribed
+from tests.test_e2e_telegram import GROUP, USER, command, running_bot, sample_frame, subscribed
 
 WALLET = "0x" + "ab" * 20
 OTHER = "0x" + "cd" * 20
@@ -131,29 +131,33 @@ async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
         before = len(telegram.sent)
         for i in range(3):
             await binance.push(sample_frame(T=1568014460893 + i))
-        await _held(app, 3)
+        await _pending(app, 3, quiet_held_at_least=1)
     assert len(telegram.sent) == before
     async with running_bot(make_settings, telegram, binance) as app:  # a restart inside quiet hours
         app.dispatcher.clock = lambda: night + timedelta(minutes=30)
+        await binance.wait_connected(2)  # the restarted watcher's connection
+        await binance.push(sample_frame(T=1568014470000))  # a new alert after the restart waits too
+        await eventually(lambda: app.pipeline.stats.accepted == 1)
         app.dispatcher.notify()
-        await _held(app, 3)
+        await _pending(app, 4, quiet_held_at_least=1)
         assert len(telegram.sent) == before
         app.dispatcher.clock = lambda: night.replace(hour=6, minute=1)
         app.dispatcher.notify()
         sent = await telegram.wait_for_sent(before + 1)
-        assert "Quiet-hours digest: 3 alerts" in sent[-1].body
-        await _held(app, 0)
+        assert "Quiet-hours digest: 4 alerts" in sent[-1].body
+        await _pending(app, 0)
+    assert len(telegram.sent) == before + 1
 
 
-async def _held(app: PerpwatchApp, n: int) -> None:
+async def _pending(app: PerpwatchApp, n: int, *, quiet_held_at_least: int = 0) -> None:
     import asyncio
 
     for _ in range(500):
-        got = await rows(app, "SELECT COUNT(*) FROM deliveries WHERE status='pending' AND last_error LIKE 'held%'")
-        if got == [(n,)]:
+        got = await rows(app, "SELECT COUNT(*), COALESCE(SUM(quiet_held), 0) FROM deliveries WHERE status='pending'")
+        if got[0][0] == n and got[0][1] >= quiet_held_at_least:
             return
         await asyncio.sleep(0.01)
-    pytest.fail(f"expected {n} held deliveries, got {got}")
+    pytest.fail(f"expected {n} pending deliveries, got {got}")
 
 
 async def test_status_shows_watchers_and_backlog(
@@ -186,14 +190,25 @@ async def test_operator_commands_answer_only_configured_ids(
 async def test_group_member_cannot_change_watch_list_or_quiet_hours(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
+    telegram.set_member_status(GROUP, 7, "administrator")
     telegram.set_member_status(GROUP, 8, "member")
     async with running_bot(make_settings, telegram, binance) as app:
-        for text in (f"/watch {WALLET}", "/quiet 23:00-07:00", "/threshold liquidation 5", "/unsubscribe all"):
+        await subscribed(telegram, chat=GROUP, user=7, chat_type="supergroup")
+        for text in (
+            f"/watch {WALLET}",
+            "/quiet 23:00-07:00",
+            "/threshold liquidation 5",
+            "/unsubscribe all",
+            f"/label {WALLET} x",
+            f"/unwatch {WALLET}",
+            "/subscribe whale",
+        ):
             reply = await command(telegram, text, chat=GROUP, user=8, chat_type="supergroup")
-            assert "Only admins of this group" in reply.body
+            assert "Only admins of this group" in reply.body, text
         assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
+        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
+        assert await rows(app, "SELECT topic FROM subscriptions") == [("liquidation",)]  # the admin's, intact
         assert await rows(app, "SELECT quiet_start FROM chats WHERE kind='group'") == [(None,)]
-        assert CHAT != GROUP
 
 
 async def test_subscribing_to_what_no_watcher_produces_says_so(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.app import PerpwatchApp
+from bot.render import usd
 from storage import Store
 from tests.conftest import TG_TOKEN, MakeSettings, scalar
 from tests.fakes.binance_ws import FakeForceOrderServer
@@ -237,7 +238,11 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
         assert len(merged) == 1 and len(singles) >= 1
         count = int(merged[0].body.split("Alerts: <b>")[1].split("<")[0])
         assert count + len(singles) == 30  # every alert is in exactly one message
-        assert "$297.3K" in merged[0].body or count < 29  # the largest items are listed
+        assert "• $297K BTCUSDT long on Binance" in merged[0].body  # the largest (the 30th) is listed
+        total = sum(
+            (Decimal(9910) * q for q in range(31 - count, 31)), Decimal(0)
+        )  # the merged ones are the last `count`
+        assert f"Total USD: <b>{usd(total)}</b>" in merged[0].body
 
 
 async def _until(
@@ -282,3 +287,20 @@ async def test_restart_resumes_pending_deliveries(
         await _until(app, lambda rows: rows == [("sent", None)])
         assert app.pipeline.stats.duplicates == 1
     assert len(alerts(telegram)) == 1
+
+
+async def test_retry_after_holds_the_whole_chat_and_keeps_order(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        telegram.fail_next("sendMessage", CHAT, kind="retry_after", retry_after=1)
+        await binance.push(sample_frame(s="BTCUSDT"))
+        await telegram.wait_until(lambda: any("BTCUSDT" in str(r.params.get("text")) for r in telegram.requests))
+        await binance.push(sample_frame(s="ETHUSDT", T=1568014470000))  # arrives while the chat is held
+        sent = await wait_alerts(telegram, 2)
+        assert ["BTCUSDT" in sent[0].body, "ETHUSDT" in sent[1].body] == [True, True]
+        alert_calls = [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
+        assert len(alert_calls) == 3  # the refused one, then both after the wait; nothing sent into the ban
+        assert alert_calls[1].received_at - alert_calls[0].received_at >= 1.0
+        assert app.dispatcher.stats.rate_limited == 1

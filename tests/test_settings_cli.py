@@ -81,7 +81,7 @@ def test_config_masks_tokens(
     (tmp_path / ".env").write_text("TELEGRAM_BOT_TOKEN=999:SECRET-FROM-DOTENV\nPERPWATCH_WATCHERS=aster\n")
     assert main(["config"]) == 0
     out = capsys.readouterr().out
-    assert "TELEGRAM_BOT_TOKEN=***" in out and "SECRET-FROM-DOTENV" not in out
+    assert re.search(r"^TELEGRAM_BOT_TOKEN=\*\*\*$", out, re.M) and "SECRET-FROM-DOTENV" not in out
     assert "PERPWATCH_WATCHERS=aster" in out  # .env was read
 
 
@@ -156,3 +156,18 @@ async def test_rejected_telegram_token_stops_run_with_one_clear_line(telegram: F
     last = err.decode().strip().splitlines()[-1]
     assert last == "perpwatch: Telegram rejected TELEGRAM_BOT_TOKEN (check it with @BotFather)"
     assert "WRONG-TOKEN" not in err.decode() + out.decode()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://", "http://[::1", "ftp://example.com", "x"])
+def test_malformed_urls_are_refused_at_startup(url: str) -> None:
+    from bot.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="bad setting PERPWATCH_TELEGRAM_API_URL: expected an http"):
+        load_settings(_env_file=None, telegram_api_url=url)
+
+
+def test_transport_errors_never_carry_the_token() -> None:
+    from bot.platforms.telegram_http import without_token
+
+    text = "Cannot connect to host x:1 [http://127.0.0.1:1/bot123456:SECRET-abc/getMe]"
+    assert without_token(text) == "Cannot connect to host x:1 [http://127.0.0.1:1/bot***/getMe]"

@@ -154,7 +154,10 @@ async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_
     assert pipeline.stats.commits < 5  # they shared commits
     real_accept = store.outbox.accept
 
+    batches: list[int] = []
+
     async def refuse_poison(events: Any, **kw: Any) -> Any:  # a storage error caused by one caller's event
+        batches.append(len(events))
         if any(e.key == "poison" for e in events):
             raise sqlite3.IntegrityError("poison")
         return await real_accept(events, **kw)
@@ -165,6 +168,29 @@ async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_
         pipeline.accept([liquidation(key="fine")]),
         return_exceptions=True,
     )
+    assert batches == [2, 1, 1]  # one shared commit failed, then each caller on its own
     assert isinstance(outcome[0], Exception)
     assert not isinstance(outcome[1], BaseException) and outcome[1][0].new
     assert await scalar(store, "SELECT COUNT(*) FROM events") == 6
+
+
+async def test_migration_onto_a_chat_that_already_exists_merges_and_loses_nothing(store: Store) -> None:
+    old = await store.chats.upsert("telegram", "-100", kind="group", title="G")
+    new = await store.chats.upsert("telegram", "-1009", kind="group", title="G")  # an admin ran a command already
+    await store.chats.subscribe(old.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
+    await store.chats.subscribe(new.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
+    await store.chats.subscribe(new.id, "liquidation", venue="okx", symbol=None, min_usd=None, created_by=None, limit=9)
+    await store.chats.watch(new.id, "0x" + "ab" * 20, "big", limit=9)
+    await store.chats.set_quiet(new.id, "23:00", "07:00", "UTC")
+    await store.outbox.accept([liquidation(key="waiting")])  # pending for both chats
+    await store.chats.migrate(old.id, "-1009")
+    chats = await store.db.fetch("SELECT id, platform_chat_id, quiet_start FROM chats")
+    assert [tuple(r) for r in chats] == [(old.id, "-1009", "23:00")]
+    assert sorted((s.topic, s.venue or "*") for s in await store.chats.subscriptions(old.id)) == [
+        ("liquidation", "*"),
+        ("liquidation", "okx"),
+        ("whale", "*"),
+    ]
+    assert [(w.address, w.label) for w in await store.chats.watchlist(old.id)] == [("0x" + "ab" * 20, "big")]
+    pending = await store.db.fetch("SELECT chat_id FROM deliveries WHERE status='pending'")
+    assert [r[0] for r in pending] == [old.id]  # one alert for the one chat: the two rows were the same alert

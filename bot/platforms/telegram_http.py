@@ -9,12 +9,20 @@ alerts a second; aiohttp, which the watchers already use, costs a fraction of th
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+_TOKEN_IN_PATH = re.compile(r"/bot[^/\s'\"]+")
+
+
+def without_token(text: str) -> str:
+    """`…/bot123:ABC/getMe` → `…/bot***/getMe`."""
+    return _TOKEN_IN_PATH.sub("/bot***", text)
 
 
 class AiohttpRequest(BaseRequest):
@@ -87,5 +95,6 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from exc
         except asyncio.CancelledError:
             raise
-        except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            # aiohttp puts the request URL in some messages, and the URL holds the bot token.
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {without_token(str(exc))}") from None

@@ -12,6 +12,7 @@ CREATE TABLE chats (
     quiet_start     TEXT,                           -- HH:MM local, NULL = no quiet hours
     quiet_end       TEXT,
     quiet_tz        TEXT,
+    held_until      TEXT,                           -- a 429, backoff or quiet hours: nothing is sent before
     created_at      TEXT    NOT NULL,
     UNIQUE (platform, platform_chat_id)
 );
@@ -74,6 +75,7 @@ CREATE TABLE deliveries (
     last_error      TEXT,
     platform_message_id TEXT,                       -- kept so a later update can edit the message
     summary_of      INTEGER,                        -- set when merged into a summary: that summary's lead row
+    quiet_held      INTEGER NOT NULL DEFAULT 0,     -- waited through quiet hours: goes out in the digest
     created_at      TEXT    NOT NULL,
     sent_at         TEXT,
     UNIQUE (event_id, chat_id)
