@@ -221,3 +221,15 @@ async def test_subscribing_to_what_no_watcher_produces_says_so(
         assert "no enabled watcher produces liquidation alerts from okx yet" in uncovered.body
         assert "no enabled watcher produces whale alerts yet" in (await command(telegram, "/subscribe whale")).body
         assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(3,)]  # still stored: a note, not a refusal
+
+
+async def test_anonymous_group_admin_may_change_settings(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        before = len(telegram.sent)
+        telegram.enqueue_message(GROUP, "supergroup", 0, "/subscribe liquidation", title="Desk", as_group=True)
+        reply = (await telegram.wait_for_sent(before + 1))[before]
+        assert "Subscribed" in reply.body
+        assert telegram.requests_for("getChatMember") == []  # posting as the group proves adminship
+        assert await rows(app, "SELECT topic FROM subscriptions") == [("liquidation",)]

@@ -415,11 +415,13 @@ class FakeTelegramApi:
         text: str,
         *,
         title: str | None = None,
+        as_group: bool = False,
     ) -> int:
         """Queue an incoming message as an Update and wake long pollers; returns its update_id.
 
         A leading `/command` or `/command@bot` gets the `bot_command` entity Telegram would add,
-        since PTB's CommandHandler only fires on that entity.
+        since PTB's CommandHandler only fires on that entity. `as_group` sends it the way an anonymous
+        group admin's message arrives: from GroupAnonymousBot (1087968824) with `sender_chat` = the group.
         """
         if chat_type not in get_args(ChatType):
             raise ValueError(f"chat_type must be one of {get_args(ChatType)}, got {chat_type!r}")
@@ -436,6 +438,10 @@ class FakeTelegramApi:
         if chat_type == "channel":
             message["sender_chat"] = chat
             kind = "channel_post"
+        elif as_group:
+            message["from"] = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
+            message["sender_chat"] = chat
+            kind = "message"
         else:
             message["from"] = user
             kind = "message"
