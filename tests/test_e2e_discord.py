@@ -6,11 +6,10 @@ embed; faults are scripted on the fake's channel routes, so discord.py's own sta
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +25,7 @@ from bot.app import PerpwatchApp
 from bot.commands import COMMANDS, Access
 from bot.commands.values import TOPICS, VENUES
 from bot.platforms.discord import INTERNAL_ERROR, STALE_COMMAND, DiscordPlatform
-from tests.conftest import TG_TOKEN, MakeSettings
+from tests.conftest import TG_TOKEN, MakeSettings, until_outbox
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import ADMINISTRATOR, FakeDiscord, FaultKind, InteractionReply, OptionValue
 from tests.fakes.telegram_api import FakeTelegramApi
@@ -129,29 +128,6 @@ async def settings_rows(app: PerpwatchApp) -> dict[str, list[tuple[Any, ...]]]:
     }
     conn = app.store.db.conn
     return {name: [tuple(r) for r in await conn.execute_fetchall(sql)] for name, sql in queries.items()}
-
-
-async def deliveries(app: PerpwatchApp) -> list[tuple[str, str | None]]:
-    rows = await app.store.db.conn.execute_fetchall("SELECT status, last_error FROM deliveries ORDER BY id")
-    return [(r[0], r[1]) for r in rows]
-
-
-async def until_outbox(
-    app: PerpwatchApp,
-    check: Callable[[list[tuple[str, str | None]]], bool],
-    *,
-    after_frames: int = 1,
-    timeout_s: float = 5.0,
-) -> None:
-    """Wait for the outbox to reach a state. The dispatcher offers no wait, so this re-reads the table."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
-        if seen >= after_frames and check(await deliveries(app)):
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"outbox never reached the expected state: {await deliveries(app)}")
 
 
 async def subscribed(fake: FakeDiscord, **options: OptionValue) -> None:

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.app import PerpwatchApp
 from bot.render import usd
 from storage import Store
-from tests.conftest import TG_TOKEN, MakeSettings, scalar
+from tests.conftest import TG_TOKEN, MakeSettings, scalar, until_outbox
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
 
@@ -70,11 +68,6 @@ async def wait_alerts(telegram: FakeTelegramApi, n: int, chat: int = CHAT) -> li
     return alerts(telegram, chat)
 
 
-async def deliveries(app: PerpwatchApp) -> list[tuple[str, str | None]]:
-    rows = await app.store.db.conn.execute_fetchall("SELECT status, last_error FROM deliveries ORDER BY id")
-    return [(r[0], r[1]) for r in rows]
-
-
 async def test_frame_becomes_html_message_and_replay_sends_nothing(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
@@ -113,7 +106,7 @@ async def test_retry_after_delays_then_delivers(
         assert len(attempts) == 2
         assert attempts[1].received_at - attempts[0].received_at >= 1.0  # the wire order, not a timing goal
         assert app.dispatcher.stats.rate_limited == 1
-        await _until(app, lambda rows: rows == [("sent", "Telegram flood control; retry after 1s")])
+        await until_outbox(app, lambda rows: rows == [("sent", "Telegram flood control; retry after 1s")])
 
 
 async def test_network_fault_is_retried_with_backoff(
@@ -126,7 +119,7 @@ async def test_network_fault_is_retried_with_backoff(
         telegram.fail_next("sendMessage", CHAT, kind="server_error")
         await binance.push(sample_frame())
         await wait_alerts(telegram, 1)
-        await _until(app, lambda rows: [s for s, _ in rows] == ["sent"])
+        await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent"])
         assert app.dispatcher.stats.retried == 2
 
 
@@ -138,11 +131,11 @@ async def test_blocked_chat_is_parked_with_reason_and_gets_nothing_more(
         telegram.fail_next("sendMessage", CHAT, kind="blocked")
         await binance.push(sample_frame())
         await telegram.wait_for_request("sendMessage", 2)
-        await _until(app, lambda rows: rows == [("parked", "Telegram: Forbidden: bot was blocked by the user")])
+        await until_outbox(app, lambda rows: rows == [("parked", "Telegram: Forbidden: bot was blocked by the user")])
         chat = await app.store.chats.get("telegram", str(CHAT))
         assert chat is not None and chat.status == "gone"
         await binance.push(sample_frame(T=1568014499999))
-        await _until(app, lambda rows: len(rows) == 1, after_frames=2)
+        await until_outbox(app, lambda rows: len(rows) == 1, after_frames=2)
         assert alerts(telegram) == []
 
 
@@ -231,7 +224,7 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
         frames = [sample_frame(T=1568014460893 + i, q=str(i + 1), z=str(i + 1)) for i in range(30)]
         for frame in frames:  # a group takes 20 a minute; 30 at once is more than a minute's worth
             await binance.push(frame)
-        await _until(app, lambda rows: all(s == "sent" for s, _ in rows) and len(rows) == 30, after_frames=30)
+        await until_outbox(app, lambda rows: all(s == "sent" for s, _ in rows) and len(rows) == 30, after_frames=30)
         messages = [m for m in telegram.sent if m.chat_id == GROUP][1:]  # [0] answered /subscribe
         merged = [m for m in messages if "alerts merged" in m.body]
         singles = [m for m in messages if "alerts merged" not in m.body]
@@ -243,26 +236,6 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
             (Decimal(9910) * q for q in range(31 - count, 31)), Decimal(0)
         )  # the merged ones are the last `count`
         assert f"Total USD: <b>{usd(total)}</b>" in merged[0].body
-
-
-async def _until(
-    app: PerpwatchApp,
-    check: Callable[[list[tuple[str, str | None]]], bool],
-    *,
-    after_frames: int = 1,
-    timeout_s: float = 10.0,
-) -> None:
-    """Wait for the outbox to reach a state, checking after each dispatcher wake-up (no fixed sleeps)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
-        if seen >= after_frames and check(await deliveries(app)):
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"outbox never reached the expected state: {await deliveries(app)}")
 
 
 async def test_restart_resumes_pending_deliveries(
@@ -284,7 +257,7 @@ async def test_restart_resumes_pending_deliveries(
     async with PerpwatchApp(settings) as app:
         await binance.wait_connected()
         await wait_alerts(telegram, 1)
-        await _until(app, lambda rows: rows == [("sent", None)])
+        await until_outbox(app, lambda rows: rows == [("sent", None)])
         assert app.pipeline.stats.duplicates == 1
     assert len(alerts(telegram)) == 1
 
