@@ -15,7 +15,7 @@ from storage import Store
 from tests.conftest import TG_TOKEN, MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
-from tests.test_e2e_telegram import CHAT, alerts, sample_frame, wait_alerts
+from tests.test_e2e_telegram import alerts, sample_frame, seeded_settings, wait_alerts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,14 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 async def test_killed_after_accept_delivers_exactly_once_after_restart(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url
-    )
-    async with Store(settings.database_path) as store:
-        chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
-        await store.chats.subscribe(
-            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
-        )
+    settings = await seeded_settings(make_settings, telegram, binance)
 
     telegram.latency_s = 30.0  # the send is in flight, unconfirmed, when the process dies
     env = {

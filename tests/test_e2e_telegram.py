@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import PerpwatchApp
+from bot.events import Venue
 from bot.render import usd
+from bot.settings import Settings
 from storage import Store
 from tests.conftest import TG_TOKEN, MakeSettings, scalar, until_outbox
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
+from watchers.forceorder import parse
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 USER = 4242
@@ -238,9 +241,11 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
         assert f"Total USD: <b>{usd(total)}</b>" in merged[0].body
 
 
-async def test_restart_resumes_pending_deliveries(
-    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, tmp_path: Path
-) -> None:
+async def seeded_settings(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, *frames: dict[str, Any]
+) -> Settings:
+    """Settings aimed at the fakes, and a database where CHAT follows liquidations and `frames` were accepted
+    but never sent: the state a bot leaves when it dies between accepting and sending."""
     settings = make_settings(
         telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url
     )
@@ -249,10 +254,15 @@ async def test_restart_resumes_pending_deliveries(
         await store.chats.subscribe(
             chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
         )
-        from bot.events import Venue
-        from watchers.forceorder import parse
+        for frame in frames:
+            await store.outbox.accept(parse(frame, Venue.BINANCE))
+    return settings
 
-        await store.outbox.accept(parse(sample_frame(), Venue.BINANCE))  # accepted, never sent: then a "crash"
+
+async def test_restart_resumes_pending_deliveries(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    settings = await seeded_settings(make_settings, telegram, binance, sample_frame())
     binance.replay_on_connect = [sample_frame()]  # and the venue re-sends it on the new connection
     async with PerpwatchApp(settings) as app:
         await binance.wait_connected()
