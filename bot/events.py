@@ -87,6 +87,9 @@ class Event(BaseModel):
     usd: Decimal | None = Field(default=None, ge=0)
     occurred_at: AwareDatetime
     body: EventBody
+    link: str | None = Field(
+        default=None, description="Where a trader looks next: the market's page, an explorer, a schedule."
+    )
 
     @field_validator("occurred_at")
     @classmethod

@@ -35,6 +35,7 @@ class Alert:
     tone: Tone = "neutral"
     footer: str | None = None
     url: str | None = None
+    link_label: str = "details"
     items: tuple[str, ...] = ()
     data: dict[str, str | None] = field(default_factory=dict)
 
@@ -115,6 +116,8 @@ def _liquidation(event: Event, body: LiquidationBody) -> Alert:
         fields=tuple(fields),
         tone="long" if body.side is PositionSide.LONG else "short",
         footer=body.note,
+        url=event.link,
+        link_label=f"{symbol} on {venue}",
         data=_data(event, side=body.side.value),
     )
 
@@ -185,6 +188,8 @@ def plain_text(alert: Alert) -> str:
     lines = [f"{alert.title} — {alert.headline}"]
     lines += [f"  {f.name}: {f.value}" for f in alert.fields]
     lines += [f"  • {item}" for item in alert.items]
+    if alert.url:
+        lines.append(f"  {alert.link_label}: {alert.url}")
     if alert.footer:
         lines.append(f"  ({alert.footer})")
     return "\n".join(lines)

@@ -162,7 +162,13 @@ async def test_frame_becomes_embed_coloured_by_side(
             {"name": "Price", "value": "9,910", "inline": True},
             {"name": "Venue", "value": "Binance", "inline": True},
             {"name": "Time", "value": "2019-09-09 07:34:20 UTC", "inline": True},
+            {
+                "name": "Link",
+                "value": "[BTCUSDT on Binance](https://www.binance.com/en/futures/BTCUSDT)",
+                "inline": False,
+            },
         ]
+        assert embed["url"] == "https://www.binance.com/en/futures/BTCUSDT"  # the title links there too
         await binance.push(sample_frame(S="BUY", T=1568014461893))
         second = (await fake.wait_for_messages(2))[1]
         assert second.embeds[0]["color"] == GREEN

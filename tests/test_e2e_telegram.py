@@ -81,6 +81,7 @@ async def test_frame_becomes_html_message_and_replay_sends_nothing(
         assert message.parse_mode == "HTML"
         assert message.body.splitlines()[:2] == ["<b>🟥 BTCUSDT LONG liquidated on Binance</b>", "<b>$138.74</b>"]
         for line in (
+            '<a href="https://www.binance.com/en/futures/BTCUSDT">BTCUSDT on Binance</a>',
             "Size: <b>0.014 BTC</b>",
             "USD: <b>$138.74</b>",
             "Price: 9,910",

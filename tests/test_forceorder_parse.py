@@ -59,6 +59,13 @@ def test_docs_sample_is_a_long_liquidation(sample: str, venue: Venue) -> None:
     assert event.body.note is not None
     assert "one liquidation per symbol per second" in event.body.note
     assert event.body.note.startswith("Binance" if venue is Venue.BINANCE else "Aster")
+    assert (
+        event.link
+        == {
+            Venue.BINANCE: "https://www.binance.com/en/futures/BTCUSDT",
+            Venue.ASTER: "https://www.asterdex.com/en/futures/v1/BTCUSDT",
+        }[venue]
+    )
 
 
 def test_buy_order_means_a_short_was_liquidated(docs_frame: dict[str, Any]) -> None:

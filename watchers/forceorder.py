@@ -29,6 +29,19 @@ _VENUE_NAMES = {Venue.BINANCE: "Binance", Venue.ASTER: "Aster"}
 _LIQUIDATED = {"SELL": PositionSide.LONG, "BUY": PositionSide.SHORT}
 
 
+# The venues' web pages for one perpetual market. Neither venue documents these in its API docs; they are
+# the addresses their sites use, as linked by many public trading tools (e.g. binance.com/en/futures/BTCUSDT,
+# asterdex.com/en/futures/v1/BTCUSDT). A link only: nothing here is fetched.
+_MARKET_PAGES = {
+    Venue.BINANCE: "https://www.binance.com/en/futures/{symbol}",
+    Venue.ASTER: "https://www.asterdex.com/en/futures/v1/{symbol}",
+}
+
+
+def market_page(venue: Venue, symbol: str) -> str:
+    return _MARKET_PAGES[venue].format(symbol=symbol)
+
+
 def sampling_note(venue: Venue) -> str:
     return (
         f"{_VENUE_NAMES[venue]} pushes at most one liquidation per symbol per second (the latest), "
@@ -109,6 +122,7 @@ def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
             symbol=symbol,
             usd=notional,
             occurred_at=utc_from_ms(trade_ms),
+            link=market_page(venue, symbol),
             body=LiquidationBody(
                 side=_LIQUIDATED[order_side],
                 size=size,

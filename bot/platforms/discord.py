@@ -123,6 +123,9 @@ def alert_embed(alert: Alert) -> discord.Embed:
         )
     if len(shown) < len(fields):
         embed.add_field(name="More", value=f"{len(fields) - len(shown)} more fields not shown", inline=False)
+    if alert.url and len(embed.fields) < MAX_FIELDS:
+        label = escape_markdown(clip(alert.link_label, 200)).replace("]", "")
+        embed.add_field(name="Link", value=clip(f"[{label}]({alert.url})", MAX_FIELD_VALUE), inline=False)
     if alert.footer:
         embed.set_footer(text=clip(alert.footer, MAX_FOOTER))
     _fit_total(embed)

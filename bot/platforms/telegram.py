@@ -69,7 +69,7 @@ def alert_html(alert: Alert) -> str:
     if alert.footer:
         lines += ["", f"<i>{esc(alert.footer)}</i>"]
     if alert.url:
-        lines.append(f'<a href="{html.escape(alert.url, quote=True)}">details</a>')
+        lines.append(f'<a href="{html.escape(alert.url, quote=True)}">{esc(alert.link_label)}</a>')
     return _fit("\n".join(lines))
 
 
