@@ -365,8 +365,24 @@ async def test_server_pings_are_answered_and_plain_texts_ignored(server: FakeFor
     assert stream.health.parse_errors == 0
 
 
-async def test_sink_failure_loses_that_frame_only(server: FakeForceOrderServer) -> None:
-    watcher, sink = watcher_for(server), Sink(fail_first=1)
+async def test_a_passing_sink_fault_is_retried_and_nothing_is_lost(
+    server: FakeForceOrderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("watchers.ws.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
+    watcher, sink = watcher_for(server), Sink(fail_first=2)
+    async with running(watcher.run, sink):
+        await server.wait_connected(1)
+        await server.push(frame_at(6))
+        await server.push(frame_at(7))
+        assert [(await sink.next()).key, (await sink.next()).key] == [key_at(6), key_at(7)]
+    assert (watcher.health.events, watcher.health.errors) == (2, 0)
+
+
+async def test_a_lasting_sink_failure_loses_that_frame_only(
+    server: FakeForceOrderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("watchers.ws.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
+    watcher, sink = watcher_for(server), Sink(fail_first=4)  # the first try and all three retries fail
     async with running(watcher.run, sink):
         await server.wait_connected(1)
         await server.push(frame_at(6))

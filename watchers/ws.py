@@ -139,6 +139,10 @@ def _should_log(count: int) -> bool:
     return count <= 3 or count % 100 == 0
 
 
+SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
+"""Waits before each retry of a failed sink call; after the last, the frame's events are counted lost."""
+
+
 class WsStream:
     """One WebSocket connection kept alive for as long as `run` runs.
 
@@ -304,9 +308,9 @@ class WsStream:
         if not events:
             return
         try:
-            await sink(events)
+            await self._deliver(sink, events)
         except Exception as exc:
-            # The frame is lost either way; dropping the socket would lose more frames, not fewer.
+            # Lost after the retries; dropping the socket would lose more frames, not fewer.
             self._sink_failures += 1
             self.health.errors += 1
             self.health.last_error = f"sink: {_describe(exc)}"
@@ -321,6 +325,20 @@ class WsStream:
             return
         self.health.events += len(events)
         self.health.last_event_at = utcnow()
+
+    async def _deliver(self, sink: EventSink, events: Sequence[Event]) -> None:
+        """Hand events to the sink, retrying a passing storage fault (a locked database, a full disk being
+        cleared) a few times; frames wait in the socket meanwhile, so nothing behind them is lost."""
+        for delay_s in SINK_RETRY_DELAYS_S:
+            try:
+                await sink(events)
+                return
+            except Exception as exc:
+                logger.warning(
+                    "sink failed, retrying venue=%s delay_s=%g error=%s", self.label, delay_s, _describe(exc)
+                )
+                await self._sleep(delay_s)
+        await sink(events)
 
     def _mark_up(self) -> None:
         if self._connections > 0:
