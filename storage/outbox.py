@@ -182,8 +182,10 @@ class Outbox:
         now = to_db_time(datetime.now(UTC))
         async with self.db.transaction() as conn:
             await conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
+            # Everything waiting is due now: the flagged rows held when the window began, and the rows accepted
+            # since, which only waited for the hold to end. The flag makes them go out as one digest.
             await conn.execute(
-                "UPDATE deliveries SET next_attempt_at=? WHERE chat_id=? AND status='pending' AND quiet_held=1",
+                "UPDATE deliveries SET next_attempt_at=MIN(next_attempt_at, ?) WHERE chat_id=? AND status='pending'",
                 (now, chat_id),
             )
 

@@ -233,3 +233,25 @@ async def test_anonymous_group_admin_may_change_settings(
         assert "Subscribed" in reply.body
         assert telegram.requests_for("getChatMember") == []  # posting as the group proves adminship
         assert await rows(app, "SELECT topic FROM subscriptions") == [("liquidation",)]
+
+
+async def test_quiet_off_sends_everything_held_as_one_digest_now(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    async with running_bot(make_settings, telegram, binance) as app:
+        app.dispatcher.clock = lambda: night
+        await subscribed(telegram)
+        await command(telegram, "/quiet 00:00-06:00 UTC")
+        before = len(telegram.sent)
+        await binance.push(sample_frame(T=1568014460893))  # held, and flagged for the digest
+        await _pending(app, 1, quiet_held_at_least=1)
+        await binance.push(sample_frame(T=1568014460894))  # accepted during the hold: waits for its end
+        await _pending(app, 2)
+        app.dispatcher.clock = lambda: datetime.now(UTC)  # the operator's "now" again
+        reply = await command(telegram, "/quiet off")
+        assert "Quiet hours off" in reply.body
+        app.dispatcher.notify()
+        sent = await telegram.wait_for_sent(before + 2)  # the reply, then the digest
+        assert "Quiet-hours digest: 2 alerts" in sent[-1].body
+        await _pending(app, 0)
