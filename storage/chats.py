@@ -84,12 +84,6 @@ class ChatRepo:
         )
         return _chat(rows[0]) if rows else None
 
-    async def by_id(self, chat_id: int) -> Chat:
-        rows = await self.db.fetch("SELECT * FROM chats WHERE id=?", (chat_id,))
-        if not rows:
-            raise LookupError(f"no chat {chat_id}")
-        return _chat(rows[0])
-
     @staticmethod
     async def _get(conn: aiosqlite.Connection, platform: str, platform_chat_id: str) -> Chat:
         async with conn.execute(

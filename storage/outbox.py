@@ -227,13 +227,6 @@ class Outbox:
                 removed[index] += count
         return removed[0], removed[1]
 
-    async def recent_events(self, topic: str, *, limit: int) -> list[Event]:
-        """The newest events of a topic, for on-demand queries such as /liqs."""
-        rows = await self.db.fetch(
-            "SELECT body FROM events WHERE topic=? ORDER BY occurred_at DESC LIMIT ?", (topic, limit)
-        )
-        return [Event.model_validate_json(r[0]) for r in rows]
-
 
 def _marks(ids: Sequence[int]) -> str:
     """`?,?,?` for an IN list: placeholders, never values, in the SQL text."""

@@ -123,12 +123,9 @@ async def test_quiet_hours_command_validates_and_stores(
 async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
-    night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    night = _tomorrow_at_3()
     async with running_bot(make_settings, telegram, binance) as app:
-        app.dispatcher.clock = lambda: night
-        await subscribed(telegram)
-        await command(telegram, "/quiet 00:00-06:00 UTC")
-        before = len(telegram.sent)
+        before = await _in_quiet_hours(app, telegram, night)
         for i in range(3):
             await binance.push(sample_frame(T=1568014460893 + i))
         await _pending(app, 3, quiet_held_at_least=1)
@@ -147,6 +144,20 @@ async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
         assert "Quiet-hours digest: 4 alerts" in sent[-1].body
         await _pending(app, 0)
     assert len(telegram.sent) == before + 1
+
+
+def _tomorrow_at_3() -> datetime:
+    """A night ahead of the real clock, so rows accepted now are already due by the dispatcher's clock."""
+    return (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+
+
+async def _in_quiet_hours(app: PerpwatchApp, telegram: FakeTelegramApi, night: datetime) -> int:
+    """Subscribe the chat, set quiet hours 00:00-06:00 UTC, stop the dispatcher's clock at `night`;
+    returns how many messages were sent before the quiet part of the test."""
+    app.dispatcher.clock = lambda: night
+    await subscribed(telegram)
+    await command(telegram, "/quiet 00:00-06:00 UTC")
+    return len(telegram.sent)
 
 
 async def _pending(app: PerpwatchApp, n: int, *, quiet_held_at_least: int = 0) -> None:
@@ -238,12 +249,9 @@ async def test_anonymous_group_admin_may_change_settings(
 async def test_quiet_off_sends_everything_held_as_one_digest_now(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
-    night = (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
+    night = _tomorrow_at_3()
     async with running_bot(make_settings, telegram, binance) as app:
-        app.dispatcher.clock = lambda: night
-        await subscribed(telegram)
-        await command(telegram, "/quiet 00:00-06:00 UTC")
-        before = len(telegram.sent)
+        before = await _in_quiet_hours(app, telegram, night)
         await binance.push(sample_frame(T=1568014460893))  # held, and flagged for the digest
         await _pending(app, 1, quiet_held_at_least=1)
         await binance.push(sample_frame(T=1568014460894))  # accepted during the hold: waits for its end

@@ -62,7 +62,8 @@ async def status(ctx: Context) -> Reply:
     oldest = f", oldest waiting {_ago(backlog.oldest_pending_at, now)}" if backlog.oldest_pending_at else ""
     stats = ctx.services.dispatch_stats
     lines.append(
-        f"Deliveries: {backlog.pending} pending{oldest}, {backlog.parked} parked; {stats.sent} sent, "
+        f"Deliveries: {backlog.pending} pending{oldest}, {backlog.parked} parked; {stats.sent} sent "
+        f"({stats.merged} merged into summaries), "
         f"{stats.rate_limited} rate limits, {stats.retried} retries since start"
     )
     return Reply(lines=tuple(lines), title="Status")
