@@ -232,7 +232,8 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
         messages = [m for m in telegram.sent if m.chat_id == GROUP][1:]  # [0] answered /subscribe
         merged = [m for m in messages if "alerts merged" in m.body]
         singles = [m for m in messages if "alerts merged" not in m.body]
-        assert len(merged) == 1 and len(singles) >= 1
+        # How many go out singly before the backlog is seen depends on how the 30 frames were batched.
+        assert len(merged) == 1
         count = int(merged[0].body.split("Alerts: <b>")[1].split("<")[0])
         assert count + len(singles) == 30  # every alert is in exactly one message
         assert "• $297K BTCUSDT long on Binance" in merged[0].body  # the largest (the 30th) is listed

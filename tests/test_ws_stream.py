@@ -42,14 +42,17 @@ def key_at(trade_ms: int) -> str:
 class Sink:
     """Accepts like the pipeline does (returns once 'committed') and lets a test await each event."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, reject: str | None = None) -> None:
         self.events: list[Event] = []
         self.fail_first = fail_first
+        self.reject = reject
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
 
     async def __call__(self, events: Sequence[Event]) -> None:
         if self.fail_first:
             self.fail_first -= 1
+            raise OSError("disk full")
+        if any(event.key == self.reject for event in events):
             raise OSError("disk full")
         self.events.extend(events)
         for event in events:
@@ -368,7 +371,7 @@ async def test_server_pings_are_answered_and_plain_texts_ignored(server: FakeFor
 async def test_a_passing_sink_fault_is_retried_and_nothing_is_lost(
     server: FakeForceOrderServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watchers.ws.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
+    monkeypatch.setattr("watchers.handoff.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
     watcher, sink = watcher_for(server), Sink(fail_first=2)
     async with running(watcher.run, sink):
         await server.wait_connected(1)
@@ -378,11 +381,11 @@ async def test_a_passing_sink_fault_is_retried_and_nothing_is_lost(
     assert (watcher.health.events, watcher.health.errors) == (2, 0)
 
 
-async def test_a_lasting_sink_failure_loses_that_frame_only(
+async def test_an_event_the_store_keeps_rejecting_is_lost_alone(
     server: FakeForceOrderServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watchers.ws.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
-    watcher, sink = watcher_for(server), Sink(fail_first=4)  # the first try and all three retries fail
+    monkeypatch.setattr("watchers.handoff.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
+    watcher, sink = watcher_for(server), Sink(reject=key_at(6))
     async with running(watcher.run, sink):
         await server.wait_connected(1)
         await server.push(frame_at(6))

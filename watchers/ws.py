@@ -14,6 +14,8 @@ failure: it reconnects at once, counts in `reconnects` and leaves `errors` alone
 Health: `reconnects` counts connections opened after the stream's first; `errors` counts failed connects,
 lost connections and sink failures; `parse_errors` counts frames that could not be read. Logs fire on
 edges only: one warning when the stream goes down, one "recovered" line when it is back.
+
+Events go to the sink through a `Handoff`, so the socket is read on while earlier events are committed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from yarl import URL
 
 from bot.events import Event
 from watchers.base import EventSink, WatcherHealth, WatcherState, utcnow
+from watchers.handoff import Handoff
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +142,6 @@ def _should_log(count: int) -> bool:
     return count <= 3 or count % 100 == 0
 
 
-SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
-"""Waits before each retry of a failed sink call; after the last, the frame's events are counted lost."""
-
-
 class WsStream:
     """One WebSocket connection kept alive for as long as `run` runs.
 
@@ -187,7 +186,6 @@ class WsStream:
         self._probes_sent = 0
         self._connections = 0
         self._failures = 0
-        self._sink_failures = 0
         self._down_since: float | None = None
 
     async def run(self, sink: EventSink) -> None:
@@ -196,13 +194,14 @@ class WsStream:
         May be called again after a cancel (an operator's pause and resume); `reconnects` keeps counting
         every connection after this stream's first."""
         self._failures = 0
-        if self._session is not None:
-            await self._loop(self._session, sink)
-        else:
-            async with aiohttp.ClientSession() as session:
-                await self._loop(session, sink)
+        async with Handoff(sink, self.health, label=self.label, sleep=self._sleep) as handoff:
+            if self._session is not None:
+                await self._loop(self._session, handoff)
+            else:
+                async with aiohttp.ClientSession() as session:
+                    await self._loop(session, handoff)
 
-    async def _loop(self, session: aiohttp.ClientSession, sink: EventSink) -> None:
+    async def _loop(self, session: aiohttp.ClientSession, handoff: Handoff) -> None:
         loop = asyncio.get_running_loop()
         while True:
             opened_at: float | None = None
@@ -212,7 +211,7 @@ class WsStream:
                 async with ws:
                     opened_at = loop.time()
                     self._mark_up()
-                    await self._serve(ws, sink)
+                    await self._serve(ws, handoff)
             except Exception as exc:
                 error = _describe(exc)
             uptime_s = loop.time() - opened_at if opened_at is not None else 0.0
@@ -239,7 +238,7 @@ class WsStream:
         except TimeoutError:
             raise _Lost(f"connect timed out after {self.tuning.connect_timeout_s:g}s") from None
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, sink: EventSink) -> None:
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, handoff: Handoff) -> None:
         """Reads frames until the planned end of life (returns) or a failure (raises)."""
         loop = asyncio.get_running_loop()
         for frame in self._subscribe() if self._subscribe is not None else ():
@@ -275,13 +274,13 @@ class WsStream:
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
                 last_frame, probed_at = loop.time(), None
                 self.health.last_frame_at = utcnow()
-                await self._on_frame(ws, msg.data, sink)
+                await self._on_frame(ws, msg.data, handoff)
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise _Lost(f"socket error: {ws.exception()!r}")
             else:
                 raise _Lost(f"closed by peer code={ws.close_code}")
 
-    async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes, sink: EventSink) -> None:
+    async def _on_frame(self, ws: aiohttp.ClientWebSocketResponse, data: str | bytes, handoff: Handoff) -> None:
         try:
             text = data.decode() if isinstance(data, bytes) else data
             if text in self._plain_texts:
@@ -305,40 +304,7 @@ class WsStream:
                     data,
                 )
             return
-        if not events:
-            return
-        try:
-            await self._deliver(sink, events)
-        except Exception as exc:
-            # Lost after the retries; dropping the socket would lose more frames, not fewer.
-            self._sink_failures += 1
-            self.health.errors += 1
-            self.health.last_error = f"sink: {_describe(exc)}"
-            if _should_log(self._sink_failures):
-                logger.error(
-                    "sink failed venue=%s events_lost=%d first_key=%s error=%s",
-                    self.label,
-                    len(events),
-                    events[0].key,
-                    _describe(exc),
-                )
-            return
-        self.health.events += len(events)
-        self.health.last_event_at = utcnow()
-
-    async def _deliver(self, sink: EventSink, events: Sequence[Event]) -> None:
-        """Hand events to the sink, retrying a passing storage fault (a locked database, a full disk being
-        cleared) a few times; frames wait in the socket meanwhile, so nothing behind them is lost."""
-        for delay_s in SINK_RETRY_DELAYS_S:
-            try:
-                await sink(events)
-                return
-            except Exception as exc:
-                logger.warning(
-                    "sink failed, retrying venue=%s delay_s=%g error=%s", self.label, delay_s, _describe(exc)
-                )
-                await self._sleep(delay_s)
-        await sink(events)
+        await handoff.put(events)
 
     def _mark_up(self) -> None:
         if self._connections > 0:
