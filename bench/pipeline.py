@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.pipeline            # full run (~1 min)
     .venv/bin/python -m bench.pipeline --quick    # smaller counts, same shape
 
-1. accept throughput: events/s through `Pipeline.accept` (one event per call, as a watcher sends them) into a
-   SQLite outbox holding 1,000 subscriptions over 1,000 chats with mixed filters.
+1. accept throughput: events/s through `Pipeline.accept` into a SQLite outbox holding 1,000 subscriptions
+   over 1,000 chats with mixed filters. Each producer is shaped like a watcher's stream: one event per frame,
+   handed over through a `Handoff`, so a busy venue's frames share commits; seven producers are the seven
+   venues. One more run awaits each event's commit before the next, the floor without read-ahead.
 2. frame-to-send latency: frames pushed on a loopback Binance-format socket at 200 events/s reach the real
    bot (aiohttp watcher → pipeline → outbox → dispatcher → python-telegram-bot), which sends to a loopback
    Bot API that takes 50 ms per call; 100 subscribed chats, pacing off ("no rate limit applies"). Latency is
@@ -36,6 +38,8 @@ from bot.pipeline import Pipeline
 from bot.platforms.telegram_http import AiohttpRequest
 from bot.settings import Settings
 from storage import Store
+from watchers.base import WatcherHealth
+from watchers.handoff import Handoff
 
 SYMBOLS = [f"SYM{i}USDT" for i in range(100)]
 TOKEN = "123456:BENCH-TOKEN"
@@ -76,7 +80,10 @@ MIXES = {
 }
 
 
-async def bench_accept(events: int, mix_name: str, producers: int = 1) -> None:
+async def bench_accept(events: int, mix_name: str, producers: int = 1, *, shape: str = "stream") -> None:
+    """`stream`: each producer hands frames over as a watcher's stream does (through a `Handoff`, reading on
+    while earlier events commit). `awaited`: each producer awaits every event's commit before the next, the
+    floor a source that cannot read ahead would see."""
     rng = random.Random(1)
     mix = MIXES[mix_name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,11 +104,19 @@ async def bench_accept(events: int, mix_name: str, producers: int = 1) -> None:
             start = time.perf_counter()
             cpu0 = time.process_time()
 
-            async def produce(share: list[Event]) -> None:
-                for event in share:  # one event per call, awaited, as a watcher does
+            async def stream(share: list[Event], name: str) -> None:
+                async with Handoff(pipeline, WatcherHealth(name=name), label=name) as handoff:
+                    for event in share:  # one event per frame, as the forceOrder stream sends them
+                        await handoff.put([event])
+                        await asyncio.sleep(0)  # the next frame is another read from the socket
+                    await handoff.settled()
+
+            async def awaited(share: list[Event], _: str) -> None:
+                for event in share:
                     await pipeline.accept([event])
 
-            await asyncio.gather(*(produce(batch[p::producers]) for p in range(producers)))
+            produce = stream if shape == "stream" else awaited
+            await asyncio.gather(*(produce(batch[p::producers], f"p{p}") for p in range(producers)))
             wall = time.perf_counter() - start
             cpu = time.process_time() - cpu0
             commits = pipeline.stats.commits
@@ -109,9 +124,10 @@ async def bench_accept(events: int, mix_name: str, producers: int = 1) -> None:
             for event in batch[:2000]:
                 await pipeline.accept([event])
             replay = time.perf_counter() - replay_start
+    assert pipeline.stats.accepted == events, "every event must be accepted once"
     print(
-        f"accept, {mix_name} mix, {producers} producer(s): {events} events, 1,000 subscriptions over 1,000 chats: "
-        f"{events / wall:,.0f} events/s (wall {wall:.2f}s, process CPU {cpu:.2f}s), "
+        f"accept, {mix_name} mix, {producers} producer(s), {shape}: {events} events, 1,000 subscriptions over "
+        f"1,000 chats: {events / wall:,.0f} events/s (wall {wall:.2f}s, process CPU {cpu:.2f}s), "
         f"{pipeline.stats.deliveries / events:.1f} deliveries/event ({pipeline.stats.deliveries / wall:,.0f} rows/s), "
         f"{events / commits:.1f} events/commit; replaying 2,000 known events: {2000 / replay:,.0f}/s"
     )
@@ -237,6 +253,7 @@ def main() -> None:
     for mix in ("typical", "broad"):
         for producers in (1, 7):
             asyncio.run(bench_accept(events, mix, producers))
+    asyncio.run(bench_accept(events, "typical", 1, shape="awaited"))
     asyncio.run(bench_latency(seconds, 200, 100, 1))
     asyncio.run(bench_latency(seconds, 200, 100, 2))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
