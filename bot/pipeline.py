@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 _Waiter = tuple[Sequence[Event], "asyncio.Future[list[AcceptResult]]"]
 
+MAX_EVENTS_PER_COMMIT = 500
+"""Group commit stops adding callers here: a commit of seven venues' floods at once would hold the database
+for seconds, and every chat's next read waits behind it."""
+
 
 @dataclass
 class PipelineStats:
@@ -64,7 +68,7 @@ class Pipeline:
         while self._queue:
             # Let callers that were just woken (by the previous commit) queue their next events first.
             await asyncio.sleep(0)
-            batch, self._queue = self._queue, []
+            batch, self._queue = _take(self._queue, MAX_EVENTS_PER_COMMIT)
             try:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])
             except Exception as exc:
@@ -94,6 +98,16 @@ class Pipeline:
             self.on_deliveries(chat_ids)
         if not future.done():
             future.set_result(results)
+
+
+def _take(queue: list[_Waiter], limit: int) -> tuple[list[_Waiter], list[_Waiter]]:
+    """Whole callers from the front of the queue, up to `limit` events (always at least one caller)."""
+    count = 0
+    for index, (events, _) in enumerate(queue):
+        count += len(events)
+        if count >= limit:
+            return queue[: index + 1], queue[index + 1 :]
+    return queue, []
 
 
 def _fail(future: asyncio.Future[list[AcceptResult]], exc: Exception) -> None:

@@ -114,3 +114,16 @@ async def test_a_passing_fault_is_retried_without_reordering(monkeypatch: pytest
 def test_a_buffer_of_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="max_buffered"):
         Handoff(GatedSink(), WatcherHealth(name="t"), label="t", max_buffered=0)
+
+
+async def test_a_flood_reaches_the_sink_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watchers.handoff.MAX_BATCH", 4)
+    sink, health = GatedSink(), WatcherHealth(name="t")
+    async with Handoff(sink, health, label="t") as handoff:
+        await handoff.put([event(0)])
+        await sink.entered.wait()
+        await handoff.put([event(n) for n in range(1, 11)])
+        sink.gate.set()
+        await handoff.settled()
+    assert [len(call) for call in sink.calls] == [1, 4, 4, 2]
+    assert [key for call in sink.calls for key in call] == [f"test:{n}" for n in range(11)]

@@ -194,3 +194,25 @@ async def test_migration_onto_a_chat_that_already_exists_merges_and_loses_nothin
     assert [(w.address, w.label) for w in await store.chats.watchlist(old.id)] == [("0x" + "ab" * 20, "big")]
     pending = await store.db.fetch("SELECT chat_id FROM deliveries WHERE status='pending'")
     assert [r[0] for r in pending] == [old.id]  # one alert for the one chat: the two rows were the same alert
+
+
+async def test_group_commit_stops_adding_callers_at_its_cap(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from bot.pipeline import Pipeline
+
+    monkeypatch.setattr("bot.pipeline.MAX_EVENTS_PER_COMMIT", 3)
+    pipeline = Pipeline(store.outbox)
+    real_accept = store.outbox.accept
+    batches: list[list[str]] = []
+
+    async def recording(events: Any, **kw: Any) -> Any:
+        batches.append([e.key for e in events])
+        return await real_accept(events, **kw)
+
+    store.outbox.accept = recording  # type: ignore[method-assign]
+    callers = [[liquidation(key=f"c{i}a"), liquidation(key=f"c{i}b")] for i in range(4)]
+    await asyncio.gather(*(pipeline.accept(events) for events in callers))
+    # Whole callers only: the cap is reached by the second caller, so commits carry 2 callers each.
+    assert batches == [["c0a", "c0b", "c1a", "c1b"], ["c2a", "c2b", "c3a", "c3b"]]
+    assert await scalar(store, "SELECT COUNT(*) FROM events") == 8

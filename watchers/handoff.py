@@ -25,6 +25,10 @@ SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
 MAX_BUFFERED = 2000
 """Events read but not yet handed over before the reader waits: a few seconds of Binance's worst cascade."""
 
+MAX_BATCH = 250
+"""Most events per sink call: one commit of a flood must not hold the database for seconds while the
+dispatcher waits to read what the previous commits stored."""
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -113,11 +117,13 @@ class Handoff:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            batch, self._buffer = self._buffer, []
+            batch, self._buffer = self._buffer[:MAX_BATCH], self._buffer[MAX_BATCH:]
             self._room.set()
             if batch:
                 await self._hand_over(batch)
-            if not self._buffer:
+            if self._buffer:
+                self._ready.set()
+            else:
                 self._idle.set()
 
     async def _hand_over(self, batch: list[Event]) -> None:
