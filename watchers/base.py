@@ -22,6 +22,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def describe(exc: BaseException) -> str:
+    """An error as `/status` and the logs show it: its type, and its message when it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def should_log(count: int) -> bool:
+    """A failure that repeats (a venue changed its format, a sink keeps failing) repeats on every frame;
+    the first few and every 100th are enough."""
+    return count <= 3 or count % 100 == 0
+
+
 class WatcherState(StrEnum):
     STARTING = "starting"
     UP = "up"

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.events import Event
-from watchers.base import EventSink, WatcherHealth, utcnow
+from watchers.base import EventSink, WatcherHealth, describe, should_log, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,6 @@ MAX_BATCH = 250
 dispatcher waits to read what the previous commits stored."""
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def _should_log(count: int) -> bool:
-    """A sink that keeps failing fails every call; the first few and every 100th are enough."""
-    return count <= 3 or count % 100 == 0
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Handoff:
@@ -158,7 +148,7 @@ class Handoff:
                     self.label,
                     len(batch),
                     delay_s,
-                    _describe(exc),
+                    describe(exc),
                 )
                 await self._sleep(delay_s)
         await self.sink(batch)
@@ -170,12 +160,12 @@ class Handoff:
     def _lost(self, events: Sequence[Event], exc: Exception) -> None:
         self._failures += 1
         self.health.errors += 1
-        self.health.last_error = f"sink: {_describe(exc)}"
-        if _should_log(self._failures):
+        self.health.last_error = f"sink: {describe(exc)}"
+        if should_log(self._failures):
             logger.error(
                 "sink failed venue=%s events_lost=%d first_key=%s error=%s",
                 self.label,
                 len(events),
                 events[0].key,
-                _describe(exc),
+                describe(exc),
             )

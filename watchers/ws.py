@@ -33,7 +33,7 @@ import aiohttp
 from yarl import URL
 
 from bot.events import Event
-from watchers.base import EventSink, WatcherHealth, WatcherState, utcnow
+from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log, utcnow
 from watchers.handoff import Handoff
 
 logger = logging.getLogger(__name__)
@@ -131,15 +131,8 @@ class _Lost(_StreamError):
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    if isinstance(exc, _StreamError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _should_log(count: int) -> bool:
-    """A venue that changes its format fails every frame; the first few and every 100th are enough."""
-    return count <= 3 or count % 100 == 0
+    """Our own stream errors are already worded for `/status`; anything else gets its type."""
+    return str(exc) if isinstance(exc, _StreamError) else describe(exc)
 
 
 class WsStream:
@@ -295,7 +288,7 @@ class WsStream:
             raise
         except Exception as exc:
             self.health.parse_errors += 1
-            if _should_log(self.health.parse_errors):
+            if should_log(self.health.parse_errors):
                 logger.warning(
                     "unreadable frame venue=%s parse_errors=%d error=%s frame=%.200r",
                     self.label,
