@@ -32,10 +32,10 @@ class Pipeline:
     """Stores events with their deliveries, then wakes the dispatcher.
 
     A caller's `accept` returns only after the transaction holding its events committed, so a watcher may
-    treat its input as handled. Callers that arrive while a commit is running share the next one (group
-    commit): with seven venues bursting during a cascade, one transaction carries many events instead of
-    each paying its own. The dispatcher is told only after the commit, so it never looks for rows that are
-    not there yet.
+    treat its input as handled. Callers that queue while the writer waits for its turn on the loop share
+    one commit (group commit): with seven venues bursting during a cascade, one transaction carries many
+    events instead of each paying its own. The dispatcher is told only after the commit, so it never looks
+    for rows that are not there yet.
     """
 
     def __init__(self, outbox: Outbox, *, on_deliveries: Callable[[Collection[int]], None] = lambda _: None) -> None:

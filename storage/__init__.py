@@ -13,8 +13,8 @@ __all__ = ["ChatRepo", "Conflict", "Database", "LimitReached", "Outbox", "Store"
 
 
 class Store:
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
-        self.db = Database(path, synchronous=synchronous)
+    def __init__(self, path: Path | str) -> None:
+        self.db = Database(path)
         self.chats = ChatRepo(self.db)
         self.outbox = Outbox(self.db)
         self.watchers = WatcherStateRepo(self.db)

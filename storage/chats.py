@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import aiosqlite
-
-from storage.database import Database, from_db_time, to_db_time
+from storage.database import Database, Row, from_db_time, to_db_time
 from storage.models import Chat, Subscription, Threshold, WatchEntry, to_cents
 
 
@@ -21,7 +20,7 @@ class Conflict(Exception):
     """The change clashes with a row that exists (e.g. a label another address already has)."""
 
 
-def _chat(row: aiosqlite.Row) -> Chat:
+def _chat(row: Row) -> Chat:
     return Chat(
         id=row["id"],
         platform=row["platform"],
@@ -49,7 +48,7 @@ def _none(value: str) -> str | None:
     return None if value == ANY else value
 
 
-def _subscription(row: aiosqlite.Row) -> Subscription:
+def _subscription(row: Row) -> Subscription:
     raw = row["min_usd"]
     return Subscription(
         id=row["id"],
@@ -69,14 +68,14 @@ class ChatRepo:
     async def upsert(self, platform: str, platform_chat_id: str, *, kind: str, title: str | None) -> Chat:
         """Register a chat on first contact; a chat that was gone and talks to us again is active again."""
         now = to_db_time(datetime.now(UTC))
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute(
                 "INSERT INTO chats (platform, platform_chat_id, kind, title, created_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (platform, platform_chat_id) DO UPDATE SET kind=excluded.kind, "
                 "title=COALESCE(excluded.title, chats.title), status='active', gone_reason=NULL",
                 (platform, platform_chat_id, kind, title, now),
             )
-            return await self._get(conn, platform, platform_chat_id)
+            return self._get(conn, platform, platform_chat_id)
 
     async def get(self, platform: str, platform_chat_id: str) -> Chat | None:
         rows = await self.db.fetch(
@@ -85,20 +84,19 @@ class ChatRepo:
         return _chat(rows[0]) if rows else None
 
     @staticmethod
-    async def _get(conn: aiosqlite.Connection, platform: str, platform_chat_id: str) -> Chat:
-        async with conn.execute(
+    def _get(conn: sqlite3.Connection, platform: str, platform_chat_id: str) -> Chat:
+        row = conn.execute(
             "SELECT * FROM chats WHERE platform=? AND platform_chat_id=?", (platform, platform_chat_id)
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         if row is None:
             raise LookupError(f"no chat {platform}:{platform_chat_id}")
         return _chat(row)
 
     async def mark_gone(self, chat_id: int, reason: str) -> int:
         """The platform says we can never reach this chat again: park its pending alerts with the reason."""
-        async with self.db.transaction() as conn:
-            await conn.execute("UPDATE chats SET status='gone', gone_reason=? WHERE id=?", (reason, chat_id))
-            cur = await conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE chats SET status='gone', gone_reason=? WHERE id=?", (reason, chat_id))
+            cur = conn.execute(
                 "UPDATE deliveries SET status='parked', last_error=? WHERE chat_id=? AND status='pending'",
                 (reason, chat_id),
             )
@@ -106,19 +104,18 @@ class ChatRepo:
 
     async def migrate(self, chat_id: int, new_platform_chat_id: str) -> None:
         """Telegram upgraded a group to a supergroup with a new id; the chat keeps its settings and outbox."""
-        async with self.db.transaction() as conn:
-            async with conn.execute(
+        with self.db.transaction() as conn:
+            clash = conn.execute(
                 "SELECT id FROM chats WHERE platform=(SELECT platform FROM chats WHERE id=?) AND platform_chat_id=?",
                 (chat_id, new_platform_chat_id),
-            ) as cur:
-                clash = await cur.fetchone()
+            ).fetchone()
             if clash is not None and clash["id"] != chat_id:
-                await _merge_into(conn, keep=chat_id, retire=int(clash["id"]))
-            await conn.execute("UPDATE chats SET platform_chat_id=? WHERE id=?", (new_platform_chat_id, chat_id))
+                _merge_into(conn, keep=chat_id, retire=int(clash["id"]))
+            conn.execute("UPDATE chats SET platform_chat_id=? WHERE id=?", (new_platform_chat_id, chat_id))
 
     async def set_quiet(self, chat_id: int, start: str | None, end: str | None, tz: str | None) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute(
                 "UPDATE chats SET quiet_start=?, quiet_end=?, quiet_tz=? WHERE id=?",
                 (start, end, tz, chat_id),
             )
@@ -138,14 +135,13 @@ class ChatRepo:
         """Add or update the chat's subscription for (topic, venue, symbol). Returns (row, created)."""
         now = to_db_time(datetime.now(UTC))
         cents = to_cents(min_usd) if min_usd is not None else None
-        async with self.db.transaction() as conn:
-            existing = await self._find(conn, chat_id, topic, venue, symbol)
+        with self.db.transaction() as conn:
+            existing = self._find(conn, chat_id, topic, venue, symbol)
             if existing is None:
-                async with conn.execute("SELECT COUNT(*) FROM subscriptions WHERE chat_id=?", (chat_id,)) as cur:
-                    row = await cur.fetchone()
+                row = conn.execute("SELECT COUNT(*) FROM subscriptions WHERE chat_id=?", (chat_id,)).fetchone()
                 if row is not None and row[0] >= limit:
                     raise LimitReached(f"this chat has {row[0]} subscriptions, the limit is {limit}")
-                cur2 = await conn.execute(
+                cur2 = conn.execute(
                     "INSERT INTO subscriptions (chat_id, topic, venue, symbol, min_usd, min_usd_cents, "
                     "created_by, created_at) VALUES (?,?,?,?,?,?,?,?)",
                     (chat_id, topic, _any(venue), _any(symbol), _text(min_usd), cents, created_by, now),
@@ -153,26 +149,24 @@ class ChatRepo:
                 sub_id = cur2.lastrowid
                 created = True
             else:
-                await conn.execute(
+                conn.execute(
                     "UPDATE subscriptions SET min_usd=?, min_usd_cents=? WHERE id=?",
                     (_text(min_usd), cents, existing.id),
                 )
                 sub_id = existing.id
                 created = False
-            async with conn.execute("SELECT * FROM subscriptions WHERE id=?", (sub_id,)) as cur:
-                fetched = await cur.fetchone()
+            fetched = conn.execute("SELECT * FROM subscriptions WHERE id=?", (sub_id,)).fetchone()
             assert fetched is not None
             return _subscription(fetched), created
 
     @staticmethod
-    async def _find(
-        conn: aiosqlite.Connection, chat_id: int, topic: str, venue: str | None, symbol: str | None
+    def _find(
+        conn: sqlite3.Connection, chat_id: int, topic: str, venue: str | None, symbol: str | None
     ) -> Subscription | None:
-        async with conn.execute(
+        row = conn.execute(
             "SELECT * FROM subscriptions WHERE chat_id=? AND topic=? AND venue=? AND symbol=?",
             (chat_id, topic, _any(venue), _any(symbol)),
-        ) as cur:
-            row = await cur.fetchone()
+        ).fetchone()
         return _subscription(row) if row is not None else None
 
     async def subscriptions(self, chat_id: int) -> list[Subscription]:
@@ -181,21 +175,21 @@ class ChatRepo:
 
     async def unsubscribe(self, chat_id: int, *, sub_id: int | None = None, topic: str | None = None) -> int:
         """Remove one subscription by id, or every subscription of a topic. Returns rows removed."""
-        async with self.db.transaction() as conn:
+        with self.db.transaction() as conn:
             if sub_id is not None:
-                cur = await conn.execute("DELETE FROM subscriptions WHERE chat_id=? AND id=?", (chat_id, sub_id))
+                cur = conn.execute("DELETE FROM subscriptions WHERE chat_id=? AND id=?", (chat_id, sub_id))
             elif topic is not None:
-                cur = await conn.execute("DELETE FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic))
+                cur = conn.execute("DELETE FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic))
             else:
-                cur = await conn.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
+                cur = conn.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
             return cur.rowcount
 
     async def replace_subscriptions(self, chat_id: int, rows: Sequence[tuple[str, Decimal | None]]) -> None:
         """Make the chat's subscriptions exactly `rows` of (topic, min_usd): how the console follows settings."""
         now = to_db_time(datetime.now(UTC))
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
-            await conn.executemany(
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
+            conn.executemany(
                 "INSERT INTO subscriptions (chat_id, topic, min_usd, min_usd_cents, created_by, created_at) "
                 "VALUES (?,?,?,?,?,?)",
                 [(chat_id, t, _text(m), to_cents(m) if m is not None else None, "settings", now) for t, m in rows],
@@ -203,11 +197,11 @@ class ChatRepo:
 
     # --- thresholds -------------------------------------------------------------------------------
     async def set_threshold(self, chat_id: int, topic: str, min_usd: Decimal | None) -> None:
-        async with self.db.transaction() as conn:
+        with self.db.transaction() as conn:
             if min_usd is None:
-                await conn.execute("DELETE FROM chat_thresholds WHERE chat_id=? AND topic=?", (chat_id, topic))
+                conn.execute("DELETE FROM chat_thresholds WHERE chat_id=? AND topic=?", (chat_id, topic))
             else:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO chat_thresholds (chat_id, topic, min_usd, min_usd_cents) VALUES (?,?,?,?) "
                     "ON CONFLICT (chat_id, topic) DO UPDATE SET min_usd=excluded.min_usd, "
                     "min_usd_cents=excluded.min_usd_cents",
@@ -224,37 +218,33 @@ class ChatRepo:
     async def watch(self, chat_id: int, address: str, label: str | None, *, limit: int) -> bool:
         """Add an address (or relabel it). Returns True when the address is new to this chat."""
         now = to_db_time(datetime.now(UTC))
-        async with self.db.transaction() as conn:
-            await _check_label_free(conn, chat_id, address, label)
-            async with conn.execute(
+        with self.db.transaction() as conn:
+            _check_label_free(conn, chat_id, address, label)
+            existing = conn.execute(
                 "SELECT id FROM watchlist WHERE chat_id=? AND address=?", (chat_id, address)
-            ) as cur:
-                existing = await cur.fetchone()
+            ).fetchone()
             if existing is not None:
                 if label is not None:
-                    await conn.execute("UPDATE watchlist SET label=? WHERE id=?", (label, existing["id"]))
+                    conn.execute("UPDATE watchlist SET label=? WHERE id=?", (label, existing["id"]))
                 return False
-            async with conn.execute("SELECT COUNT(*) FROM watchlist WHERE chat_id=?", (chat_id,)) as cur:
-                row = await cur.fetchone()
+            row = conn.execute("SELECT COUNT(*) FROM watchlist WHERE chat_id=?", (chat_id,)).fetchone()
             if row is not None and row[0] >= limit:
                 raise LimitReached(f"this chat watches {row[0]} addresses, the limit is {limit}")
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO watchlist (chat_id, address, label, created_at) VALUES (?,?,?,?)",
                 (chat_id, address, label, now),
             )
             return True
 
     async def label(self, chat_id: int, address: str, label: str) -> bool:
-        async with self.db.transaction() as conn:
-            await _check_label_free(conn, chat_id, address, label)
-            cur = await conn.execute(
-                "UPDATE watchlist SET label=? WHERE chat_id=? AND address=?", (label, chat_id, address)
-            )
+        with self.db.transaction() as conn:
+            _check_label_free(conn, chat_id, address, label)
+            cur = conn.execute("UPDATE watchlist SET label=? WHERE chat_id=? AND address=?", (label, chat_id, address))
             return cur.rowcount > 0
 
     async def unwatch(self, chat_id: int, address_or_label: str) -> int:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+        with self.db.transaction() as conn:
+            cur = conn.execute(
                 "DELETE FROM watchlist WHERE chat_id=? AND (address=? OR label=?)",
                 (chat_id, address_or_label.lower(), address_or_label),
             )
@@ -265,13 +255,12 @@ class ChatRepo:
         return [WatchEntry(address=r["address"], label=r["label"]) for r in rows]
 
 
-async def _check_label_free(conn: aiosqlite.Connection, chat_id: int, address: str, label: str | None) -> None:
+def _check_label_free(conn: sqlite3.Connection, chat_id: int, address: str, label: str | None) -> None:
     if label is None:
         return
-    async with conn.execute(
+    row = conn.execute(
         "SELECT address FROM watchlist WHERE chat_id=? AND label=? AND address<>?", (chat_id, label, address)
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     if row is not None:
         raise Conflict(f"the label {label!r} is already used for {row['address']}")
 
@@ -280,7 +269,7 @@ def _text(amount: Decimal | None) -> Any:
     return None if amount is None else str(amount)
 
 
-async def _merge_into(conn: aiosqlite.Connection, *, keep: int, retire: int) -> None:
+def _merge_into(conn: sqlite3.Connection, *, keep: int, retire: int) -> None:
     """The supergroup's new id already talked to us (an admin ran a command after the upgrade): fold its
     subscriptions, thresholds, watch list, quiet hours and pending alerts into the chat we keep, which
     wins where both have a setting, then retire its row. Nothing pending is lost.
@@ -295,15 +284,15 @@ async def _merge_into(conn: aiosqlite.Connection, *, keep: int, retire: int) -> 
             "summary_of, quiet_held, created_at, sent_at",
         ),
     ):
-        await conn.execute(
+        conn.execute(
             f"INSERT OR IGNORE INTO {table} (chat_id, {columns}) "  # noqa: S608 - fixed names, no input
             f"SELECT ?, {columns} FROM {table} WHERE chat_id=?",
             (keep, retire),
         )
-    await conn.execute(
+    conn.execute(
         "UPDATE chats SET quiet_start=COALESCE(quiet_start, (SELECT quiet_start FROM chats WHERE id=:r)), "
         "quiet_end=COALESCE(quiet_end, (SELECT quiet_end FROM chats WHERE id=:r)), "
         "quiet_tz=COALESCE(quiet_tz, (SELECT quiet_tz FROM chats WHERE id=:r)) WHERE id=:k",
         {"k": keep, "r": retire},
     )
-    await conn.execute("DELETE FROM chats WHERE id=?", (retire,))
+    conn.execute("DELETE FROM chats WHERE id=?", (retire,))

@@ -44,10 +44,10 @@ class Outbox:
         """
         stamp = to_db_time(now or datetime.now(UTC))
         results: list[AcceptResult] = []
-        async with self.db.transaction() as conn:
+        with self.db.transaction() as conn:
             for event in events:
                 usd_cents = to_cents(event.usd) if event.usd is not None else None
-                cur = await conn.execute(
+                cur = conn.execute(
                     "INSERT INTO events (key, topic, source, venue, symbol, usd, usd_cents, "
                     "occurred_at, accepted_at, body) VALUES (?,?,?,?,?,?,?,?,?,?) "
                     # Only a known key is a replay; OR IGNORE would also swallow a NOT NULL violation.
@@ -68,7 +68,7 @@ class Outbox:
                 if cur.rowcount == 0:
                     results.append(AcceptResult(key=event.key, new=False, deliveries=0))
                     continue
-                fanned = await conn.execute_fetchall(
+                fanned = conn.execute(
                     _FAN_OUT,
                     {
                         "event_id": cur.lastrowid,
@@ -80,7 +80,7 @@ class Outbox:
                         "usd_cents": usd_cents,
                     },
                 )
-                chat_ids = tuple(int(r[0]) for r in fanned)
+                chat_ids = tuple(int(r[0]) for r in fanned.fetchall())
                 results.append(AcceptResult(key=event.key, new=True, deliveries=len(chat_ids), chat_ids=chat_ids))
         return results
 
@@ -105,7 +105,7 @@ class Outbox:
         """The chat (as stored now: quiet hours, status) and its deliveries due at `now`, oldest first.
 
         One query: the dispatcher's worker needs both for every batch it sends, and a separate chat lookup
-        was one more trip through the database lock per alert.
+        was one more query per alert.
         """
         rows = await self.db.fetch(
             "SELECT d.id, d.attempts, d.last_error, d.quiet_held, e.body, c.platform, c.platform_chat_id, c.kind, "
@@ -167,11 +167,11 @@ class Outbox:
         chat's alerts in order and never sends into a flood ban. `quiet` marks the rows for the digest.
         """
         stamp = to_db_time(until)
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute(
                 "UPDATE chats SET held_until=MAX(COALESCE(held_until, ?), ?) WHERE id=?", (stamp, stamp, chat_id)
             )
-            await conn.execute(
+            conn.execute(
                 "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=?, "
                 "quiet_held=MAX(quiet_held, ?) WHERE chat_id=? AND status='pending'",
                 (stamp, error, int(quiet), chat_id),
@@ -180,11 +180,11 @@ class Outbox:
     async def release_held(self, chat_id: int) -> None:
         """Quiet hours were switched off: what they held is due now (still sent as one digest)."""
         now = to_db_time(datetime.now(UTC))
-        async with self.db.transaction() as conn:
-            await conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
             # Everything waiting is due now: the flagged rows held when the window began, and the rows accepted
             # since, which only waited for the hold to end. The flag makes them go out as one digest.
-            await conn.execute(
+            conn.execute(
                 "UPDATE deliveries SET next_attempt_at=MIN(next_attempt_at, ?) WHERE chat_id=? AND status='pending'",
                 (now, chat_id),
             )

@@ -12,8 +12,8 @@ class WatcherStateRepo:
         self.db = db
 
     async def set_paused(self, watcher: str, paused: bool) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute(
                 "INSERT INTO watcher_state (watcher, paused, updated_at) VALUES (?,?,?) "
                 "ON CONFLICT (watcher) DO UPDATE SET paused=excluded.paused, updated_at=excluded.updated_at",
                 (watcher, int(paused), to_db_time(datetime.now(UTC))),

@@ -96,7 +96,7 @@ async def eventually(predicate: Callable[[], object], *, timeout_s: float = 10.0
 
 async def scalar(store: Any, sql: str) -> Any:
     """The single value a query returns, for checking rows after a command or a fault."""
-    rows = list(await store.db.conn.execute_fetchall(sql))
+    rows = list(await store.db.fetch(sql))
     return rows[0][0]
 
 

@@ -21,7 +21,7 @@ OTHER = "0x" + "cd" * 20
 
 
 async def rows(app: PerpwatchApp, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await app.store.db.conn.execute_fetchall(sql)]
+    return [tuple(r) for r in await app.store.db.fetch(sql)]
 
 
 async def test_start_and_help_list_every_command(

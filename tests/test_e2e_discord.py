@@ -126,8 +126,7 @@ async def settings_rows(app: PerpwatchApp) -> dict[str, list[tuple[Any, ...]]]:
         "quiet": "SELECT id, quiet_start, quiet_end, quiet_tz FROM chats ORDER BY id",
         "watchers": "SELECT watcher, paused FROM watcher_state ORDER BY watcher",
     }
-    conn = app.store.db.conn
-    return {name: [tuple(r) for r in await conn.execute_fetchall(sql)] for name, sql in queries.items()}
+    return {name: [tuple(r) for r in await app.store.db.fetch(sql)] for name, sql in queries.items()}
 
 
 async def subscribed(fake: FakeDiscord, **options: OptionValue) -> None:
@@ -174,7 +173,7 @@ async def test_frame_becomes_embed_coloured_by_side(
         assert second.embeds[0]["color"] == GREEN
         assert second.embeds[0]["title"] == "🟩 BTCUSDT SHORT liquidated on Binance"
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"], after_frames=2)
-        sent_ids = await app.store.db.conn.execute_fetchall("SELECT platform_message_id FROM deliveries ORDER BY id")
+        sent_ids = await app.store.db.fetch("SELECT platform_message_id FROM deliveries ORDER BY id")
         assert [r[0] for r in sent_ids] == [str(m.id) for m in fake.messages]
 
 
@@ -386,7 +385,7 @@ async def test_direct_message_is_a_private_chat_anyone_may_configure(
     async with running_bot(make_settings, fake, binance) as app:
         reply = await slash(fake, "subscribe", {"topic": "liquidation"}, guild=False, permissions=0)
         assert text(reply).startswith("Subscribed")
-        [chat] = [c for c in await app.store.db.conn.execute_fetchall("SELECT kind, title FROM chats")]
+        [chat] = [c for c in await app.store.db.fetch("SELECT kind, title FROM chats")]
         assert tuple(chat) == ("private", None)
         await binance.push(sample_frame())
         [message] = await fake.wait_for_messages(1)
@@ -595,10 +594,10 @@ async def test_telegram_and_discord_run_from_one_process_and_one_database(
         sent = await telegram.wait_for_sent(2)
         assert sent[1].text is not None and "BTCUSDT LONG liquidated" in sent[1].text
 
-        chats = await app.store.db.conn.execute_fetchall("SELECT platform, kind FROM chats ORDER BY platform")
+        chats = await app.store.db.fetch("SELECT platform, kind FROM chats ORDER BY platform")
         assert [tuple(r) for r in chats] == [("discord", "group"), ("telegram", "private")]
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"])
-        [(events,)] = await app.store.db.conn.execute_fetchall("SELECT COUNT(*) FROM events")
+        [(events,)] = await app.store.db.fetch("SELECT COUNT(*) FROM events")
         assert events == 1
 
 

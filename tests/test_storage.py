@@ -28,9 +28,7 @@ async def _chat(store: Store, name: str, *, kind: str = "private") -> Chat:
 
 
 async def _recipients(store: Store) -> set[str]:
-    rows = await store.db.conn.execute_fetchall(
-        "SELECT c.platform_chat_id FROM deliveries d JOIN chats c ON c.id=d.chat_id"
-    )
+    rows = await store.db.fetch("SELECT c.platform_chat_id FROM deliveries d JOIN chats c ON c.id=d.chat_id")
     return {r[0] for r in rows}
 
 

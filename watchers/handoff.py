@@ -1,7 +1,7 @@
-"""Between a stream's reader and the sink: frames keep being read while earlier events are committed.
+"""Between a stream's reader and the sink: the reader never waits for a commit, nor for a commit's retries.
 
-A reader that awaited each commit before reading on left every frame that arrived during one slow commit
-waiting in the socket, each then paying its own commit in turn: in a cascade the tail latency was a queue
+A reader that awaited each commit before reading on left every frame that arrived meanwhile waiting in
+the socket, each then paying its own commit in turn: in a cascade the tail latency was a queue
 of commits, not the work. Here the reader only appends to a buffer, and one flusher hands the sink all that
 has gathered since its last call, so a burst costs one commit instead of one per frame, events keep their
 order, and a retry holds back only what came after it. When the buffer is full the reader waits, and frames

@@ -1,0 +1,106 @@
+"""The database's own promises: atomic transactions on the loop's thread, and checkpoints off it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "t.db", checkpoint_every_s=3600)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def _count(db: Database) -> int:
+    [row] = await db.fetch("SELECT COUNT(*) FROM watcher_state")
+    return int(row[0])
+
+
+def _insert(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES (?, 0, 'now')", (name,))
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError), db.transaction() as conn:
+        _insert(conn, "a")
+        _insert(conn, "a")  # primary key clash after the first insert succeeded
+    assert await _count(db) == 0
+    with db.transaction() as conn:  # and the connection is usable again
+        _insert(conn, "a")
+    assert await _count(db) == 1
+
+
+async def test_a_statement_awaited_inside_a_transaction_is_refused_and_rolls_it_back(db: Database) -> None:
+    with pytest.raises(RuntimeError, match="inside another task's transaction"), db.transaction() as conn:
+        _insert(conn, "a")
+        await db.write("DELETE FROM watcher_state")
+    assert await _count(db) == 0
+
+
+async def test_commits_leave_checkpoints_to_the_worker_thread(db: Database) -> None:
+    [[auto]] = db.conn.execute("PRAGMA wal_autocheckpoint").fetchall()
+    assert auto == 0
+    for index in range(50):
+        with db.transaction() as conn:
+            _insert(conn, f"w{index}")
+    frames, copied = await db.checkpoint()
+    assert frames >= 50  # every commit appended to the WAL and none was copied back on the loop
+    assert copied == frames
+
+
+async def test_the_checkpointer_keeps_running_and_reports_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def failing(self: Database) -> tuple[int, int]:
+        calls.append(threading.current_thread().name)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Database, "_checkpoint_once", failing)
+    database = Database(tmp_path / "t.db", checkpoint_every_s=0.001)
+    with caplog.at_level(logging.ERROR, logger="storage.database"):
+        await database.open()
+        try:
+            while len(calls) < 3:  # noqa: ASYNC110 - waiting for the task under test
+                await asyncio.sleep(0.005)
+            with database.transaction() as conn:  # the database still works
+                _insert(conn, "a")
+        finally:
+            await database.close()
+    assert threading.main_thread().name not in calls
+    [record] = caplog.records  # once, not once a second
+    assert record.getMessage().startswith("database checkpoint failed")
+
+
+async def test_close_waits_for_a_checkpoint_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started, release = threading.Event(), threading.Event()
+    original = Database._checkpoint_once
+
+    def slow(self: Database) -> tuple[int, int]:
+        started.set()
+        release.wait(10)
+        return original(self)
+
+    monkeypatch.setattr(Database, "_checkpoint_once", slow)
+    database = Database(tmp_path / "t.db", checkpoint_every_s=0.001)
+    await database.open()
+    await asyncio.to_thread(started.wait, 10)
+    closing = asyncio.create_task(database.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # the worker thread still uses its connection
+    release.set()
+    await closing
