@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -206,12 +207,13 @@ class Outbox:
             oldest_pending_at=from_db_time(pending[1]) if pending[1] else None,
         )
 
-    async def prune(self, *, before: datetime, batch: int = 5000) -> tuple[int, int]:
+    async def prune(self, *, before: datetime, batch: int = 1000) -> tuple[int, int]:
         """Forget delivered history older than `before`: (deliveries, events) removed.
 
         Pending rows are never touched, and an event goes only once no delivery of it is left. Events are
         also the replay memory, so the retention must stay far longer than any venue re-sends (minutes).
-        Deletes run in batches so the dispatcher never waits long behind them.
+        Deletes run in batches with a turn for every other task between them: the first prune after a busy
+        month has millions of rows to remove, and the loop must not stop for it.
         """
         cutoff = to_db_time(before)
         removed = [0, 0]
@@ -225,6 +227,7 @@ class Outbox:
         ):
             while (count := await self.db.write(sql, (cutoff, batch))) > 0:
                 removed[index] += count
+                await asyncio.sleep(0)
         return removed[0], removed[1]
 
 
