@@ -166,7 +166,7 @@ class Database:
             try:
                 await self.checkpoint()
                 failures = 0
-            except sqlite3.Error as exc:  # e.g. disk full: the WAL keeps growing, and the operator must hear of it
+            except Exception as exc:  # e.g. a full disk: the WAL keeps growing, and the operator must hear of it
                 failures += 1
                 if failures == 1 or failures % 60 == 0:
                     log.error("database checkpoint failed path=%s failures=%d error=%s", self.path, failures, exc)
