@@ -70,7 +70,9 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a crash of the process; no fsync per commit
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")  # only another process (an operator's sqlite3 shell) can hold a lock
+        # Only another process (an operator's sqlite3 shell) can hold a lock against this connection. Waiting
+        # for it stops the loop, so the wait is short; what fails then is retried like any transient fault.
+        conn.execute("PRAGMA busy_timeout=1000")
         self.migrate()
         if not in_memory:
             conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) belong to the worker thread
