@@ -32,7 +32,7 @@ from bot.platforms.base import (
 )
 from bot.quiet import QUIET_HOLD, QuietHours
 from bot.render import Alert, render_event, render_summary
-from storage import ChatRepo, Outbox
+from storage import ChatRepo, Outbox, StorageUnavailable
 from storage.models import Chat, PendingDelivery
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,9 @@ class Dispatcher:
                 await self._drain_chat(chat_id)
             except asyncio.CancelledError:
                 raise
+            except StorageUnavailable as exc:  # the scheduler starts the chat again once the rows can be read
+                log.warning("storage unavailable, chat waits chat=%d error=%s", chat_id, exc)
+                await asyncio.sleep(1.0)
             except Exception:
                 # A bug must not kill the dispatcher; the rows stay pending and are tried again.
                 log.exception("dispatch worker failed chat=%d", chat_id)

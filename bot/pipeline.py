@@ -8,8 +8,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from bot.events import Event
-from storage import Outbox
+from storage import Outbox, StorageUnavailable
 from storage.models import AcceptResult
+from watchers.base import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ class Pipeline:
             batch, self._queue = _take(self._queue, MAX_EVENTS_PER_COMMIT)
             try:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])
+            except StorageUnavailable as exc:
+                for _, future in batch:  # committing each caller alone would meet the same fault
+                    _fail(future, SinkUnavailable(str(exc)))
+                continue
             except Exception as exc:
                 if len(batch) == 1:
                     _fail(batch[0][1], exc)

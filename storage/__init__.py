@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.chats import ChatRepo, Conflict, LimitReached
-from storage.database import Database
+from storage.database import Database, StorageUnavailable
 from storage.outbox import Outbox
 from storage.watchers import WatcherStateRepo
 
-__all__ = ["ChatRepo", "Conflict", "Database", "LimitReached", "Outbox", "Store", "WatcherStateRepo"]
+__all__ = [
+    "ChatRepo",
+    "Conflict",
+    "Database",
+    "LimitReached",
+    "Outbox",
+    "StorageUnavailable",
+    "Store",
+    "WatcherStateRepo",
+]
 
 
 class Store:

@@ -36,6 +36,34 @@ CHECKPOINT_EVERY_S = 1.0
 """How often the WAL is copied back into the database file (the only step that syncs to disk)."""
 
 
+class StorageUnavailable(Exception):
+    """SQLite could not do the work now for a reason outside the statement: a lock another process holds, a
+    full disk, an I/O error. Nothing of the failed work stayed, and the same work may succeed later."""
+
+
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def _unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """The error as a StorageUnavailable when waiting may cure it; None for a fault in the work itself."""
+    if not isinstance(exc, sqlite3.Error) or exc.sqlite_errorcode is None:
+        return None
+    if exc.sqlite_errorcode & 0xFF not in _UNAVAILABLE:  # extended codes keep the primary code in the low byte
+        return None
+    return StorageUnavailable(f"{exc.sqlite_errorname}: {exc}")
+
+
 def to_db_time(moment: datetime) -> str:
     """One fixed ISO form, so text comparison in SQL orders times correctly."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
@@ -112,39 +140,41 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT; on any failure, ROLLBACK. Use it with `with`, and never await inside."""
-        conn = self._enter()
-        try:
+        with self._unit() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # some errors (a full disk) already rolled it back
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # if even this fails, SQLite rolls back on next use
+                        conn.execute("ROLLBACK")
                 raise
-        finally:
-            self._busy = False
 
     async def write(self, sql: str, params: Params = ()) -> int:
         """One statement on its own (atomic without BEGIN/COMMIT). Returns the rows changed."""
-        conn = self._enter()
-        try:
+        with self._unit() as conn:
             return conn.execute(sql, params).rowcount
-        finally:
-            self._busy = False
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
-        conn = self._enter()
-        try:
+        with self._unit() as conn:
             return conn.execute(sql, params).fetchall()
-        finally:
-            self._busy = False
 
-    def _enter(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one unit of work. Refuses to run inside another (only an `await` inside a
+        transaction block could get here), and reports a passing fault as StorageUnavailable."""
         if self._busy:
             raise RuntimeError("a statement ran inside another task's transaction: something awaited inside one")
         self._busy = True
-        return self.conn
+        try:
+            yield self.conn
+        except sqlite3.Error as exc:
+            if (unavailable := _unavailable(exc)) is not None:
+                raise unavailable from exc
+            raise
+        finally:
+            self._busy = False
 
     # --- checkpoints ------------------------------------------------------------------------------
     async def checkpoint(self) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Database
+from storage import Database, StorageUnavailable
 
 
 @pytest.fixture
@@ -47,6 +47,21 @@ async def test_a_statement_awaited_inside_a_transaction_is_refused_and_rolls_it_
     with pytest.raises(RuntimeError, match="inside another task's transaction"), db.transaction() as conn:
         _insert(conn, "a")
         await db.write("DELETE FROM watcher_state")
+    assert await _count(db) == 0
+
+
+async def test_a_lock_held_by_another_process_is_a_passing_fault_and_changes_nothing(
+    db: Database, tmp_path: Path
+) -> None:
+    db.conn.execute("PRAGMA busy_timeout=1")
+    other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"), db.transaction() as conn:
+        _insert(conn, "a")
+    with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"):
+        await db.write("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES ('b', 0, 'now')")
+    other.execute("COMMIT")
+    other.close()
     assert await _count(db) == 0
 
 

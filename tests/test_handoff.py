@@ -4,14 +4,18 @@ bursts share one sink call, memory stays bounded, and a stop hands over what was
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
-from watchers.base import WatcherHealth
+from bot.pipeline import Pipeline
+from storage import Store
+from watchers.base import SinkUnavailable, WatcherHealth
 from watchers.handoff import Handoff
 
 
@@ -109,6 +113,56 @@ async def test_a_passing_fault_is_retried_without_reordering(monkeypatch: pytest
         await handoff.settled()
     assert seen == ["test:1", "test:2", "test:3"]
     assert (health.events, health.errors) == (3, 0)
+
+
+async def test_an_unavailable_sink_is_waited_for_however_long_and_loses_nothing() -> None:
+    seen: list[str] = []
+    outage = [SinkUnavailable("SQLITE_FULL: database or disk is full")] * 12  # more tries than any other fault gets
+    waits: list[float] = []
+
+    async def full_disk(events: Sequence[Event]) -> None:
+        if outage:
+            raise outage.pop()
+        seen.extend(e.key for e in events)
+
+    async def record(delay_s: float) -> None:
+        waits.append(delay_s)
+        await asyncio.sleep(0)
+
+    health = WatcherHealth(name="t")
+    async with Handoff(full_disk, health, label="t", sleep=record) as handoff:
+        for n in range(1, 4):
+            await handoff.put([event(n)])
+        await handoff.settled()
+    assert seen == ["test:1", "test:2", "test:3"]
+    assert (health.events, health.errors) == (3, 0)
+    assert health.last_error == "sink: SinkUnavailable: SQLITE_FULL: database or disk is full"
+    assert waits == [0.05, 0.5, 2.0] + [5.0] * 9  # backs off, then keeps trying at the cap
+
+
+async def test_events_read_while_another_process_locks_the_database_are_stored_when_it_lets_go(
+    tmp_path: Path,
+) -> None:
+    async def soon(_: float) -> None:
+        await asyncio.sleep(0.001)
+
+    async with Store(tmp_path / "t.db") as store:
+        store.db.conn.execute("PRAGMA busy_timeout=1")
+        pipeline, health = Pipeline(store.outbox), WatcherHealth(name="t")
+        other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)  # an operator's sqlite3 shell
+        other.execute("BEGIN IMMEDIATE")
+        async with Handoff(pipeline, health, label="t", sleep=soon) as handoff:
+            await handoff.put([event(1), event(2)])
+            while health.last_error is None:  # noqa: ASYNC110 - waiting for the handoff under test
+                await asyncio.sleep(0.001)
+            assert "SQLITE_BUSY" in health.last_error
+            await handoff.put([event(3)])
+            other.execute("COMMIT")
+            await handoff.settled()
+        other.close()
+        rows = await store.db.fetch("SELECT key FROM events ORDER BY id")
+    assert [r["key"] for r in rows] == ["test:1", "test:2", "test:3"]
+    assert (health.events, health.errors, pipeline.stats.accepted) == (3, 0, 3)
 
 
 def test_a_buffer_of_nothing_is_refused() -> None:

@@ -18,6 +18,11 @@ EventSink = Callable[[Sequence[Event]], Awaitable[None]]
 """Accepts events durably; returns only once they are committed, so a watcher may acknowledge its input."""
 
 
+class SinkUnavailable(Exception):
+    """The sink stored none of the events and can take the same ones later (its database is locked by another
+    process, or its disk is full). Waiting costs nothing but time, so a watcher holds the events until then."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -15,12 +15,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.events import Event
-from watchers.base import EventSink, WatcherHealth, describe, should_log, utcnow
+from watchers.base import EventSink, SinkUnavailable, WatcherHealth, describe, should_log, utcnow
 
 logger = logging.getLogger(__name__)
 
 SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
 """Waits before each retry of a failed sink call; after the last, the events are counted lost."""
+
+UNAVAILABLE_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0, 5.0)
+"""Waits between tries while the sink is unavailable; the last repeats for as long as that lasts."""
 
 MAX_BUFFERED = 2000
 """Events read but not yet handed over before the reader waits: a few seconds of Binance's worst cascade."""
@@ -127,7 +130,7 @@ class Handoff:
             # (those already committed come back as replays and change nothing).
             for event in batch:
                 try:
-                    await self.sink([event])
+                    await self._when_available([event])
                 except Exception as single:
                     self._lost([event], single)
                 else:
@@ -136,11 +139,11 @@ class Handoff:
         self._handed(batch)
 
     async def _with_retries(self, batch: list[Event]) -> None:
-        """A passing storage fault (a locked database, a full disk being cleared) is tried again a few times;
-        events read meanwhile wait in the buffer behind it, so their order holds."""
+        """A passing failure is tried again a few times, then raised. Events read meanwhile wait in the buffer
+        behind the batch, so their order holds."""
         for delay_s in SINK_RETRY_DELAYS_S:
             try:
-                await self.sink(batch)
+                await self._when_available(batch)
                 return
             except Exception as exc:
                 logger.warning(
@@ -151,7 +154,34 @@ class Handoff:
                     describe(exc),
                 )
                 await self._sleep(delay_s)
-        await self.sink(batch)
+        await self._when_available(batch)
+
+    async def _when_available(self, events: list[Event]) -> None:
+        """Hands the events over, waiting out an unavailable sink (its database locked by another process, a
+        full disk) however long that lasts: nothing read is dropped for it, and once the buffer is full the
+        reader waits too. Any other failure is raised at once."""
+        waits = 0
+        while True:
+            try:
+                await self.sink(events)
+            except SinkUnavailable as exc:
+                delay_s = UNAVAILABLE_DELAYS_S[min(waits, len(UNAVAILABLE_DELAYS_S) - 1)]
+                waits += 1
+                self.health.last_error = f"sink: {describe(exc)}"
+                if should_log(waits):
+                    logger.warning(
+                        "sink unavailable, holding events venue=%s events=%d tries=%d delay_s=%g error=%s",
+                        self.label,
+                        len(events) + self.buffered,
+                        waits,
+                        delay_s,
+                        describe(exc),
+                    )
+                await self._sleep(delay_s)
+                continue
+            if waits:
+                logger.warning("sink available again venue=%s tries=%d", self.label, waits)
+            return
 
     def _handed(self, events: Sequence[Event]) -> None:
         self.health.events += len(events)
