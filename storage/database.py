@@ -4,11 +4,11 @@ Why the loop's own thread and not a database thread (aiosqlite, which this repla
 bot issues is an index seek or a small insert into a page-cached database (0.02-0.2 ms measured on
 aiosqlite's thread). A thread hop per statement cost more than the statement, a transaction took one hop
 per statement under a loop-side lock, and the GIL made the two threads wait on each other (5-12 ms before
-a queued statement started, under load). The frame-to-send benchmark's p99 fell from about 60 ms to about
-25 ms and the bot's CPU from about 58% to 36% of a core with this change (README, "Performance"). The one
-SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only appends
-to the WAL without syncing; syncing happens at checkpoints, and those run on a second connection in a
-worker thread (`_checkpoint_forever`), never here.
+a queued statement started, under load). With this change the frame-to-send benchmark's p99 fell from
+about 60 ms to about 25 ms, and the bot's CPU from about 58% to about 40% of a core (README, "Performance").
+The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
+appends to the WAL without syncing; syncing happens at checkpoints, and those run on a second connection
+in a worker thread (`_checkpoint_forever`), never here.
 
 Repositories keep `async` methods: callers stay the same should a backend ever need real I/O waits.
 Transactions are synchronous blocks, so no other task's statement can land inside one; `_busy` turns an
