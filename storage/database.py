@@ -7,12 +7,16 @@ per statement under a loop-side lock, and the GIL made the two threads wait on e
 a queued statement started, under load). With this change the frame-to-send benchmark's p99 fell from
 about 60 ms to about 25 ms, and the bot's CPU from about 58% to about 40% of a core (README, "Performance").
 The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
-appends to the WAL without syncing; syncing happens at checkpoints, and those run on a second connection
-in a worker thread (`_checkpoint_forever`), never here.
+appends to the WAL without syncing; syncing happens at checkpoints. A worker thread checkpoints on its own
+connection several times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. Under
+a sustained flood a checkpoint that races the commits never finishes the WAL, and the WAL would grow
+without end; SQLite's own checkpoint after a commit stays on as the bound (at 1,000 pages, its default),
+and by then the worker has copied nearly everything, so what is left for the loop is small.
 
 Repositories keep `async` methods: callers stay the same should a backend ever need real I/O waits.
 Transactions are synchronous blocks, so no other task's statement can land inside one; `_busy` turns an
-`await` slipped into a transaction block into a loud error instead of an interleaving.
+`await` slipped into a transaction block into a loud error (in whichever statement comes next, in that task
+or another) instead of an interleaving.
 """
 
 from __future__ import annotations
@@ -32,27 +36,30 @@ log = logging.getLogger(__name__)
 Row = sqlite3.Row
 Params = Sequence[Any] | Mapping[str, Any]
 
-CHECKPOINT_EVERY_S = 1.0
-"""How often the WAL is copied back into the database file (the only step that syncs to disk)."""
+CHECKPOINT_EVERY_S = 0.25
+"""How often the worker thread copies the WAL back into the database file (the only step that syncs)."""
+
+WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
+"""A WAL that grew past this in a burst is cut back to it once it is checkpointed, so the disk is returned."""
 
 
 class StorageUnavailable(Exception):
     """SQLite could not do the work now for a reason outside the statement: a lock another process holds, a
-    full disk, an I/O error. Nothing of the failed work stayed, and the same work may succeed later."""
+    full disk, an I/O error, a file made read-only. Nothing of the failed work stayed, and the same work may
+    succeed later (once an operator frees the disk or the lock)."""
 
 
 _UNAVAILABLE = frozenset(
     {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_BUSY,  # another process holds the lock
+        sqlite3.SQLITE_PROTOCOL,  # a lock race SQLite gave up on
         sqlite3.SQLITE_NOMEM,
-        sqlite3.SQLITE_READONLY,
         sqlite3.SQLITE_IOERR,
         sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_READONLY,  # e.g. the filesystem was remounted read-only after disk errors
     }
 )
+"""Not SQLITE_LOCKED: on our single connection it means a statement was left unfinished, a bug to raise."""
 
 
 def _unavailable(exc: BaseException) -> StorageUnavailable | None:
@@ -99,11 +106,11 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a crash of the process; no fsync per commit
         conn.execute("PRAGMA foreign_keys=ON")
         # Only another process (an operator's sqlite3 shell) can hold a lock against this connection. Waiting
-        # for it stops the loop, so the wait is short; what fails then is retried like any transient fault.
-        conn.execute("PRAGMA busy_timeout=1000")
+        # for it stops the loop, so the wait is short; what fails then is held and tried again by its caller.
+        conn.execute("PRAGMA busy_timeout=100")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         self.migrate()
         if not in_memory:
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (and their fsync) belong to the worker thread
             self._checkpointer = asyncio.create_task(self._checkpoint_forever(), name="storage:checkpoint")
 
     async def close(self) -> None:
@@ -165,7 +172,7 @@ class Database:
         """The connection for one unit of work. Refuses to run inside another (only an `await` inside a
         transaction block could get here), and reports a passing fault as StorageUnavailable."""
         if self._busy:
-            raise RuntimeError("a statement ran inside another task's transaction: something awaited inside one")
+            raise RuntimeError("a statement ran while a transaction was open: something awaited inside one")
         self._busy = True
         try:
             yield self.conn

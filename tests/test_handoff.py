@@ -153,8 +153,9 @@ async def test_events_read_while_another_process_locks_the_database_are_stored_w
         other.execute("BEGIN IMMEDIATE")
         async with Handoff(pipeline, health, label="t", sleep=soon) as handoff:
             await handoff.put([event(1), event(2)])
-            while health.last_error is None:  # noqa: ASYNC110 - waiting for the handoff under test
-                await asyncio.sleep(0.001)
+            async with asyncio.timeout(10):  # a hang guard only
+                while health.last_error is None:  # noqa: ASYNC110 - waiting for the handoff under test
+                    await asyncio.sleep(0.001)
             assert "SQLITE_BUSY" in health.last_error
             await handoff.put([event(3)])
             other.execute("COMMIT")
