@@ -44,10 +44,22 @@ _MERGE_MAX = 5000
 _PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute, so a backlog beyond a
 minute's worth is always seen whole enough to merge."""
+_STORAGE_PAUSES_S = (1.0, 2.0, 5.0, 15.0, 30.0)
+"""How long all sending stops after the outbox failed to read or write, growing while the fault lasts: a
+message sent then could not be recorded, and each try stops the loop for the database's lock wait."""
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A message the platform accepted whose delivery rows the outbox could not yet mark sent."""
+
+    ids: list[int]
+    message_id: str | None
+    sent_at: datetime
 
 
 @dataclass
@@ -57,6 +69,7 @@ class DispatchStats:
     retried: int = 0
     parked: int = 0
     rate_limited: int = 0
+    storage_faults: int = 0
 
 
 class Dispatcher:
@@ -93,6 +106,9 @@ class Dispatcher:
         self._gone_logged: set[int] = set()
         self._dirty: set[int] = set()
         self._stopping = False
+        self._unrecorded: dict[int, _Unrecorded] = {}
+        self._storage_faults = 0
+        self._paused_until = 0.0
 
     def notify(self, chat_ids: Iterable[int] = ()) -> None:
         """New deliveries were committed for these chats: start their workers now, no query needed.
@@ -124,12 +140,23 @@ class Dispatcher:
                 self._wake.clear()
                 now = self.clock()
                 next_due: datetime | None = None
-                for chat_id, due_at in await self.outbox.pending_chats(platforms=names):
+                try:
+                    pending = await self.outbox.pending_chats(platforms=names)
+                except StorageUnavailable as exc:
+                    self._storage_fault(exc)
+                    pending = []
+                except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
+                    log.exception("dispatch scheduler failed")
+                    pending = []
+                for chat_id, due_at in pending:
                     if due_at > now:
                         next_due = due_at if next_due is None else min(next_due, due_at)
                     elif chat_id not in self._workers:
                         self._start_worker(chat_id)
                 timeout = self.idle_poll_s
+                pause_left = self._paused_until - asyncio.get_running_loop().time()
+                if pause_left > 0:
+                    timeout = min(timeout, pause_left)
                 if next_due is not None:
                     timeout = min(timeout, (next_due - now).total_seconds())
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the
@@ -153,6 +180,11 @@ class Dispatcher:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        for chat_id in list(self._unrecorded):  # one last try; what stays unrecorded is sent again after restart
+            with contextlib.suppress(StorageUnavailable):
+                await self._record_unrecorded(chat_id)
+        if self._unrecorded:
+            log.error("stopping with sent alerts not recorded, they will be sent again chats=%d", len(self._unrecorded))
 
     def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
         self._workers.pop(chat_id, None)
@@ -173,9 +205,8 @@ class Dispatcher:
                 await self._drain_chat(chat_id)
             except asyncio.CancelledError:
                 raise
-            except StorageUnavailable as exc:  # the scheduler starts the chat again once the rows can be read
-                log.warning("storage unavailable, chat waits chat=%d error=%s", chat_id, exc)
-                await asyncio.sleep(1.0)
+            except StorageUnavailable as exc:  # the scheduler starts the chat again when the pause ends
+                self._storage_fault(exc, chat_id)
             except Exception:
                 # A bug must not kill the dispatcher; the rows stay pending and are tried again.
                 log.exception("dispatch worker failed chat=%d", chat_id)
@@ -184,6 +215,9 @@ class Dispatcher:
     async def _drain_chat(self, chat_id: int) -> None:
         """Send the chat's due rows in order until none are left; stop early on a hold, retry or park."""
         while True:
+            if asyncio.get_running_loop().time() < self._paused_until:
+                return  # the rows stay pending; the scheduler wakes when the pause ends
+            await self._record_unrecorded(chat_id)  # before anything is read, or it would be sent again
             self._dirty.discard(chat_id)
             now = self.clock()
             chat, due = await self.outbox.due_for_chat(chat_id, now, limit=_PAGE)
@@ -252,11 +286,42 @@ class Dispatcher:
             log.exception("unexpected send error platform=%s chat=%d", platform.name, chat.id)
             await self._retry(chat, batch, f"{type(exc).__name__}: {exc}")
             return _Outcome.STOP
-        await self.outbox.mark_sent(ids, message_id=message_id, now=self.clock())
         self.stats.sent += 1
         if len(ids) > 1:
             self.stats.merged += len(ids)
+        sent = _Unrecorded(ids=ids, message_id=message_id, sent_at=self.clock())
+        self._unrecorded[chat.id] = sent
+        await self._record_unrecorded(chat.id)
         return _Outcome.NEXT
+
+    async def _record_unrecorded(self, chat_id: int) -> None:
+        """Mark sent what the platform accepted for the chat. Until that succeeds the chat sends nothing
+        more: its rows are still pending, and reading them again would send the same alert twice."""
+        sent = self._unrecorded.get(chat_id)
+        if sent is None:
+            return
+        await self.outbox.mark_sent(sent.ids, message_id=sent.message_id, now=sent.sent_at)
+        del self._unrecorded[chat_id]
+        self._storage_faults = 0
+
+    def _storage_fault(self, exc: StorageUnavailable, chat_id: int | None = None) -> None:
+        """Stop all sending for a while: a write fails for every chat alike, and each try stops the loop."""
+        pause_s = _STORAGE_PAUSES_S[min(self._storage_faults, len(_STORAGE_PAUSES_S) - 1)]
+        self._storage_faults += 1
+        self.stats.storage_faults += 1
+        self._paused_until = asyncio.get_running_loop().time() + pause_s
+        if chat_id is not None:
+            self._wake.set()  # the scheduler sets its timer for the pause's end and tries the chat again then
+        level = logging.WARNING if self._storage_faults <= 3 else logging.ERROR
+        log.log(
+            level,
+            "storage unavailable, sending paused chat=%s faults=%d pause_s=%g unrecorded=%d error=%s",
+            chat_id,
+            self._storage_faults,
+            pause_s,
+            len(self._unrecorded),
+            exc,
+        )
 
     async def _hold(self, chat_id: int, until: datetime, reason: str, *, quiet: bool = False) -> None:
         await self.outbox.hold_chat(chat_id, until=until, error=reason, quiet=quiet)

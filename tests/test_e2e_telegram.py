@@ -4,20 +4,24 @@ loopback Telegram Bot API, with the real aiohttp client, SQLite outbox, dispatch
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.app import PerpwatchApp
 from bot.events import Venue
 from bot.render import usd
 from bot.settings import Settings
 from storage import Store
-from tests.conftest import TG_TOKEN, MakeSettings, scalar, until_outbox
+from tests.conftest import TG_TOKEN, MakeSettings, deliveries, scalar, until_outbox
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
 from watchers.forceorder import parse
@@ -289,3 +293,35 @@ async def test_retry_after_holds_the_whole_chat_and_keeps_order(
         assert len(alert_calls) == 3  # the refused one, then both after the wait; nothing sent into the ban
         assert alert_calls[1].received_at - alert_calls[0].received_at >= 1.0
         assert app.dispatcher.stats.rate_limited == 1
+
+
+async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
+    make_settings: MakeSettings,
+    telegram: FakeTelegramApi,
+    binance: FakeForceOrderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process holds the database's write lock from the moment the Bot API has the message until
+    well after it answered: the delivery cannot be marked sent, but the alert goes out once."""
+    monkeypatch.setattr("bot.dispatcher._STORAGE_PAUSES_S", (0.05, 0.1))
+    async with running_bot(make_settings, telegram, binance) as app:
+        await subscribed(telegram)
+        telegram.latency_s = 0.2
+
+        def alert_requests() -> list[Any]:
+            return [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
+
+        await binance.push(sample_frame())
+        await telegram.wait_until(lambda: len(alert_requests()) == 1)
+        other = sqlite3.connect(app.settings.database_path, isolation_level=None)  # an operator's sqlite3 shell
+        other.execute("BEGIN IMMEDIATE")
+        async with asyncio.timeout(10):  # a hang guard only
+            while app.dispatcher.stats.storage_faults < 3:  # noqa: ASYNC110 - the dispatcher's own counter
+                await asyncio.sleep(0.02)  # the record failed, and failed again when the chat was tried again
+        assert await deliveries(app) == [("pending", None)]
+        other.execute("COMMIT")
+        other.close()
+        await until_outbox(app, lambda rows: rows == [("sent", None)])
+        telegram.latency_s = 0.0
+        assert len(alert_requests()) == 1
+        assert len(alerts(telegram)) == 1
