@@ -74,7 +74,7 @@ class Pipeline:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])
             except StorageUnavailable as exc:
                 for _, future in batch:  # committing each caller alone would meet the same fault
-                    _fail(future, SinkUnavailable(str(exc)))
+                    _fail(future, exc)
                 continue
             except Exception as exc:
                 if len(batch) == 1:
@@ -116,6 +116,9 @@ def _take(queue: list[_Waiter], limit: int) -> tuple[list[_Waiter], list[_Waiter
 
 
 def _fail(future: asyncio.Future[list[AcceptResult]], exc: Exception) -> None:
-    """Hand the storage error to the watcher that sent the events: it logs and counts it."""
+    """Hand the storage error to the watcher that sent the events: it logs and counts it, or, when the
+    storage is only unavailable for now, holds the events and tries again."""
+    if isinstance(exc, StorageUnavailable):
+        exc = SinkUnavailable(str(exc))
     if not future.done():
         future.set_exception(exc)

@@ -25,6 +25,9 @@ SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
 UNAVAILABLE_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0, 5.0)
 """Waits between tries while the sink is unavailable; the last repeats for as long as that lasts."""
 
+UNAVAILABLE_ERROR_AFTER_S = 60.0
+"""An outage this long is no passing lock any more: an operator must free the disk or the lock."""
+
 MAX_BUFFERED = 2000
 """Events read but not yet handed over before the reader waits: a few seconds of Binance's worst cascade."""
 
@@ -161,6 +164,7 @@ class Handoff:
         full disk) however long that lasts: nothing read is dropped for it, and once the buffer is full the
         reader waits too. Any other failure is raised at once."""
         waits = 0
+        since = asyncio.get_running_loop().time()
         while True:
             try:
                 await self.sink(events)
@@ -168,13 +172,15 @@ class Handoff:
                 delay_s = UNAVAILABLE_DELAYS_S[min(waits, len(UNAVAILABLE_DELAYS_S) - 1)]
                 waits += 1
                 self.health.last_error = f"sink: {describe(exc)}"
+                waited_s = asyncio.get_running_loop().time() - since
                 if should_log(waits):
-                    logger.warning(
-                        "sink unavailable, holding events venue=%s events=%d tries=%d delay_s=%g error=%s",
+                    logger.log(
+                        logging.ERROR if waited_s >= UNAVAILABLE_ERROR_AFTER_S else logging.WARNING,
+                        "sink unavailable, holding events venue=%s events=%d tries=%d waited_s=%.0f error=%s",
                         self.label,
                         len(events) + self.buffered,
                         waits,
-                        delay_s,
+                        waited_s,
                         describe(exc),
                     )
                 await self._sleep(delay_s)
