@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -207,28 +208,51 @@ class Outbox:
             oldest_pending_at=from_db_time(pending[1]) if pending[1] else None,
         )
 
-    async def prune(self, *, before: datetime, batch: int = 1000) -> tuple[int, int]:
+    async def prune(self, *, before: datetime, batch: int = 500) -> tuple[int, int]:
         """Forget delivered history older than `before`: (deliveries, events) removed.
 
         Pending rows are never touched, and an event goes only once no delivery of it is left. Events are
         also the replay memory, so the retention must stay far longer than any venue re-sends (minutes).
-        Deletes run in batches with a turn for every other task between them: the first prune after a busy
-        month has millions of rows to remove, and the loop must not stop for it.
         """
         cutoff = to_db_time(before)
-        removed = [0, 0]
-        for index, sql in enumerate(
-            (
-                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries "
-                "WHERE status IN ('sent', 'parked') AND created_at < ? LIMIT ?)",
-                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.accepted_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?)",
+        deliveries = await self._prune_prefix(
+            "deliveries", "created_at", "status IN ('sent', 'parked')", cutoff=cutoff, batch=batch
+        )
+        events = await self._prune_prefix(
+            "events",
+            "accepted_at",
+            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+            cutoff=cutoff,
+            batch=batch,
+        )
+        return deliveries, events
+
+    async def _prune_prefix(self, table: str, stamped: str, removable: str, *, cutoff: str, batch: int) -> int:
+        """Delete the removable rows among the table's oldest, walking ids upwards `batch` rows at a time.
+
+        Ids grow with the time each row was stamped, so the rows older than the cutoff are a prefix of the
+        table: the walk reads each id range once and stops at the first newer row, without an index on the
+        time column (one more index to write for every delivery) and without scanning what is kept. A
+        clock stepped back can leave a few old rows behind; the next prune takes them. Every other task gets
+        a turn between batches: the first prune after a busy month has millions of rows to remove.
+        """
+        removed = 0
+        after = 0
+        while True:
+            rows = await self.db.fetch(
+                f"SELECT id, {stamped} < ? FROM {table} WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608 - fixed names
+                (cutoff, after, batch),
             )
-        ):
-            while (count := await self.db.write(sql, (cutoff, batch))) > 0:
-                removed[index] += count
-                await asyncio.sleep(0)
-        return removed[0], removed[1]
+            old = list(itertools.takewhile(lambda row: bool(row[1]), rows))
+            if old:
+                removed += await self.db.write(
+                    f"DELETE FROM {table} WHERE id > ? AND id <= ? AND {removable}",  # noqa: S608 - fixed names
+                    (after, old[-1][0]),
+                )
+                after = int(old[-1][0])
+            if len(old) < batch:  # a newer row, or the end of the table
+                return removed
+            await asyncio.sleep(0)
 
 
 def _marks(ids: Sequence[int]) -> str:
