@@ -2,8 +2,9 @@
 
 Each chat with due deliveries gets one worker task that sends its alerts in order, so per-chat order holds
 and one slow or rate-limited chat never stalls another. A delivery row leaves 'pending' only after the
-platform accepted the message, so a crash at any point re-sends at most the one message in flight, and a
-restart simply finds the rows still pending.
+platform accepted the message, so a crash at any point re-sends at most the one message in flight (and,
+while the database cannot be written, the one message per chat it could not yet record), and a restart
+simply finds the rows still pending.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class Dispatcher:
                 for chat_id, due_at in pending:
                     if due_at > now:
                         next_due = due_at if next_due is None else min(next_due, due_at)
-                    elif chat_id not in self._workers:
+                    elif chat_id not in self._workers and not self._paused():
                         self._start_worker(chat_id)
                 timeout = self.idle_poll_s
                 pause_left = self._paused_until - asyncio.get_running_loop().time()
@@ -215,9 +216,9 @@ class Dispatcher:
     async def _drain_chat(self, chat_id: int) -> None:
         """Send the chat's due rows in order until none are left; stop early on a hold, retry or park."""
         while True:
-            if asyncio.get_running_loop().time() < self._paused_until:
+            if self._paused():
                 return  # the rows stay pending; the scheduler wakes when the pause ends
-            await self._record_unrecorded(chat_id)  # before anything is read, or it would be sent again
+            await self._record_all_unrecorded()  # before anything is read, or it would be sent again
             self._dirty.discard(chat_id)
             now = self.clock()
             chat, due = await self.outbox.due_for_chat(chat_id, now, limit=_PAGE)
@@ -242,7 +243,7 @@ class Dispatcher:
             else:
                 batches = [[d] for d in due]  # in order, one message each; read again only after these
             for batch in batches:
-                if self._stopping:
+                if self._stopping or self._paused():
                     return
                 outcome = await self._send(chat, platform, batch)
                 if outcome is _Outcome.STOP:
@@ -289,32 +290,49 @@ class Dispatcher:
         self.stats.sent += 1
         if len(ids) > 1:
             self.stats.merged += len(ids)
-        sent = _Unrecorded(ids=ids, message_id=message_id, sent_at=self.clock())
-        self._unrecorded[chat.id] = sent
+        self._unrecorded[chat.id] = _Unrecorded(ids=ids, message_id=message_id, sent_at=self.clock())
+        if self._paused():  # the database went away while this was in flight: one try per pause is enough
+            return _Outcome.STOP
         await self._record_unrecorded(chat.id)
         return _Outcome.NEXT
 
     async def _record_unrecorded(self, chat_id: int) -> None:
-        """Mark sent what the platform accepted for the chat. Until that succeeds the chat sends nothing
-        more: its rows are still pending, and reading them again would send the same alert twice."""
+        """Mark sent what the platform accepted for the chat. Until that succeeds nothing more is read for
+        it: its rows are still pending, and reading them again would send the same alert twice."""
         sent = self._unrecorded.get(chat_id)
         if sent is None:
             return
         await self.outbox.mark_sent(sent.ids, message_id=sent.message_id, now=sent.sent_at)
         del self._unrecorded[chat_id]
-        self._storage_faults = 0
+        if self._storage_faults:  # the database takes writes again: so ends the outage, and its pause
+            self._storage_faults = 0
+            self._paused_until = 0.0
+            self._wake.set()
+
+    async def _record_all_unrecorded(self) -> None:
+        """Every chat's, not only the worker's own: a chat migration moves pending rows to another chat."""
+        for chat_id in list(self._unrecorded):
+            await self._record_unrecorded(chat_id)
+
+    def _paused(self) -> bool:
+        return asyncio.get_running_loop().time() < self._paused_until
 
     def _storage_fault(self, exc: StorageUnavailable, chat_id: int | None = None) -> None:
-        """Stop all sending for a while: a write fails for every chat alike, and each try stops the loop."""
-        pause_s = _STORAGE_PAUSES_S[min(self._storage_faults, len(_STORAGE_PAUSES_S) - 1)]
-        self._storage_faults += 1
+        """Stop all sending for a while: a write fails for every chat alike, and each try stops the loop.
+
+        Sends in flight when the database went away are kept unrecorded without a try of their own, so
+        each pause ends in one try, and the pause grows only when that try fails too.
+        """
         self.stats.storage_faults += 1
-        self._paused_until = asyncio.get_running_loop().time() + pause_s
         if chat_id is not None:
             self._wake.set()  # the scheduler sets its timer for the pause's end and tries the chat again then
-        level = logging.WARNING if self._storage_faults <= 3 else logging.ERROR
+        if self._paused():
+            return
+        pause_s = _STORAGE_PAUSES_S[min(self._storage_faults, len(_STORAGE_PAUSES_S) - 1)]
+        self._storage_faults += 1
+        self._paused_until = asyncio.get_running_loop().time() + pause_s
         log.log(
-            level,
+            logging.WARNING if self._storage_faults <= 3 else logging.ERROR,
             "storage unavailable, sending paused chat=%s faults=%d pause_s=%g unrecorded=%d error=%s",
             chat_id,
             self._storage_faults,

@@ -325,3 +325,35 @@ async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
         telegram.latency_s = 0.0
         assert len(alert_requests()) == 1
         assert len(alerts(telegram)) == 1
+
+
+async def test_one_storage_outage_pauses_sending_once_however_many_sends_it_caught(
+    make_settings: MakeSettings,
+    telegram: FakeTelegramApi,
+    binance: FakeForceOrderServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three chats' sends are in flight when another process takes the write lock, and it lets go once they
+    are done: one pause at the first step (a longer one would stall this test for 30 s), each alert once."""
+    monkeypatch.setattr("bot.dispatcher._STORAGE_PAUSES_S", (0.5, 30.0))
+    chats = (1001, 1002, 1003)
+    async with running_bot(make_settings, telegram, binance) as app:
+        for chat in chats:
+            await subscribed(telegram, chat=chat, user=chat)
+        telegram.latency_s = 0.2
+        await binance.push(sample_frame())
+        await telegram.wait_until(lambda: len(telegram.requests_for("sendMessage")) >= len(chats) * 2)
+        other = sqlite3.connect(app.settings.database_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        async with asyncio.timeout(10):  # a hang guard only
+            while app.dispatcher.stats.sent < len(chats):  # noqa: ASYNC110 - the dispatcher's counter
+                await asyncio.sleep(0.005)
+        other.execute("COMMIT")
+        other.close()
+        await until_outbox(app, lambda rows: rows == [("sent", None)] * len(chats))
+        telegram.latency_s = 0.0
+        assert [len(alerts(telegram, chat)) for chat in chats] == [1, 1, 1]
+        assert app.dispatcher.stats.storage_faults == 1  # one try failed; the other two sends waited for the pause
+    paused = [r for r in caplog.records if r.getMessage().startswith("storage unavailable, sending paused")]
+    assert len(paused) == 1, [r.getMessage() for r in paused]
