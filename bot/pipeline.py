@@ -68,8 +68,9 @@ class Pipeline:
 
     async def _write(self) -> None:
         while self._queue:
-            # Let callers that were just woken (by the previous commit) queue their next events first.
-            await asyncio.sleep(0)
+            # Let callers that were just woken (by the previous commit) queue their next events first, and
+            # in a flood let the WAL be copied back off the loop.
+            await self.outbox.make_room()
             batch, self._queue = _take(self._queue, MAX_EVENTS_PER_COMMIT)
             try:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -85,6 +83,10 @@ class Outbox:
                 chat_ids = tuple(int(r[0]) for r in fanned.fetchall())
                 results.append(AcceptResult(key=event.key, new=True, deliveries=len(chat_ids), chat_ids=chat_ids))
         return results
+
+    async def make_room(self) -> None:
+        """Between commits of a flood: see `Database.make_room`."""
+        await self.db.make_room()
 
     async def pending_chats(self, *, platforms: Sequence[str]) -> list[tuple[int, datetime]]:
         """Each chat with pending deliveries and when its earliest falls due, earliest first.
@@ -232,11 +234,13 @@ class Outbox:
     async def _prune_prefix(self, table: str, stamped: str, removable: str, *, cutoff: str, batch: int) -> int:
         """Delete the removable rows among the table's oldest, walking ids upwards `batch` rows at a time.
 
-        Ids grow with the time each row was stamped, so the rows older than the cutoff are a prefix of the
-        table: the walk reads each id range once and stops at the first newer row, without an index on the
-        time column (one more index to write for every delivery) and without scanning what is kept. A
-        clock stepped back can leave a few old rows behind; the next prune takes them. Every other task gets
-        a turn between batches: the first prune after a busy month has millions of rows to remove.
+        Ids grow with the time each row was stamped, so the rows older than the cutoff come first: the walk
+        reads each id range once and stops at the first range with none of them, without an index on the
+        time column (one more index to write for every delivery) and without scanning what is kept. A row
+        stamped out of order (the clock was stepped) neither stops the walk nor is removed early; an old
+        row behind a whole range of newer ones waits for a later prune. Between ranges the WAL is given back
+        to the disk off the loop (`Database.make_room`): the first prune after a busy month removes
+        millions of rows, and the loop must not stop for it.
         """
         removed = 0
         after = 0
@@ -245,16 +249,17 @@ class Outbox:
                 f"SELECT id, {stamped} < ? FROM {table} WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608 - fixed names
                 (cutoff, after, batch),
             )
-            old = list(itertools.takewhile(lambda row: bool(row[1]), rows))
-            if old:
-                removed += await self.db.write(
-                    f"DELETE FROM {table} WHERE id > ? AND id <= ? AND {removable}",  # noqa: S608 - fixed names
-                    (after, old[-1][0]),
-                )
-                after = int(old[-1][0])
-            if len(old) < batch:  # a newer row, or the end of the table
+            if not any(row[1] for row in rows):
                 return removed
-            await asyncio.sleep(0)
+            last = int(rows[-1][0])
+            removed += await self.db.write(
+                f"DELETE FROM {table} WHERE id > ? AND id <= ? AND {stamped} < ? AND {removable}",  # noqa: S608
+                (after, last, cutoff),
+            )
+            if len(rows) < batch:
+                return removed
+            after = last
+            await self.db.make_room()
 
 
 def _marks(ids: Sequence[int]) -> str:

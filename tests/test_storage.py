@@ -140,6 +140,26 @@ async def test_prune_forgets_old_delivered_history_but_never_pending(store: Stor
     assert [r.new for r in again] == [False, False]
 
 
+async def test_prune_walks_past_pending_and_out_of_order_rows(store: Store) -> None:
+    """Old rows that must stay (pending) or are stamped later than their neighbours (the clock was stepped)
+    neither stop the walk nor are removed early; batches of two make every row a boundary somewhere."""
+    chat = await _chat(store, "1")
+    await store.chats.subscribe(
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+    )
+    long_ago, now = datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    stamps = {"a": long_ago, "b-pending": long_ago, "c": long_ago, "d-ahead": now + timedelta(days=365)}
+    stamps |= {"e": long_ago, "f": long_ago, "g": long_ago}
+    for key, stamp in stamps.items():
+        await store.outbox.accept([liquidation(key=key)], now=stamp)
+    for delivery in await store.outbox.pending_for_chat(chat.id, now + timedelta(days=400), limit=10):
+        if delivery.event.key != "b-pending":
+            await store.outbox.mark_sent([delivery.id], message_id="1", now=now)
+    assert await store.outbox.prune(before=now - timedelta(days=30), batch=2) == (5, 5)
+    keys = [r[0] for r in await store.db.fetch("SELECT key FROM events ORDER BY id")]
+    assert keys == ["b-pending", "d-ahead"]
+
+
 async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_caller(store: Store) -> None:
     import asyncio
 

@@ -165,6 +165,7 @@ class Handoff:
         reader waits too. Any other failure is raised at once."""
         waits = 0
         since = asyncio.get_running_loop().time()
+        escalated = False
         while True:
             try:
                 await self.sink(events)
@@ -173,9 +174,11 @@ class Handoff:
                 waits += 1
                 self.health.last_error = f"sink: {describe(exc)}"
                 waited_s = asyncio.get_running_loop().time() - since
-                if should_log(waits):
+                escalate = waited_s >= UNAVAILABLE_ERROR_AFTER_S
+                if should_log(waits) or (escalate and not escalated):
+                    escalated = escalated or escalate
                     logger.log(
-                        logging.ERROR if waited_s >= UNAVAILABLE_ERROR_AFTER_S else logging.WARNING,
+                        logging.ERROR if escalate else logging.WARNING,
                         "sink unavailable, holding events venue=%s events=%d tries=%d waited_s=%.0f error=%s",
                         self.label,
                         len(events) + self.buffered,
