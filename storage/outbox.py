@@ -92,15 +92,20 @@ class Outbox:
         """Each chat with pending deliveries and when its earliest falls due, earliest first.
 
         One query serves both of the dispatcher's questions (whom to send to now, when to wake next). It
-        costs one seek per chat into the partial index of pending rows, however long a backlog grows: an
-        outage of the platform can leave a million rows pending, and a scan of them took half a second of
-        the loop on every pass of the scheduler.
+        hops through the partial index of pending rows from one chat to the next (a skip scan), so it
+        costs a few seeks per chat with pending rows: neither a platform outage that leaves a million rows
+        pending (a scan of them took half a second of the loop) nor a hundred thousand quiet chats (a seek
+        into each took 51 ms) makes the scheduler's every pass slow.
         """
         marks = ",".join("?" for _ in platforms)
         rows = await self.db.fetch(
-            "SELECT id, due FROM (SELECT c.id, (SELECT MIN(d.next_attempt_at) FROM deliveries d "  # noqa: S608
-            "WHERE d.chat_id = c.id AND d.status = 'pending') AS due "
-            f"FROM chats c WHERE c.platform IN ({marks})) WHERE due IS NOT NULL ORDER BY due, id",
+            "WITH RECURSIVE waiting(chat_id) AS ("  # noqa: S608 - placeholders only
+            "SELECT MIN(chat_id) FROM deliveries WHERE status = 'pending' "
+            "UNION ALL SELECT (SELECT MIN(d.chat_id) FROM deliveries d "
+            "WHERE d.status = 'pending' AND d.chat_id > waiting.chat_id) FROM waiting WHERE waiting.chat_id IS NOT NULL"
+            ") SELECT w.chat_id, (SELECT MIN(d.next_attempt_at) FROM deliveries d "
+            "WHERE d.status = 'pending' AND d.chat_id = w.chat_id) AS due "
+            f"FROM waiting w JOIN chats c ON c.id = w.chat_id WHERE c.platform IN ({marks}) ORDER BY due, w.chat_id",
             tuple(platforms),
         )
         return [(int(r[0]), from_db_time(r[1])) for r in rows]
