@@ -5,7 +5,7 @@ bot issues is an index seek or a small insert into a page-cached database (0.02-
 aiosqlite's thread). A thread hop per statement cost more than the statement, a transaction took one hop
 per statement under a loop-side lock, and the GIL made the two threads wait on each other (5-12 ms before
 a queued statement started, under load). With this change the frame-to-send benchmark's p99 fell from
-about 60 ms to 27-38 ms (six runs), and the bot's CPU from about 58% to about 44% of a core (README, "Performance").
+about 60 ms to 18-38 ms (six runs), and the bot's CPU from about 58% to about 40% of a core (README, "Performance").
 The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
 appends to the WAL without syncing; syncing happens at checkpoints. A worker thread checkpoints on its own
 connection several times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. Under
