@@ -8,10 +8,11 @@ a queued statement started, under load). With this change the frame-to-send benc
 about 60 ms to 18-38 ms (six runs), and the bot's CPU from about 58% to about 40% of a core (README, "Performance").
 The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
 appends to the WAL without syncing; syncing happens at checkpoints. A worker thread checkpoints on its own
-connection several times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. Under
-a sustained flood a checkpoint that races the commits never finishes the WAL, and the WAL would grow
-without end; SQLite's own checkpoint after a commit stays on as the bound (`WAL_CHECKPOINT_PAGES`), and
-by then the worker has copied most of it, so what is left for the loop is small.
+connection four times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. In a
+sustained flood of commits every such checkpoint races a commit, so the WAL would never restart and
+would grow without end; bulk writers therefore wait for the worker's checkpoint every
+`ROWS_BEFORE_CHECKPOINT` rows (`make_room`). SQLite's own checkpoint after a commit stays on as the hard
+bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
 
 Repositories keep `async` methods: callers stay the same should a backend ever need real I/O waits.
 Transactions are synchronous blocks, so no other task's statement can land inside one; `_busy` turns an
