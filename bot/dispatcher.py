@@ -48,6 +48,8 @@ minute's worth is always seen whole enough to merge."""
 _STORAGE_PAUSES_S = (1.0, 2.0, 5.0, 15.0, 30.0)
 """How long all sending stops after the outbox failed to read or write, growing while the fault lasts: a
 message sent then could not be recorded, and each try stops the loop for the database's lock wait."""
+_STORAGE_FAULT_MEMORY_S = 60.0
+"""A fault this long after the last pause ended starts a new outage, with the shortest pause again."""
 
 
 def utcnow() -> datetime:
@@ -152,7 +154,7 @@ class Dispatcher:
                 for chat_id, due_at in pending:
                     if due_at > now:
                         next_due = due_at if next_due is None else min(next_due, due_at)
-                    elif chat_id not in self._workers and not self._paused():
+                    elif chat_id not in self._workers:
                         self._start_worker(chat_id)
                 timeout = self.idle_poll_s
                 pause_left = self._paused_until - asyncio.get_running_loop().time()
@@ -243,7 +245,7 @@ class Dispatcher:
             else:
                 batches = [[d] for d in due]  # in order, one message each; read again only after these
             for batch in batches:
-                if self._stopping or self._paused():
+                if self._stopping:
                     return
                 outcome = await self._send(chat, platform, batch)
                 if outcome is _Outcome.STOP:
@@ -304,13 +306,11 @@ class Dispatcher:
             return
         await self.outbox.mark_sent(sent.ids, message_id=sent.message_id, now=sent.sent_at)
         del self._unrecorded[chat_id]
-        if self._storage_faults:  # the database takes writes again: so ends the outage, and its pause
-            self._storage_faults = 0
-            self._paused_until = 0.0
-            self._wake.set()
+        self._storage_faults = 0  # the database takes writes again: the outage is over
 
     async def _record_all_unrecorded(self) -> None:
-        """Every chat's, not only the worker's own: a chat migration moves pending rows to another chat."""
+        """Every chat's, not only the worker's own: a chat migration moves a chat's pending rows (with their
+        ids) to another chat, whose worker must not read them before they are recorded."""
         for chat_id in list(self._unrecorded):
             await self._record_unrecorded(chat_id)
 
@@ -328,6 +328,8 @@ class Dispatcher:
             self._wake.set()  # the scheduler sets its timer for the pause's end and tries the chat again then
         if self._paused():
             return
+        if asyncio.get_running_loop().time() - self._paused_until > _STORAGE_FAULT_MEMORY_S:
+            self._storage_faults = 0
         pause_s = _STORAGE_PAUSES_S[min(self._storage_faults, len(_STORAGE_PAUSES_S) - 1)]
         self._storage_faults += 1
         self._paused_until = asyncio.get_running_loop().time() + pause_s

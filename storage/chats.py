@@ -273,22 +273,22 @@ def _merge_into(conn: sqlite3.Connection, *, keep: int, retire: int) -> None:
     """The supergroup's new id already talked to us (an admin ran a command after the upgrade): fold its
     subscriptions, thresholds, watch list, quiet hours and pending alerts into the chat we keep, which
     wins where both have a setting, then retire its row. Nothing pending is lost.
+
+    Deliveries move with their ids: the dispatcher may hold a sent message it has yet to record by id, and
+    a summary names its lead row by id. One the kept chat already has (the same event) stays behind and
+    goes with the retired row.
     """
     for table, columns in (
         ("subscriptions", "topic, venue, symbol, min_usd, min_usd_cents, created_by, created_at"),
         ("chat_thresholds", "topic, min_usd, min_usd_cents"),
         ("watchlist", "address, label, created_at"),
-        (
-            "deliveries",
-            "event_id, status, attempts, next_attempt_at, last_error, platform_message_id, "
-            "summary_of, quiet_held, created_at, sent_at",
-        ),
     ):
         conn.execute(
             f"INSERT OR IGNORE INTO {table} (chat_id, {columns}) "  # noqa: S608 - fixed names, no input
             f"SELECT ?, {columns} FROM {table} WHERE chat_id=?",
             (keep, retire),
         )
+    conn.execute("UPDATE OR IGNORE deliveries SET chat_id=? WHERE chat_id=?", (keep, retire))
     conn.execute(
         "UPDATE chats SET quiet_start=COALESCE(quiet_start, (SELECT quiet_start FROM chats WHERE id=:r)), "
         "quiet_end=COALESCE(quiet_end, (SELECT quiet_end FROM chats WHERE id=:r)), "

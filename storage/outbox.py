@@ -93,9 +93,10 @@ class Outbox:
 
         One query serves both of the dispatcher's questions (whom to send to now, when to wake next). It
         hops through the partial index of pending rows from one chat to the next (a skip scan), so it
-        costs a few seeks per chat with pending rows: neither a platform outage that leaves a million rows
-        pending (a scan of them took half a second of the loop) nor a hundred thousand quiet chats (a seek
-        into each took 51 ms) makes the scheduler's every pass slow.
+        costs a few seeks per chat with pending rows, whatever the number of rows or of quiet chats.
+        Measured: 10 ms for 1,000 chats with 1M pending rows (a scan of the rows took 450-530 ms), 0.1 ms
+        for 10 waiting chats among 100,000 (a seek into every chat took 51 ms), 76 ms when all of 20,000
+        chats wait.
         """
         marks = ",".join("?" for _ in platforms)
         rows = await self.db.fetch(

@@ -195,23 +195,34 @@ async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_
 async def test_migration_onto_a_chat_that_already_exists_merges_and_loses_nothing(store: Store) -> None:
     old = await store.chats.upsert("telegram", "-100", kind="group", title="G")
     new = await store.chats.upsert("telegram", "-1009", kind="group", title="G")  # an admin ran a command already
-    await store.chats.subscribe(old.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
-    await store.chats.subscribe(new.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
-    await store.chats.subscribe(new.id, "liquidation", venue="okx", symbol=None, min_usd=None, created_by=None, limit=9)
+    sub = store.chats.subscribe
+    await sub(old.id, "liquidation", venue="binance", symbol=None, min_usd=None, created_by=None, limit=9)
+    await sub(new.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
+    await sub(new.id, "liquidation", venue="okx", symbol=None, min_usd=None, created_by=None, limit=9)
+    await sub(new.id, "liquidation", venue="binance", symbol="BTC", min_usd=None, created_by=None, limit=9)
     await store.chats.watch(new.id, "0x" + "ab" * 20, "big", limit=9)
     await store.chats.set_quiet(new.id, "23:00", "07:00", "UTC")
-    await store.outbox.accept([liquidation(key="waiting")])  # pending for both chats
+    await store.outbox.accept([liquidation(key="both")])  # pending for both chats
+    await store.outbox.accept([liquidation(key="okx", venue="okx")])  # pending for the retired chat only
+    [[okx_delivery]] = await store.db.fetch(
+        "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE e.key = 'okx'"
+    )
     await store.chats.migrate(old.id, "-1009")
     chats = await store.db.fetch("SELECT id, platform_chat_id, quiet_start FROM chats")
     assert [tuple(r) for r in chats] == [(old.id, "-1009", "23:00")]
-    assert sorted((s.topic, s.venue or "*") for s in await store.chats.subscriptions(old.id)) == [
-        ("liquidation", "*"),
-        ("liquidation", "okx"),
-        ("whale", "*"),
+    assert sorted((s.topic, s.venue or "*", s.symbol or "*") for s in await store.chats.subscriptions(old.id)) == [
+        ("liquidation", "binance", "*"),
+        ("liquidation", "binance", "BTC"),
+        ("liquidation", "okx", "*"),
+        ("whale", "*", "*"),
     ]
     assert [(w.address, w.label) for w in await store.chats.watchlist(old.id)] == [("0x" + "ab" * 20, "big")]
-    pending = await store.db.fetch("SELECT chat_id FROM deliveries WHERE status='pending'")
-    assert [r[0] for r in pending] == [old.id]  # one alert for the one chat: the two rows were the same alert
+    pending = await store.db.fetch(
+        "SELECT d.id, d.chat_id, e.key FROM deliveries d JOIN events e ON e.id = d.event_id "
+        "WHERE d.status = 'pending' ORDER BY d.id"
+    )
+    assert [(r[1], r[2]) for r in pending] == [(old.id, "both"), (old.id, "okx")]  # "both" once: one alert
+    assert pending[1][0] == okx_delivery  # moved with its id: a send not yet recorded is recorded by id
 
 
 async def test_group_commit_stops_adding_callers_at_its_cap(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,3 +245,24 @@ async def test_group_commit_stops_adding_callers_at_its_cap(store: Store, monkey
     # Whole callers only: the cap is reached by the second caller, so commits carry 2 callers each.
     assert batches == [["c0a", "c0b", "c1a", "c1b"], ["c2a", "c2b", "c3a", "c3b"]]
     assert await scalar(store, "SELECT COUNT(*) FROM events") == 8
+
+
+async def test_a_failing_checkpoint_does_not_stop_the_pipeline(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer waits for the worker's checkpoint in a flood; a disk failing under it must not strand the
+    callers (the checkpointer reports the disk on its own)."""
+    import asyncio
+
+    from bot.pipeline import Pipeline
+    from storage import Database
+
+    def failing(self: Database) -> tuple[int, int]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Database, "_checkpoint_once", failing)
+    chat = await _chat(store, "1")
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
+    pipeline = Pipeline(store.outbox)
+    async with asyncio.timeout(30):  # a hang guard only
+        results = await asyncio.gather(*(pipeline.accept([liquidation(key=f"k{i}")]) for i in range(1500)))
+    assert sum(r[0].new for r in results) == 1500
+    assert pipeline.stats.commits > 1  # several commits, so the writer did wait for checkpoints in between
