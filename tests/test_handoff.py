@@ -4,6 +4,7 @@ bursts share one sink call, memory stays bounded, and a stop hands over what was
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -138,6 +139,25 @@ async def test_an_unavailable_sink_is_waited_for_however_long_and_loses_nothing(
     assert (health.events, health.errors) == (3, 0)
     assert health.last_error == "sink: SinkUnavailable: SQLITE_FULL: database or disk is full"
     assert waits == [0.05, 0.5, 2.0] + [5.0] * 9  # backs off, then keeps trying at the cap
+
+
+async def test_an_outage_past_a_minute_is_reported_as_an_error_once(caplog: pytest.LogCaptureFixture) -> None:
+    outage = [SinkUnavailable("SQLITE_FULL: database or disk is full")] * 30  # 2.55 s, then 5 s a try
+
+    async def full_disk(events: Sequence[Event]) -> None:
+        if outage:
+            raise outage.pop()
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="watchers.handoff"):
+        async with Handoff(full_disk, WatcherHealth(name="t"), label="t", sleep=no_wait) as handoff:
+            await handoff.put([event(1)])
+            await handoff.settled()
+    held = [r for r in caplog.records if r.getMessage().startswith("sink unavailable")]
+    assert [r.levelno for r in held] == [logging.WARNING] * 3 + [logging.ERROR]
+    assert "tries=16 waited_s=63" in held[-1].getMessage()  # the first try after a minute of backing off
 
 
 async def test_events_read_while_another_process_locks_the_database_are_stored_when_it_lets_go(

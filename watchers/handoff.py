@@ -164,7 +164,7 @@ class Handoff:
         full disk) however long that lasts: nothing read is dropped for it, and once the buffer is full the
         reader waits too. Any other failure is raised at once."""
         waits = 0
-        since = asyncio.get_running_loop().time()
+        waited_s = 0.0  # the backoff so far: the sink calls in between are quick failures
         escalated = False
         while True:
             try:
@@ -173,7 +173,6 @@ class Handoff:
                 delay_s = UNAVAILABLE_DELAYS_S[min(waits, len(UNAVAILABLE_DELAYS_S) - 1)]
                 waits += 1
                 self.health.last_error = f"sink: {describe(exc)}"
-                waited_s = asyncio.get_running_loop().time() - since
                 escalate = waited_s >= UNAVAILABLE_ERROR_AFTER_S
                 if should_log(waits) or (escalate and not escalated):
                     escalated = escalated or escalate
@@ -187,6 +186,7 @@ class Handoff:
                         describe(exc),
                     )
                 await self._sleep(delay_s)
+                waited_s += delay_s
                 continue
             if waits:
                 logger.warning("sink available again venue=%s tries=%d", self.label, waits)
