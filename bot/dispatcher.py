@@ -183,9 +183,8 @@ class Dispatcher:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        for chat_id in list(self._unrecorded):  # one last try; what stays unrecorded is sent again after restart
-            with contextlib.suppress(StorageUnavailable):
-                await self._record_unrecorded(chat_id)
+        with contextlib.suppress(StorageUnavailable):  # one last try; what stays is sent again after restart
+            await self._record_all_unrecorded()
         if self._unrecorded:
             log.error("stopping with sent alerts not recorded, they will be sent again chats=%d", len(self._unrecorded))
 

@@ -211,11 +211,9 @@ class Database:
         if self._checkpointer is not None and self.conn.total_changes - self._changes_at_checkpoint >= (
             ROWS_BEFORE_CHECKPOINT
         ):
-            try:
+            with contextlib.suppress(Exception):  # the checkpointer reports a failing disk; a writer goes on
                 await self.checkpoint()
                 return
-            except Exception:  # noqa: S110 - the checkpointer reports a failing disk; a writer just goes on
-                pass
         await asyncio.sleep(0)
 
     def _checkpoint_once(self) -> tuple[int, int]:
