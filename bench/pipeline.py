@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 
 from bot.app import PerpwatchApp
-from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from bot.pipeline import Pipeline
 from bot.platforms.telegram_http import AiohttpRequest
 from bot.settings import Settings

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from bot.commands import Context
 from bot.dispatcher import Dispatcher
-from bot.events import Topic, Venue
+from perpwatch.events import Topic, Venue
 from bot.pipeline import Pipeline
 from bot.platforms.base import Platform
 from bot.platforms.console import CONSOLE_CHAT_ID, ConsolePlatform

@@ -32,7 +32,8 @@ from bot.platforms.base import (
     TransientFailure,
 )
 from bot.quiet import QUIET_HOLD, QuietHours
-from bot.render import Alert, render_event, render_summary
+from bot.families import render_event, render_summary
+from bot.render import Alert
 from storage import ChatRepo, Outbox, StorageUnavailable
 from storage.models import Chat, PendingDelivery
 
@@ -350,7 +351,7 @@ class Dispatcher:
         if len(batch) == 1:
             return render_event(batch[0].event)
         digest = any(d.quiet_held for d in batch)
-        return render_summary([d.event for d in batch], digest=digest)
+        return render_summary([d.event for d in batch], reason="digest" if digest else "backlog")
 
     async def _retry(self, chat: Chat, batch: list[PendingDelivery], error: str) -> None:
         attempts = max(d.attempts for d in batch) + 1

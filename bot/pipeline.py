@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from bot.events import Event
+from perpwatch.events import Event
 from storage import Outbox, StorageUnavailable
 from storage.models import AcceptResult
-from watchers.base import SinkUnavailable
+from perpwatch.sink import SinkUnavailable
 
 log = logging.getLogger(__name__)
 

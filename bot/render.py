@@ -1,19 +1,16 @@
-"""One renderer: an event (or a merged batch) becomes neutral rich text that every platform can draw.
+"""Neutral rich text that every platform can draw: alerts, command replies, images, and number formats.
 
-Platforms decide only markup: Telegram HTML, a Discord embed, console plain text. What an alert says, and
-how numbers are rounded for people, is decided once, here.
+Platforms decide only markup: Telegram HTML, a Discord embed, console plain text. What an alert says is
+each family's (`bot/families/`); how numbers are rounded for people is decided once, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from bot.events import Event, LiquidationBody, PositionSide
-from bot.symbols import base_asset
 
 Tone = Literal["long", "short", "neutral"]
 
@@ -23,6 +20,15 @@ class AlertField:
     name: str
     value: str
     emphasis: bool = False
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG drawn off the event loop and stored with its alert, so a retry sends the very same bytes."""
+
+    png: bytes
+    caption: str = ""
+    filename: str = "chart.png"
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Alert:
     link_label: str = "details"
     items: tuple[str, ...] = ()
     data: dict[str, str | None] = field(default_factory=dict)
+    image: Image | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Reply:
     lines: tuple[str, ...]
     title: str | None = None
     ok: bool = True
+    image: Image | None = None
 
     @classmethod
     def of(cls, *lines: str, title: str | None = None, ok: bool = True) -> Reply:
@@ -86,102 +94,6 @@ def price(amount: Decimal) -> str:
 
 def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def render_event(event: Event) -> Alert:
-    body = event.body
-    if isinstance(body, LiquidationBody):
-        return _liquidation(event, body)
-    raise TypeError(f"no renderer for {type(body).__name__}")  # pragma: no cover - grows with bodies
-
-
-def _liquidation(event: Event, body: LiquidationBody) -> Alert:
-    venue = event.venue.value.capitalize() if event.venue else event.source
-    symbol = event.symbol or "?"
-    side_word = "LONG" if body.side is PositionSide.LONG else "SHORT"
-    icon = "🟥" if body.side is PositionSide.LONG else "🟩"
-    fields = [
-        AlertField("Side", f"{side_word} liquidated"),
-        AlertField("Size", f"{number(body.size)} {base_asset(symbol)}", emphasis=True),
-        AlertField("USD", usd(body.notional_usd), emphasis=True),
-        AlertField("Price", price(body.price)),
-        AlertField("Venue", venue),
-        AlertField("Time", when(event.occurred_at)),
-    ]
-    if body.account:
-        fields.append(AlertField("Account", body.account))
-    return Alert(
-        title=f"{icon} {symbol} {side_word} liquidated on {venue}",
-        headline=usd(body.notional_usd),
-        fields=tuple(fields),
-        tone="long" if body.side is PositionSide.LONG else "short",
-        footer=body.note,
-        url=event.link,
-        link_label=f"{symbol} on {venue}",
-        data=_data(event, side=body.side.value),
-    )
-
-
-def render_summary(events: Sequence[Event], *, largest: int = 5, digest: bool = False) -> Alert:
-    """Many pending alerts for one chat in one message, so the chat is not flooded and nothing is dropped.
-
-    A backlog merge holds one topic; a quiet-hours digest holds everything that waited through the night.
-    """
-    topics = sorted({e.topic.value for e in events})
-    topic = topics[0] if len(topics) == 1 else "mixed"
-    total = sum((e.usd or Decimal(0) for e in events), Decimal(0))
-    ranked = sorted(events, key=lambda e: e.usd or Decimal(0), reverse=True)[:largest]
-    items = tuple(_summary_line(e) for e in ranked)
-    venues = sorted({e.venue.value for e in events if e.venue})
-    first = min(e.occurred_at for e in events)
-    last = max(e.occurred_at for e in events)
-    fields = (
-        AlertField("Alerts", str(len(events)), emphasis=True),
-        AlertField("Total USD", usd(total), emphasis=True),
-        AlertField("Venues", ", ".join(v.capitalize() for v in venues) or "-"),
-        AlertField("From", when(first)),
-        AlertField("To", when(last)),
-    )
-    if digest:
-        title = f"🌙 Quiet-hours digest: {len(events)} alerts ({', '.join(topics)})"
-        why = "Held during this chat's quiet hours."
-    else:
-        title = f"📊 {len(events)} {topic} alerts merged"
-        why = "Merged because this chat's backlog exceeded its send rate."
-    return Alert(
-        title=title,
-        headline=usd(total),
-        fields=fields,
-        items=items,
-        footer=f"{why} Largest {len(items)} shown.",
-        data={
-            "topic": topic,
-            "venue": None,
-            "symbol": None,
-            "side": None,
-            "usd": str(total),
-            "key": f"summary:{events[0].key}:{len(events)}",
-        },
-    )
-
-
-def _summary_line(event: Event) -> str:
-    body = event.body
-    venue = event.venue.value.capitalize() if event.venue else event.source
-    side = f"{body.side.value} " if isinstance(body, LiquidationBody) else ""
-    amount = usd(event.usd) if event.usd is not None else "?"
-    return f"{amount} {event.symbol or ''} {side}on {venue} at {event.occurred_at:%H:%M:%S}".replace("  ", " ")
-
-
-def _data(event: Event, *, side: str | None) -> dict[str, str | None]:
-    return {
-        "topic": event.topic.value,
-        "venue": event.venue.value if event.venue else None,
-        "symbol": event.symbol,
-        "side": side,
-        "usd": str(event.usd) if event.usd is not None else None,
-        "key": event.key,
-    }
 
 
 def plain_text(alert: Alert) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from bot.events import Topic, Venue
+from perpwatch.events import Topic, Venue
 from storage import Store
 from watchers.base import EventSink, Watcher, WatcherHealth, WatcherState
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
-from bot.events import Event
+from perpwatch.events import Event
 
 
 def to_cents(amount: Decimal) -> int:

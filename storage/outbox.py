@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.events import Event
+from perpwatch.events import Event
 from bot.symbols import base_asset
 from storage.database import Database, from_db_time, to_db_time
 from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 
 
 def liquidation(

@@ -32,7 +32,8 @@ from bot.platforms.discord import (
     reply_text,
     slash_command,
 )
-from bot.render import Alert, AlertField, Reply, render_event, render_summary
+from bot.families import render_event, render_summary
+from bot.render import Alert, AlertField, Reply
 from tests.factories import liquidation
 
 # --- embeds ------------------------------------------------------------------------------------------

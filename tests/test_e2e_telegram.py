@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bot.app import PerpwatchApp
-from bot.events import Venue
+from perpwatch.events import Venue
 from bot.render import usd
 from bot.settings import Settings
 from storage import Store

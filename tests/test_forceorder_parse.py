@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.events import PositionSide, Topic, Venue
+from perpwatch.events import PositionSide, Topic, Venue
 from bot.settings import load_settings
 from watchers.forceorder import ForceOrderWatcher, list_subscriptions_probe, parse
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from bot.pipeline import Pipeline
 from storage import Store
 from watchers.base import SinkUnavailable, WatcherHealth

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.events import Event, Venue
+from perpwatch.events import Event, Venue
 from tests.fakes.binance_ws import FakeForceOrderServer
 from watchers.base import EventSink, WatcherHealth, WatcherState
 from watchers.forceorder import ForceOrderWatcher, parse

@@ -1,26 +1,21 @@
 """What every watcher shares: the sink it feeds and the health it reports for `/status`.
 
-Watchers import only `bot.events` from the bot package: they own a connection and the translation of
-frames into events, never the meaning of an alert, a chat or a platform.
+Watchers import only `perpwatch` (the event model, the sink contract, the clock), never the bot: they own
+a connection and the translation of frames into events, never the meaning of an alert, a chat or a platform.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from bot.events import Event, Topic, Venue
+from perpwatch.backoff import should_log
+from perpwatch.events import Topic, Venue
+from perpwatch.sink import EventRejected, EventSink, SinkUnavailable
 
-EventSink = Callable[[Sequence[Event]], Awaitable[None]]
-"""Accepts events durably; returns only once they are committed, so a watcher may acknowledge its input."""
-
-
-class SinkUnavailable(Exception):
-    """The sink stored none of the events and can take the same ones later (its database is locked by another
-    process, or its disk is full). Waiting costs nothing but time, so a watcher holds the events until then."""
+__all__ = ["EventRejected", "EventSink", "SinkUnavailable", "Watcher", "WatcherHealth", "WatcherState", "should_log"]
 
 
 def utcnow() -> datetime:
@@ -31,12 +26,6 @@ def describe(exc: BaseException) -> str:
     """An error as `/status` and the logs show it: its type, and its message when it has one."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def should_log(count: int) -> bool:
-    """A failure that repeats (a venue changed its format, a sink keeps failing) repeats on every frame;
-    the first few and every 100th are enough."""
-    return count <= 3 or count % 100 == 0
 
 
 class WatcherState(StrEnum):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bot.events import Event, LiquidationBody, PositionSide, Topic, Venue, utc_from_ms
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue, utc_from_ms
 from watchers.base import EventSink, Watcher
 from watchers.ws import WsSettings, WsStream, WsTuning
 

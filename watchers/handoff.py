@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bot.events import Event
+from perpwatch.events import Event
 from watchers.base import EventSink, SinkUnavailable, WatcherHealth, describe, should_log, utcnow
 
 logger = logging.getLogger(__name__)

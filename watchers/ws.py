@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import aiohttp
 from yarl import URL
 
-from bot.events import Event
+from perpwatch.backoff import full_jitter
+from perpwatch.events import Event
 from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log, utcnow
 from watchers.handoff import Handoff
 
@@ -111,11 +112,7 @@ class Heartbeat:
     frame: str
 
 
-def backoff_delay(attempt: int, initial_s: float, max_s: float, rand: Callable[[], float]) -> float:
-    """Full jitter: when a venue restarts, every client reconnects at once; a uniform draw up to the
-    capped exponential spreads them out instead of making them collide again on each doubling."""
-    ceiling = min(max_s, initial_s * (1 << min(attempt, 32)))
-    return rand() * ceiling
+backoff_delay = full_jitter
 
 
 class _StreamError(Exception):

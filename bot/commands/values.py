@@ -6,7 +6,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from bot.commands.base import CommandError
-from bot.events import Topic, Venue
+from perpwatch.events import Topic, Venue
 from bot.symbols import normalize_symbol
 
 TOPICS = tuple(t.value for t in Topic)

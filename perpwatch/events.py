@@ -1,0 +1,212 @@
+"""The one event model that flows from a watcher, through the pipeline, to every platform.
+
+Watchers translate each venue's wire words into meaning here, so nothing downstream ever needs to know
+that Binance's `o.S=SELL` and Bybit's `S=Buy` both mean "a long was liquidated".
+
+The envelope carries what every alert family needs and nothing platform-specific: what the event is about
+(`subject`: fan-out matches watch lists on it), what a later event updates (`thread`, with a `revision`),
+when its alerts are due (`due_at`, default: when accepted) and when an unsent one is stale (`expires_at`).
+Bodies are one discriminated union on `kind`; a family adds its body here and its renderer in
+`bot/families/`. Stored bodies carry `BODY_SCHEMA`, so a body written by an older release still decodes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BODY_SCHEMA = 2
+"""The version of the stored event JSON. 1: the first release (no subject, thread, revision, due or expiry
+fields, which decode to their defaults); 2: this envelope."""
+
+MAX_USD = Decimal(10) ** 11
+"""No single event is worth $100 billion: a figure above it is a venue bug or a hostile frame."""
+
+MIN_USD = Decimal("0.01")
+"""A notional below a cent is noise or a broken figure ("$0.00" helps nobody)."""
+
+SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,39}$")
+"""What a venue symbol may look like: ASCII letters, digits and a few separators (BTCUSDT, BTC-USDT-SWAP,
+kPEPE, xyz:TSLA). Anything else (control characters, escape sequences, a right-to-left override) is refused
+before it can reach a console or a chat."""
+
+SUBJECT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+THREAD_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class Topic(StrEnum):
+    """What a chat subscribes to. Later sources add bodies, not topics, where a topic already fits."""
+
+    LIQUIDATION = "liquidation"
+    CASCADE = "cascade"
+    WHALE = "whale"
+    BUYBACK = "buyback"
+    UNLOCK = "unlock"
+    TGE = "tge"
+
+
+class Venue(StrEnum):
+    BINANCE = "binance"
+    ASTER = "aster"
+    BYBIT = "bybit"
+    OKX = "okx"
+    LIGHTER = "lighter"
+    PACIFICA = "pacifica"
+    HYPERLIQUID = "hyperliquid"
+    EDGEX = "edgex"
+
+
+class PositionSide(StrEnum):
+    """The side of the *position*, never a venue's order side."""
+
+    LONG = "long"
+    SHORT = "short"
+
+
+def _bounded(value: Decimal, name: str) -> Decimal:
+    """Finite, and of a magnitude a real market can have: `1e400` parses, and then overflows storage."""
+    if not value.is_finite():
+        raise ValueError(f"{name} is not a finite number")
+    if value != 0 and not -18 <= value.adjusted() <= 15:
+        raise ValueError(f"{name}={value} is outside any plausible range")
+    return value
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LiquidationBody(_Body):
+    """A forced close of one position.
+
+    `side` is the position that was liquidated. `notional_usd` is filled size times average fill price,
+    computed from the wire's decimal strings; venues that report quote in a stablecoin count it as USD.
+    """
+
+    kind: Literal["liquidation"] = "liquidation"
+    side: PositionSide
+    size: Decimal = Field(gt=0, description="Filled size in base units.")
+    price: Decimal = Field(gt=0, description="Average fill price in quote units.")
+    notional_usd: Decimal = Field(ge=MIN_USD, le=MAX_USD)
+    account: str | None = Field(default=None, max_length=128)
+    note: str | None = Field(
+        default=None,
+        max_length=300,
+        description="A caveat the venue imposes, shown with the alert (e.g. a sampled feed).",
+    )
+
+    @field_validator("size", "price", "notional_usd")
+    @classmethod
+    def _plausible(cls, value: Decimal, info: object) -> Decimal:
+        return _bounded(value, getattr(info, "field_name", "figure"))
+
+
+# The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
+# each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
+EventBody = Annotated[LiquidationBody, Field(discriminator="kind")]
+
+
+class Event(BaseModel):
+    """One real-world occurrence, as accepted by the pipeline.
+
+    `key` is stable and unique per occurrence (the venue's own id where it has one), so a frame replayed
+    after a reconnect, or an event re-sent after a crash, is recognised and alerts nobody twice. An event
+    with a `thread` updates what earlier revisions of that thread said: only the newest pending one goes
+    out, and where an older one was already sent it is edited in place.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=1, max_length=300)
+    topic: Topic
+    source: str = Field(min_length=1, max_length=64, description="The watcher that produced it, e.g. 'forceorder'.")
+    venue: Venue | None = None
+    symbol: str | None = None
+    usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    occurred_at: AwareDatetime
+    body: EventBody
+    link: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Where a trader looks next: the market's page, an explorer, a schedule.",
+    )
+    subject: str | None = Field(default=None, description="The wallet, account or token the event is about.")
+    thread: str | None = Field(default=None, description="What later revisions update: a cascade, a position.")
+    revision: int = Field(default=0, ge=0, le=2**53)
+    due_at: AwareDatetime | None = Field(default=None, description="When its alerts are due; None: on accept.")
+    expires_at: AwareDatetime | None = Field(default=None, description="An alert unsent by then is dropped.")
+
+    @field_validator("occurred_at", "due_at", "expires_at")
+    @classmethod
+    def _to_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str | None) -> str | None:
+        if value is not None and not SYMBOL_PATTERN.match(value):
+            raise ValueError(f"symbol {value[:60]!r} is not a plain venue symbol")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not SUBJECT_PATTERN.match(value):
+            raise ValueError(f"subject {value[:60]!r} is not an address, account or token id")
+        return value.lower() if value.startswith("0x") else value
+
+    @field_validator("thread")
+    @classmethod
+    def _thread(cls, value: str | None) -> str | None:
+        if value is not None and not THREAD_PATTERN.match(value):
+            raise ValueError("thread must be 1-200 printable ASCII characters")
+        return value
+
+    @field_validator("usd")
+    @classmethod
+    def _usd(cls, value: Decimal | None) -> Decimal | None:
+        return None if value is None else _bounded(value, "usd")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("key must be printable")
+        return value
+
+    @model_validator(mode="after")
+    def _times(self) -> Event:
+        if self.due_at is not None and self.expires_at is not None and self.expires_at <= self.due_at:
+            raise ValueError("expires_at must be after due_at")
+        return self
+
+
+def utc_from_ms(ms: int) -> datetime:
+    """Venues stamp events in Unix milliseconds; we keep aware UTC from the wire on."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+_PLAIN_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+def parse_decimal(raw: object, name: str) -> Decimal:
+    """A wire figure as an exact Decimal, from a plain ASCII decimal string (or an int, or a Decimal the JSON
+    decoder made). Refused: floats (digits already lost), exponents, `1_000`, digits of another script,
+    NaN and infinities, which Python's Decimal would all accept."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | Decimal):
+        raise ValueError(f"{name} is {type(raw).__name__}, expected a decimal string")
+    text = str(raw)
+    if isinstance(raw, Decimal):
+        if not raw.is_finite():
+            raise ValueError(f"{name}={text!r} is not a finite decimal")
+        text = format(raw, "f")
+    if len(text) > 60 or not _PLAIN_DECIMAL.match(text):
+        raise ValueError(f"{name}={text[:60]!r} is not a plain decimal")
+    return _bounded(Decimal(text), name)
