@@ -10,18 +10,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TextIO
 
 from bot.commands import Context
-from bot.dispatcher import Dispatcher
-from perpwatch.events import Topic, Venue
+from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
-from bot.platforms.base import Platform
 from bot.platforms.console import CONSOLE_CHAT_ID, ConsolePlatform
+from bot.platforms.delivery import Platform
+from bot.render import Reply
 from bot.services import Services
 from bot.settings import Settings
 from bot.supervisor import Supervisor
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+from perpwatch.events import Topic, Venue
 from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
@@ -47,16 +49,18 @@ class PerpwatchApp:
         watchers: Sequence[Watcher] | None = None,
         console_stream: TextIO | None = None,
         pacing: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
-        self.store = Store(settings.database_path)
+        self.clock = clock
+        self.store = Store(settings.database_path, clock=clock)
         self.platforms: list[Platform] = self._build_platforms(console_stream)
-        self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing)
+        self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing, clock=clock)
         self.pipeline = Pipeline(self.store.outbox, on_deliveries=self.dispatcher.notify)
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings), self.pipeline, self.store
         )
-        self.services = Services(self.store, settings, self.supervisor, self.dispatcher.stats)
+        self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         self._dispatch_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         self._started: list[Platform] = []
@@ -73,6 +77,7 @@ class PerpwatchApp:
                     api_url=s.telegram_api_url,
                     register_chat=self.register_chat,
                     make_context=self.make_context,
+                    send_reply=self.send_reply,
                 )
             )
         if s.discord_bot_token is not None:
@@ -92,6 +97,9 @@ class PerpwatchApp:
         return platforms
 
     # --- what platforms call back into --------------------------------------------------------------
+    async def send_reply(self, chat: Chat, reply: Reply, reply_to: str | None) -> None:
+        await self.dispatcher.reply(chat, reply, reply_to)
+
     async def register_chat(self, platform: str, chat_id: str, kind: str, title: str | None) -> Chat:
         return await self.store.chats.upsert(platform, chat_id, kind=kind, title=title)
 
@@ -142,14 +150,14 @@ class PerpwatchApp:
     async def _prune_history(self, every_s: float = 3600.0) -> None:
         """Hourly: drop delivered history past PERPWATCH_RETENTION_DAYS so the database stays bounded."""
         while True:
-            before = datetime.now(UTC) - timedelta(days=self.settings.retention_days)
+            before = self.clock.now() - timedelta(days=self.settings.retention_days)
             try:
                 deliveries, events = await self.store.outbox.prune(before=before)
                 if deliveries or events:
                     log.info("pruned history deliveries=%d events=%d before=%s", deliveries, events, before.date())
             except Exception:
                 log.exception("pruning history failed; will try again")
-            await asyncio.sleep(every_s)
+            await self.clock.sleep(every_s)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from perpwatch.events import Event
 from storage import Outbox, StorageUnavailable
 from storage.models import AcceptResult
-from perpwatch.sink import SinkUnavailable
+from perpwatch.sink import EventRejected, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class Pipeline:
         """The EventSink watchers are given."""
         await self.accept(events)
 
+    async def withdraw(self, thread: str, *, reason: str) -> int:
+        """A thread's event moved or was cancelled: what it still had waiting is never sent."""
+        return await self.outbox.withdraw(thread, reason=reason)
+
     async def _write(self) -> None:
         while self._queue:
             # Let callers that were just woken (by the previous commit) queue their next events first, and
@@ -118,9 +122,12 @@ def _take(queue: list[_Waiter], limit: int) -> tuple[list[_Waiter], list[_Waiter
 
 
 def _fail(future: asyncio.Future[list[AcceptResult]], exc: Exception) -> None:
-    """Hand the storage error to the watcher that sent the events: it logs and counts it, or, when the
-    storage is only unavailable for now, holds the events and tries again."""
+    """Hand the storage error to the watcher that sent the events: when storage is only unavailable for
+    now, it holds the events and tries again; anything else means these events can never be stored as
+    they are, and the watcher isolates the one that cannot, without a retry."""
     if isinstance(exc, StorageUnavailable):
         exc = SinkUnavailable(str(exc))
+    elif not isinstance(exc, SinkUnavailable | EventRejected):
+        exc = EventRejected(f"{type(exc).__name__}: {exc}")
     if not future.done():
         future.set_exception(exc)

@@ -1,12 +1,13 @@
-"""What command handlers may reach: the store, settings, watchers and the dispatcher's figures."""
+"""What command handlers may reach: the store, settings, watchers, the dispatcher's state and the clock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.dispatcher import DispatchStats
+from bot.dispatch.dispatcher import Dispatcher
 from bot.settings import Settings
 from bot.supervisor import Supervisor
+from perpwatch.clock import Clock
 from storage import Store
 
 
@@ -15,4 +16,5 @@ class Services:
     store: Store
     settings: Settings
     supervisor: Supervisor
-    dispatch_stats: DispatchStats
+    dispatcher: Dispatcher
+    clock: Clock

@@ -82,6 +82,10 @@ class FrozenClock(Clock):
             await asyncio.gather(waiter, sleeper, return_exceptions=True)
         return event.is_set()
 
+    def set_wall(self, moment: datetime) -> None:
+        """Step the wall clock as NTP or an operator would; monotonic time and sleepers are not affected."""
+        self._wall = moment.astimezone(UTC)
+
     async def advance(self, seconds: float, *, settle: int = 5) -> None:
         """Move time forward, waking sleepers in deadline order, and let the woken tasks run."""
         target = self._mono + seconds

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+
 from storage.chats import ChatRepo, Conflict, LimitReached
 from storage.database import Database, StorageUnavailable
 from storage.outbox import Outbox
@@ -22,11 +24,12 @@ __all__ = [
 
 
 class Store:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.db = Database(path)
-        self.chats = ChatRepo(self.db)
-        self.outbox = Outbox(self.db)
-        self.watchers = WatcherStateRepo(self.db)
+        self.chats = ChatRepo(self.db, clock=clock)
+        self.outbox = Outbox(self.db, clock=clock)
+        self.watchers = WatcherStateRepo(self.db, clock=clock)
 
     async def open(self) -> Store:
         await self.db.open()

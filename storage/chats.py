@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from storage.database import Database, Row, from_db_time, to_db_time
 from storage.models import Chat, Subscription, Threshold, WatchEntry, to_cents
 
@@ -20,9 +21,10 @@ class Conflict(Exception):
     """The change clashes with a row that exists (e.g. a label another address already has)."""
 
 
-def _chat(row: Row) -> Chat:
+def chat_from_row(row: Row, *, chat_id: int | None = None) -> Chat:
+    """The one mapping from a chats row (or a join that selects its columns) to `Chat`."""
     return Chat(
-        id=row["id"],
+        id=row["id"] if chat_id is None else chat_id,
         platform=row["platform"],
         platform_chat_id=row["platform_chat_id"],
         kind=row["kind"],
@@ -35,6 +37,9 @@ def _chat(row: Row) -> Chat:
         held_until=from_db_time(row["held_until"]) if row["held_until"] else None,
     )
 
+
+SCOPES = ("all", "watchlist")
+"""A subscription hears every matching event, or only those whose subject is on the chat's watch list."""
 
 ANY = "*"
 """Stored for "every venue" / "every symbol": a value, so the fan-out can seek the index with IN (…)."""
@@ -57,17 +62,20 @@ def _subscription(row: Row) -> Subscription:
         venue=_none(row["venue"]),
         symbol=_none(row["symbol"]),
         min_usd=Decimal(raw) if raw is not None else None,
+        scope=row["scope"],
+        params=json.loads(row["params"]),
     )
 
 
 class ChatRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
     # --- chats ------------------------------------------------------------------------------------
     async def upsert(self, platform: str, platform_chat_id: str, *, kind: str, title: str | None) -> Chat:
         """Register a chat on first contact; a chat that was gone and talks to us again is active again."""
-        now = to_db_time(datetime.now(UTC))
+        now = to_db_time(self.clock.now())
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO chats (platform, platform_chat_id, kind, title, created_at) VALUES (?,?,?,?,?) "
@@ -81,7 +89,7 @@ class ChatRepo:
         rows = await self.db.fetch(
             "SELECT * FROM chats WHERE platform=? AND platform_chat_id=?", (platform, platform_chat_id)
         )
-        return _chat(rows[0]) if rows else None
+        return chat_from_row(rows[0]) if rows else None
 
     @staticmethod
     def _get(conn: sqlite3.Connection, platform: str, platform_chat_id: str) -> Chat:
@@ -90,7 +98,7 @@ class ChatRepo:
         ).fetchone()
         if row is None:
             raise LookupError(f"no chat {platform}:{platform_chat_id}")
-        return _chat(row)
+        return chat_from_row(row)
 
     async def mark_gone(self, chat_id: int, reason: str) -> int:
         """The platform says we can never reach this chat again: park its pending alerts with the reason."""
@@ -129,29 +137,35 @@ class ChatRepo:
         venue: str | None,
         symbol: str | None,
         min_usd: Decimal | None,
-        created_by: str | None,
         limit: int,
+        scope: str = "all",
+        params: Mapping[str, Any] | None = None,
     ) -> tuple[Subscription, bool]:
-        """Add or update the chat's subscription for (topic, venue, symbol). Returns (row, created)."""
-        now = to_db_time(datetime.now(UTC))
+        """Add or update the chat's subscription for (topic, venue, symbol, scope). Returns (row, created).
+
+        `params` must already be validated by the family that reads them; they are stored as JSON."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        params_json = json.dumps(dict(params or {}), sort_keys=True)
+        now = to_db_time(self.clock.now())
         cents = to_cents(min_usd) if min_usd is not None else None
         with self.db.transaction() as conn:
-            existing = self._find(conn, chat_id, topic, venue, symbol)
+            existing = self._find(conn, chat_id, topic, venue, symbol, scope)
             if existing is None:
                 row = conn.execute("SELECT COUNT(*) FROM subscriptions WHERE chat_id=?", (chat_id,)).fetchone()
                 if row is not None and row[0] >= limit:
                     raise LimitReached(f"this chat has {row[0]} subscriptions, the limit is {limit}")
                 cur2 = conn.execute(
-                    "INSERT INTO subscriptions (chat_id, topic, venue, symbol, min_usd, min_usd_cents, "
-                    "created_by, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (chat_id, topic, _any(venue), _any(symbol), _text(min_usd), cents, created_by, now),
+                    "INSERT INTO subscriptions (chat_id, topic, venue, symbol, scope, min_usd, min_usd_cents, "
+                    "params, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (chat_id, topic, _any(venue), _any(symbol), scope, _text(min_usd), cents, params_json, now),
                 )
                 sub_id = cur2.lastrowid
                 created = True
             else:
                 conn.execute(
-                    "UPDATE subscriptions SET min_usd=?, min_usd_cents=? WHERE id=?",
-                    (_text(min_usd), cents, existing.id),
+                    "UPDATE subscriptions SET min_usd=?, min_usd_cents=?, params=? WHERE id=?",
+                    (_text(min_usd), cents, params_json, existing.id),
                 )
                 sub_id = existing.id
                 created = False
@@ -161,11 +175,11 @@ class ChatRepo:
 
     @staticmethod
     def _find(
-        conn: sqlite3.Connection, chat_id: int, topic: str, venue: str | None, symbol: str | None
+        conn: sqlite3.Connection, chat_id: int, topic: str, venue: str | None, symbol: str | None, scope: str
     ) -> Subscription | None:
         row = conn.execute(
-            "SELECT * FROM subscriptions WHERE chat_id=? AND topic=? AND venue=? AND symbol=?",
-            (chat_id, topic, _any(venue), _any(symbol)),
+            "SELECT * FROM subscriptions WHERE chat_id=? AND topic=? AND venue=? AND symbol=? AND scope=?",
+            (chat_id, topic, _any(venue), _any(symbol), scope),
         ).fetchone()
         return _subscription(row) if row is not None else None
 
@@ -186,13 +200,12 @@ class ChatRepo:
 
     async def replace_subscriptions(self, chat_id: int, rows: Sequence[tuple[str, Decimal | None]]) -> None:
         """Make the chat's subscriptions exactly `rows` of (topic, min_usd): how the console follows settings."""
-        now = to_db_time(datetime.now(UTC))
+        now = to_db_time(self.clock.now())
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
             conn.executemany(
-                "INSERT INTO subscriptions (chat_id, topic, min_usd, min_usd_cents, created_by, created_at) "
-                "VALUES (?,?,?,?,?,?)",
-                [(chat_id, t, _text(m), to_cents(m) if m is not None else None, "settings", now) for t, m in rows],
+                "INSERT INTO subscriptions (chat_id, topic, min_usd, min_usd_cents, created_at) VALUES (?,?,?,?,?)",
+                [(chat_id, t, _text(m), to_cents(m) if m is not None else None, now) for t, m in rows],
             )
 
     # --- thresholds -------------------------------------------------------------------------------
@@ -217,7 +230,7 @@ class ChatRepo:
     # --- watch list -------------------------------------------------------------------------------
     async def watch(self, chat_id: int, address: str, label: str | None, *, limit: int) -> bool:
         """Add an address (or relabel it). Returns True when the address is new to this chat."""
-        now = to_db_time(datetime.now(UTC))
+        now = to_db_time(self.clock.now())
         with self.db.transaction() as conn:
             _check_label_free(conn, chat_id, address, label)
             existing = conn.execute(
@@ -279,13 +292,14 @@ def _merge_into(conn: sqlite3.Connection, *, keep: int, retire: int) -> None:
     goes with the retired row.
     """
     for table, columns in (
-        ("subscriptions", "topic, venue, symbol, min_usd, min_usd_cents, created_by, created_at"),
+        ("subscriptions", "topic, venue, symbol, scope, min_usd, min_usd_cents, params, created_at"),
         ("chat_thresholds", "topic, min_usd, min_usd_cents"),
         ("watchlist", "address, label, created_at"),
+        ("threads", "thread, revision, message_ref, updated_at"),
     ):
         conn.execute(
-            f"INSERT OR IGNORE INTO {table} (chat_id, {columns}) "  # noqa: S608 - fixed names, no input
-            f"SELECT ?, {columns} FROM {table} WHERE chat_id=?",
+            f"INSERT INTO {table} (chat_id, {columns}) "  # noqa: S608 - fixed names, no input
+            f"SELECT ?, {columns} FROM {table} WHERE chat_id=? ON CONFLICT DO NOTHING",
             (keep, retire),
         )
     conn.execute("UPDATE OR IGNORE deliveries SET chat_id=? WHERE chat_id=?", (keep, retire))

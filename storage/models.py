@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from perpwatch.events import Event
 
@@ -41,6 +43,10 @@ class Subscription:
     venue: str | None
     symbol: str | None
     min_usd: Decimal | None
+    scope: str = "all"
+    """'all', or 'watchlist': only events whose subject is on the chat's watch list."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """A family's validated parameters (thresholds, lead times, an hour of day)."""
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,20 @@ class WatchEntry:
 
 @dataclass(frozen=True)
 class PendingDelivery:
+    """One outbox row due now. `event` is None when its stored body no longer decodes (`decode_error` says
+    why): the dispatcher parks such a row instead of letting it jam the chat."""
+
     id: int
     chat_id: int
     attempts: int
-    last_error: str | None
-    event: Event
+    event: Event | None
+    due_at: datetime
     quiet_held: bool = False
+    thread: str | None = None
+    revision: int = 0
+    edit_ref: str | None = None
+    """Where the thread's last sent message lives (a dumped MessageRef): this row goes out as its edit."""
+    decode_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,5 +91,8 @@ class AcceptResult:
 @dataclass(frozen=True)
 class Backlog:
     pending: int
+    """Due now or overdue: what waits for a send."""
+    scheduled: int
+    """Due later (reminders before their event): not backlog."""
     parked: int
     oldest_pending_at: datetime | None

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-from perpwatch.events import Event
-from bot.symbols import base_asset
-from storage.database import Database, from_db_time, to_db_time
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+from perpwatch.events import BODY_SCHEMA, Event
+from perpwatch.symbols import base_asset
+from storage.chats import chat_from_row
+from storage.database import Database, Row, from_db_time, to_db_time
 from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents
 
 # One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
 # (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP; '*' is "any",
-# so the IN lists are a handful of index seeks rather than a scan of every subscription), and on a
-# minimum USD that is the subscription's own or else the chat's threshold for the topic. A chat on hold (a
-# 429's retry_after, a retry backoff, quiet hours) gets its new rows due when the hold ends, not now. An event without
-# a USD value is not held back by a minimum: it has nothing to compare. A chat the platform has told us
-# is gone gets nothing.
+# so the IN lists are a handful of index seeks rather than a scan of every subscription), on a minimum USD
+# that is the subscription's own or else the chat's threshold for the topic, and, for a subscription scoped
+# to the watch list, on the event's subject being on the chat's list. A row is due when the event says
+# (default: now) and may be tried no earlier than a hold on the chat ends (a 429's retry_after, a retry
+# backoff, quiet hours). An event without a USD value is not held back by a minimum: it has nothing to
+# compare. A chat the platform has told us is gone gets nothing.
 _FAN_OUT = """
-INSERT INTO deliveries (event_id, chat_id, next_attempt_at, created_at)
-SELECT DISTINCT :event_id, s.chat_id, MAX(:now, COALESCE(c.held_until, :now)), :now
+INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, created_at)
+SELECT DISTINCT :event_id, s.chat_id, :due, MAX(:due, COALESCE(c.held_until, :due)), :expires, :thread,
+       :revision, :now
 FROM subscriptions s
 JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
 LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
@@ -27,29 +31,57 @@ WHERE s.topic = :topic
   AND s.venue IN ('*', :venue)
   AND s.symbol IN ('*', :symbol, :base)
   AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
+  AND (s.scope = 'all' OR (:subject IS NOT NULL AND EXISTS (
+        SELECT 1 FROM watchlist w WHERE w.chat_id = s.chat_id AND w.address = :subject)))
 ON CONFLICT (event_id, chat_id) DO NOTHING
 RETURNING chat_id
 """
 
+# A revision that arrives after a newer one of its thread (sent, or still waiting) has nothing to say.
+_STALE_REVISION = """
+UPDATE deliveries SET status = 'superseded', last_error = 'a newer revision of its thread came first'
+WHERE event_id = :event_id AND status = 'pending' AND (
+    EXISTS (SELECT 1 FROM threads t WHERE t.chat_id = deliveries.chat_id AND t.thread = :thread
+            AND t.revision > :revision)
+    OR EXISTS (SELECT 1 FROM deliveries d WHERE d.status = 'pending' AND d.thread = :thread
+               AND d.chat_id = deliveries.chat_id AND d.revision > :revision))
+RETURNING chat_id
+"""
+
+# The new revision replaces what its thread still had waiting in the same chats: only the newest goes out.
+_SUPERSEDE_OLDER = """
+UPDATE deliveries SET status = 'superseded', last_error = 'superseded by revision ' || :revision
+WHERE status = 'pending' AND thread = :thread AND event_id <> :event_id AND revision <= :revision
+  AND chat_id IN (SELECT chat_id FROM deliveries WHERE event_id = :event_id AND status = 'pending')
+"""
+
+_CHAT_COLUMNS = (
+    "c.platform, c.platform_chat_id, c.kind, c.title, c.status, c.gone_reason, c.quiet_start, c.quiet_end, "
+    "c.quiet_tz, c.held_until"
+)
+
 
 class Outbox:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
-    async def accept(self, events: Sequence[Event], *, now: datetime | None = None) -> list[AcceptResult]:
+    async def accept(self, events: Sequence[Event]) -> list[AcceptResult]:
         """Store new events and their deliveries in ONE transaction; a known key is a replay and is skipped.
 
         After this returns, the alerts are on disk: a crash, restart, 429 or network fault cannot lose
-        them, and accepting the same events again changes nothing.
+        them, and accepting the same events again changes nothing. A threaded event supersedes its thread's
+        older revisions still waiting in the same chats.
         """
-        stamp = to_db_time(now or datetime.now(UTC))
+        now = self.clock.now()
+        stamp = to_db_time(now)
         results: list[AcceptResult] = []
         with self.db.transaction() as conn:
             for event in events:
                 usd_cents = to_cents(event.usd) if event.usd is not None else None
                 cur = conn.execute(
-                    "INSERT INTO events (key, topic, source, venue, symbol, usd, usd_cents, "
-                    "occurred_at, accepted_at, body) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                    "INSERT INTO events (key, topic, source, venue, symbol, usd, usd_cents, occurred_at, "
+                    "accepted_at, body, subject, thread, revision, body_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                     # Only a known key is a replay; OR IGNORE would also swallow a NOT NULL violation.
                     "ON CONFLICT (key) DO NOTHING",
                     (
@@ -58,31 +90,67 @@ class Outbox:
                         event.source,
                         event.venue.value if event.venue else None,
                         event.symbol,
-                        str(event.usd) if event.usd is not None else None,
+                        format(event.usd, "f") if event.usd is not None else None,
                         usd_cents,
                         to_db_time(event.occurred_at),
                         stamp,
                         event.model_dump_json(),
+                        event.subject,
+                        event.thread,
+                        event.revision,
+                        BODY_SCHEMA,
                     ),
                 )
                 if cur.rowcount == 0:
                     results.append(AcceptResult(key=event.key, new=False, deliveries=0))
                     continue
+                event_id = cur.lastrowid
+                due = to_db_time(max(event.due_at, now)) if event.due_at is not None else stamp
                 fanned = conn.execute(
                     _FAN_OUT,
                     {
-                        "event_id": cur.lastrowid,
+                        "event_id": event_id,
                         "now": stamp,
+                        "due": due,
+                        "expires": to_db_time(event.expires_at) if event.expires_at is not None else None,
+                        "thread": event.thread,
+                        "revision": event.revision,
                         "topic": event.topic.value,
                         "venue": event.venue.value if event.venue else None,
                         "symbol": event.symbol.upper() if event.symbol else None,
                         "base": base_asset(event.symbol) if event.symbol else None,
                         "usd_cents": usd_cents,
+                        "subject": event.subject,
                     },
                 )
-                chat_ids = tuple(int(r[0]) for r in fanned.fetchall())
-                results.append(AcceptResult(key=event.key, new=True, deliveries=len(chat_ids), chat_ids=chat_ids))
+                chat_ids = {int(r[0]) for r in fanned.fetchall()}
+                if event.thread is not None and chat_ids:
+                    thread = {"event_id": event_id, "thread": event.thread, "revision": event.revision}
+                    chat_ids -= {int(r[0]) for r in conn.execute(_STALE_REVISION, thread).fetchall()}
+                    conn.execute(_SUPERSEDE_OLDER, thread)
+                ordered = tuple(sorted(chat_ids))
+                results.append(AcceptResult(key=event.key, new=True, deliveries=len(ordered), chat_ids=ordered))
         return results
+
+    async def withdraw(self, thread: str, *, reason: str) -> int:
+        """The thread's event moved or was cancelled: its alerts still waiting are withdrawn, never sent."""
+        return await self.db.write(
+            "UPDATE deliveries SET status='withdrawn', last_error=? WHERE status='pending' AND thread=?",
+            (f"withdrawn: {reason}", thread),
+        )
+
+    async def expire(self, chat_id: int) -> int:
+        """Rows past their `expires_at` leave the queue unsent: an alert that is stale helps nobody."""
+        return await self.db.write(
+            "UPDATE deliveries SET status='expired', last_error='expired before it could be sent' "
+            "WHERE chat_id=? AND status='pending' AND expires_at IS NOT NULL AND expires_at <= ?",
+            (chat_id, to_db_time(self.clock.now())),
+        )
+
+    async def probe(self) -> None:
+        """A write lock taken and given back: raises StorageUnavailable while storage is still away."""
+        with self.db.transaction():
+            pass
 
     async def make_room(self) -> None:
         """Between commits of a flood: see `Database.make_room`."""
@@ -114,60 +182,53 @@ class Outbox:
     async def due_for_chat(
         self, chat_id: int, now: datetime, *, limit: int
     ) -> tuple[Chat | None, list[PendingDelivery]]:
-        """The chat (as stored now: quiet hours, status) and its deliveries due at `now`, oldest first.
+        """The chat (as stored now: quiet hours, status) and its deliveries that may be tried at `now`, in
+        the order they were accepted, each with the message its thread last sent (its edit target).
 
         One query: the dispatcher's worker needs both for every batch it sends, and a separate chat lookup
-        was one more query per alert.
+        was one more query per alert. A row whose body no longer decodes comes back with `event=None` and
+        the reason, so one bad row cannot jam its chat.
         """
         rows = await self.db.fetch(
-            "SELECT d.id, d.attempts, d.last_error, d.quiet_held, e.body, c.platform, c.platform_chat_id, c.kind, "
-            "c.title, c.status, c.gone_reason, c.quiet_start, c.quiet_end, c.quiet_tz, c.held_until "
+            "SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.thread, d.revision, e.body, e.body_version, "
+            f"t.message_ref AS edit_ref, {_CHAT_COLUMNS} "  # noqa: S608 - fixed column list
             "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id "
+            "LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision "
             "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
             (chat_id, to_db_time(now), limit),
         )
         if not rows:
             return None, []
-        first = rows[0]
-        chat = Chat(
-            id=chat_id,
-            platform=first["platform"],
-            platform_chat_id=first["platform_chat_id"],
-            kind=first["kind"],
-            title=first["title"],
-            status=first["status"],
-            gone_reason=first["gone_reason"],
-            quiet_start=first["quiet_start"],
-            quiet_end=first["quiet_end"],
-            quiet_tz=first["quiet_tz"],
-        )
-        due = [
-            PendingDelivery(
-                id=r["id"],
-                chat_id=chat_id,
-                attempts=r["attempts"],
-                last_error=r["last_error"],
-                quiet_held=bool(r["quiet_held"]),
-                event=Event.model_validate_json(r["body"]),
-            )
-            for r in rows
-        ]
-        return chat, due
+        chat = chat_from_row(rows[0], chat_id=chat_id)
+        return chat, [_pending(r, chat_id) for r in rows]
 
-    async def pending_for_chat(self, chat_id: int, now: datetime, *, limit: int) -> list[PendingDelivery]:
-        return (await self.due_for_chat(chat_id, now, limit=limit))[1]
+    async def mark_sent(self, ids: Sequence[int], *, message_ref: str | None, now: datetime) -> None:
+        """The platform accepted the message; with several ids they were merged into one summary.
 
-    async def mark_sent(self, ids: Sequence[int], *, message_id: str | None, now: datetime) -> None:
-        """The platform accepted the message; with several ids they were merged into one summary."""
-        await self.db.write(
-            f"UPDATE deliveries SET status='sent', sent_at=?, platform_message_id=?, attempts=attempts+1, "  # noqa: S608
-            f"summary_of=? WHERE status='pending' AND id IN ({_marks(ids)})",
-            (to_db_time(now), message_id, ids[0] if len(ids) > 1 else None, *ids),
-        )
+        A thread's newest sent revision is remembered with where its message lives, so the next revision
+        edits it; a revision that went out inside a summary leaves nothing to edit (the next one is sent).
+        """
+        stamp = to_db_time(now)
+        with self.db.transaction() as conn:
+            sent = conn.execute(
+                f"UPDATE deliveries SET status='sent', sent_at=?, message_ref=?, attempts=attempts+1 "  # noqa: S608
+                f"WHERE status='pending' AND id IN ({_marks(ids)}) RETURNING chat_id, thread, revision",
+                (stamp, message_ref if len(ids) == 1 else None, *ids),
+            ).fetchall()
+            for chat_id, thread, revision in sent:
+                if thread is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO threads (chat_id, thread, revision, message_ref, updated_at) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (chat_id, thread) DO UPDATE SET revision=excluded.revision, "
+                    "message_ref=excluded.message_ref, updated_at=excluded.updated_at "
+                    "WHERE excluded.revision >= threads.revision",
+                    (chat_id, thread, revision, message_ref if len(ids) == 1 else None, stamp),
+                )
 
     async def reschedule(self, ids: Sequence[int], *, at: datetime, error: str, count_attempt: bool) -> None:
         await self.db.write(
-            f"UPDATE deliveries SET next_attempt_at=?, last_error=?, attempts=attempts+? "  # noqa: S608
+            f"UPDATE deliveries SET next_attempt_at=MAX(due_at, ?), last_error=?, attempts=attempts+? "  # noqa: S608
             f"WHERE status='pending' AND id IN ({_marks(ids)})",
             (to_db_time(at), error, 1 if count_attempt else 0, *ids),
         )
@@ -176,7 +237,8 @@ class Outbox:
         """Nothing goes to this chat before `until`: its pending rows wait, and so do rows accepted later.
 
         A platform's retry_after, a retry backoff and quiet hours all hold the whole chat, which keeps the
-        chat's alerts in order and never sends into a flood ban. `quiet` marks the rows for the digest.
+        chat's alerts in order and never sends into a flood ban. `quiet` marks the rows due in the window
+        for the digest; rows due after it are not touched.
         """
         stamp = to_db_time(until)
         with self.db.transaction() as conn:
@@ -185,19 +247,19 @@ class Outbox:
             )
             conn.execute(
                 "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=?, "
-                "quiet_held=MAX(quiet_held, ?) WHERE chat_id=? AND status='pending'",
-                (stamp, error, int(quiet), chat_id),
+                "quiet_held=MAX(quiet_held, ?) WHERE chat_id=? AND status='pending' AND due_at < ?",
+                (stamp, error, int(quiet), chat_id, stamp),
             )
 
     async def release_held(self, chat_id: int) -> None:
-        """Quiet hours were switched off: what they held is due now (still sent as one digest)."""
-        now = to_db_time(datetime.now(UTC))
+        """Quiet hours were switched off: what they held is due now (still sent as one digest). Rows due
+        later (a reminder before its event) stay scheduled for their own time."""
+        now = to_db_time(self.clock.now())
         with self.db.transaction() as conn:
             conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
-            # Everything waiting is due now: the flagged rows held when the window began, and the rows accepted
-            # since, which only waited for the hold to end. The flag makes them go out as one digest.
             conn.execute(
-                "UPDATE deliveries SET next_attempt_at=MIN(next_attempt_at, ?) WHERE chat_id=? AND status='pending'",
+                "UPDATE deliveries SET next_attempt_at=MAX(due_at, MIN(next_attempt_at, ?)) "
+                "WHERE chat_id=? AND status='pending'",
                 (now, chat_id),
             )
 
@@ -209,13 +271,21 @@ class Outbox:
         )
 
     async def backlog(self) -> Backlog:
-        """Pending and parked counts from the partial indexes: cheap however long the history grows."""
-        [pending] = await self.db.fetch("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status='pending'")
+        """Pending, scheduled and parked counts from the partial indexes: cheap however long the history grows.
+
+        Rows due in the future (a reminder before its event) are scheduled, not backlog."""
+        now = to_db_time(self.clock.now())
+        [pending] = await self.db.fetch(
+            "SELECT COALESCE(SUM(due_at <= ?), 0), COALESCE(SUM(due_at > ?), 0), MIN(CASE WHEN due_at <= ? "
+            "THEN created_at END) FROM deliveries WHERE status='pending'",
+            (now, now, now),
+        )
         [parked] = await self.db.fetch("SELECT COUNT(*) FROM deliveries WHERE status='parked'")
         return Backlog(
             pending=int(pending[0]),
+            scheduled=int(pending[1]),
             parked=int(parked[0]),
-            oldest_pending_at=from_db_time(pending[1]) if pending[1] else None,
+            oldest_pending_at=from_db_time(pending[2]) if pending[2] else None,
         )
 
     async def prune(self, *, before: datetime, batch: int = 500) -> tuple[int, int]:
@@ -226,7 +296,7 @@ class Outbox:
         """
         cutoff = to_db_time(before)
         deliveries = await self._prune_prefix(
-            "deliveries", "created_at", "status IN ('sent', 'parked')", cutoff=cutoff, batch=batch
+            "deliveries", "created_at", "status <> 'pending'", cutoff=cutoff, batch=batch
         )
         events = await self._prune_prefix(
             "events",
@@ -273,3 +343,32 @@ def _marks(ids: Sequence[int]) -> str:
     if not ids:
         raise ValueError("no delivery ids")
     return ",".join("?" * len(ids))
+
+
+def _pending(row: Row, chat_id: int) -> PendingDelivery:
+    event: Event | None = None
+    error: str | None = None
+    try:
+        event = decode_event(row["body"], row["body_version"])
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        error = f"stored body does not decode (schema {row['body_version']}): {str(exc).splitlines()[0][:200]}"
+    return PendingDelivery(
+        id=row["id"],
+        chat_id=chat_id,
+        attempts=row["attempts"],
+        event=event,
+        due_at=from_db_time(row["due_at"]),
+        quiet_held=bool(row["quiet_held"]),
+        thread=row["thread"],
+        revision=row["revision"],
+        edit_ref=row["edit_ref"],
+        decode_error=error,
+    )
+
+
+def decode_event(body: str, version: int) -> Event:
+    """A stored body of any schema this release knows, as today's Event. Version 1 bodies lack the v2
+    envelope fields, which take their defaults; a version from a newer release is refused, not guessed."""
+    if version > BODY_SCHEMA:
+        raise ValueError(f"schema {version} is newer than this release ({BODY_SCHEMA})")
+    return Event.model_validate_json(body)

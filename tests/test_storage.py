@@ -12,15 +12,30 @@ from typing import Any
 import pytest
 
 from storage import LimitReached, Store
-from storage.models import Chat
+from perpwatch.clock import FrozenClock
+from storage.models import Chat, PendingDelivery
 from tests.conftest import scalar
 from tests.factories import liquidation
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(tmp_path / "t.db") as s:
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Store]:
+    async with Store(tmp_path / "t.db", clock=clock) as s:
         yield s
+
+
+async def _due(store: Store, chat_id: int, now: datetime) -> list[PendingDelivery]:
+    return (await store.outbox.due_for_chat(chat_id, now, limit=100))[1]
+
+
+def _key(delivery: PendingDelivery) -> str:
+    assert delivery.event is not None
+    return delivery.event.key
 
 
 async def _chat(store: Store, name: str, *, kind: str = "private") -> Chat:
@@ -35,7 +50,7 @@ async def _recipients(store: Store) -> set[str]:
 async def test_replayed_event_is_stored_once_and_alerts_once(store: Store) -> None:
     chat = await _chat(store, "1")
     await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
     )
     event = liquidation(usd="5000")
     first = await store.outbox.accept([event])
@@ -58,10 +73,10 @@ async def test_fan_out_follows_topic_venue_symbol_and_min(store: Store) -> None:
     }
     for name, filters in cases.items():
         chat = await _chat(store, name)
-        await store.chats.subscribe(chat.id, "liquidation", created_by=None, limit=10, **filters)  # type: ignore[arg-type]
+        await store.chats.subscribe(chat.id, "liquidation", limit=10, **filters)  # type: ignore[arg-type]
     other_topic = await _chat(store, "whales")
     await store.chats.subscribe(
-        other_topic.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        other_topic.id, "whale", venue=None, symbol=None, min_usd=None, limit=10
     )
     await store.outbox.accept([liquidation(venue="binance", symbol="BTCUSDT", usd="100000")])
     assert await _recipients(store) == {"all", "binance", "btc_base", "btc_full", "min_ok"}
@@ -73,10 +88,10 @@ async def test_chat_threshold_is_the_default_floor(store: Store) -> None:
     for chat in (floor, own):
         await store.chats.set_threshold(chat.id, "liquidation", Decimal("1000000"))
     await store.chats.subscribe(
-        floor.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        floor.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
     )
     await store.chats.subscribe(
-        own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), created_by=None, limit=10
+        own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), limit=10
     )
     await store.outbox.accept([liquidation(usd="50000")])
     assert await _recipients(store) == {"own-min"}
@@ -85,7 +100,7 @@ async def test_chat_threshold_is_the_default_floor(store: Store) -> None:
 async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) -> None:
     chat = await _chat(store, "gone")
     await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
     )
     await store.outbox.accept([liquidation(key="a")])
     parked = await store.chats.mark_gone(chat.id, "Forbidden: bot was blocked by the user")
@@ -96,41 +111,44 @@ async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) ->
 
 async def test_subscription_limit_changes_nothing(store: Store) -> None:
     chat = await _chat(store, "full")
-    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=1)
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=1)
     with pytest.raises(LimitReached):
-        await store.chats.subscribe(chat.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=1)
+        await store.chats.subscribe(chat.id, "whale", venue=None, symbol=None, min_usd=None, limit=1)
     assert [s.topic for s in await store.chats.subscriptions(chat.id)] == ["liquidation"]
 
 
-async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path) -> None:
+async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path, clock: FrozenClock) -> None:
     path = tmp_path / "reopen.db"
-    now = datetime.now(UTC)
-    async with Store(path) as store:
+    now = clock.now()
+    async with Store(path, clock=clock) as store:
         chat = await _chat(store, "1")
         await store.chats.subscribe(
-            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
         )
-        await store.outbox.accept([liquidation(key="x")], now=now)
-        pending = await store.outbox.pending_for_chat(chat.id, now, limit=10)
+        await store.outbox.accept([liquidation(key="x")])
+        pending = await _due(store, chat.id, now)
         await store.outbox.reschedule([pending[0].id], at=now + timedelta(seconds=30), error="net", count_attempt=True)
-    async with Store(path) as store:
-        assert await store.outbox.pending_for_chat(chat.id, now, limit=10) == []
-        later = await store.outbox.pending_for_chat(chat.id, now + timedelta(seconds=31), limit=10)
-        assert [(p.event.key, p.attempts, p.last_error) for p in later] == [("x", 1, "net")]
+    async with Store(path, clock=clock) as store:
+        assert await _due(store, chat.id, now) == []
+        later = await _due(store, chat.id, now + timedelta(seconds=31))
+        assert [(_key(p), p.attempts) for p in later] == [("x", 1)]
+        assert await scalar(store, "SELECT last_error FROM deliveries") == "net"
 
 
-async def test_prune_forgets_old_delivered_history_but_never_pending(store: Store) -> None:
+async def test_prune_forgets_old_delivered_history_but_never_pending(store: Store, clock: FrozenClock) -> None:
     chat = await _chat(store, "1")
     await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
     )
     long_ago = datetime(2026, 1, 1, tzinfo=UTC)
-    recent = datetime.now(UTC)
-    await store.outbox.accept([liquidation(key="old-sent"), liquidation(key="old-pending")], now=long_ago)
-    await store.outbox.accept([liquidation(key="new-sent")], now=recent)
-    for delivery in await store.outbox.pending_for_chat(chat.id, recent, limit=10):
-        if delivery.event.key != "old-pending":
-            await store.outbox.mark_sent([delivery.id], message_id="1", now=recent)
+    recent = clock.now()
+    clock.set_wall(long_ago)
+    await store.outbox.accept([liquidation(key="old-sent"), liquidation(key="old-pending")])
+    clock.set_wall(recent)
+    await store.outbox.accept([liquidation(key="new-sent")])
+    for delivery in await _due(store, chat.id, recent):
+        if _key(delivery) != "old-pending":
+            await store.outbox.mark_sent([delivery.id], message_ref="1", now=recent)
     removed = await store.outbox.prune(before=recent - timedelta(days=30), batch=1)
     assert removed == (1, 1)
     keys = [r[0] for r in await store.db.fetch("SELECT key FROM events ORDER BY key")]
@@ -140,21 +158,23 @@ async def test_prune_forgets_old_delivered_history_but_never_pending(store: Stor
     assert [r.new for r in again] == [False, False]
 
 
-async def test_prune_walks_past_pending_and_out_of_order_rows(store: Store) -> None:
+async def test_prune_walks_past_pending_and_out_of_order_rows(store: Store, clock: FrozenClock) -> None:
     """Old rows that must stay (pending) or are stamped later than their neighbours (the clock was stepped)
     neither stop the walk nor are removed early; batches of two make every row a boundary somewhere."""
     chat = await _chat(store, "1")
     await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
     )
-    long_ago, now = datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    long_ago, now = datetime(2026, 1, 1, tzinfo=UTC), clock.now()
     stamps = {"a": long_ago, "b-pending": long_ago, "c": long_ago, "d-ahead": now + timedelta(days=365)}
     stamps |= {"e": long_ago, "f": long_ago, "g": long_ago}
     for key, stamp in stamps.items():
-        await store.outbox.accept([liquidation(key=key)], now=stamp)
-    for delivery in await store.outbox.pending_for_chat(chat.id, now + timedelta(days=400), limit=10):
-        if delivery.event.key != "b-pending":
-            await store.outbox.mark_sent([delivery.id], message_id="1", now=now)
+        clock.set_wall(stamp)
+        await store.outbox.accept([liquidation(key=key)])
+    clock.set_wall(now)
+    for delivery in await _due(store, chat.id, now + timedelta(days=400)):
+        if _key(delivery) != "b-pending":
+            await store.outbox.mark_sent([delivery.id], message_ref="1", now=now)
     assert await store.outbox.prune(before=now - timedelta(days=30), batch=2) == (5, 5)
     keys = [r[0] for r in await store.db.fetch("SELECT key FROM events ORDER BY id")]
     assert keys == ["b-pending", "d-ahead"]
@@ -196,10 +216,10 @@ async def test_migration_onto_a_chat_that_already_exists_merges_and_loses_nothin
     old = await store.chats.upsert("telegram", "-100", kind="group", title="G")
     new = await store.chats.upsert("telegram", "-1009", kind="group", title="G")  # an admin ran a command already
     sub = store.chats.subscribe
-    await sub(old.id, "liquidation", venue="binance", symbol=None, min_usd=None, created_by=None, limit=9)
-    await sub(new.id, "whale", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
-    await sub(new.id, "liquidation", venue="okx", symbol=None, min_usd=None, created_by=None, limit=9)
-    await sub(new.id, "liquidation", venue="binance", symbol="BTC", min_usd=None, created_by=None, limit=9)
+    await sub(old.id, "liquidation", venue="binance", symbol=None, min_usd=None, limit=9)
+    await sub(new.id, "whale", venue=None, symbol=None, min_usd=None, limit=9)
+    await sub(new.id, "liquidation", venue="okx", symbol=None, min_usd=None, limit=9)
+    await sub(new.id, "liquidation", venue="binance", symbol="BTC", min_usd=None, limit=9)
     await store.chats.watch(new.id, "0x" + "ab" * 20, "big", limit=9)
     await store.chats.set_quiet(new.id, "23:00", "07:00", "UTC")
     await store.outbox.accept([liquidation(key="both")])  # pending for both chats
@@ -260,7 +280,7 @@ async def test_a_failing_checkpoint_does_not_stop_the_pipeline(store: Store, mon
 
     monkeypatch.setattr(Database, "_checkpoint_once", failing)
     chat = await _chat(store, "1")
-    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=9)
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=9)
     pipeline = Pipeline(store.outbox)
     async with asyncio.timeout(30):  # a hang guard only
         results = await asyncio.gather(*(pipeline.accept([liquidation(key=f"k{i}")]) for i in range(1500)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from bot.commands.base import Context
 from bot.render import Reply
@@ -53,17 +53,26 @@ def _watcher_line(health: WatcherHealth, now: datetime) -> str:
 
 
 async def status(ctx: Context) -> Reply:
-    now = datetime.now(UTC)
+    now = ctx.services.clock.now()
     lines = [_watcher_line(h, now) for h in ctx.services.supervisor.health()]
     if not lines:
         lines.append("No watchers are enabled (PERPWATCH_WATCHERS).")
     lines += [f"{name}: unsupported — {why}" for name, why in UNSUPPORTED.items()]
     backlog = await ctx.services.store.outbox.backlog()
     oldest = f", oldest waiting {_ago(backlog.oldest_pending_at, now)}" if backlog.oldest_pending_at else ""
-    stats = ctx.services.dispatch_stats
+    dispatcher = ctx.services.dispatcher
+    stats = dispatcher.stats
+    scheduled = f", {backlog.scheduled} scheduled" if backlog.scheduled else ""
     lines.append(
-        f"Deliveries: {backlog.pending} pending{oldest}, {backlog.parked} parked; {stats.sent} sent "
-        f"({stats.merged} merged into summaries), "
+        f"Deliveries: {backlog.pending} pending{oldest}{scheduled}, {backlog.parked} parked; {stats.sent} sent "
+        f"({stats.merged} merged into summaries, {stats.edited} edits), "
         f"{stats.rate_limited} rate limits, {stats.retried} retries since start"
     )
+    dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(stats.dropped.items()) if count)
+    if dropped:
+        lines.append(f"Dropped unsent: {dropped}")
+    for platform, reason in sorted(dispatcher.disabled.items()):
+        lines.append(f"{platform}: sending stopped — {reason}")
+    if dispatcher.outage.paused():
+        lines.append("Storage unavailable: sending is paused until the database takes writes again")
     return Reply(lines=tuple(lines), title="Status")

@@ -32,7 +32,6 @@ async def subscribe(ctx: Context) -> Reply:
             venue=venue.value if venue else None,
             symbol=symbol,
             min_usd=min_usd,
-            created_by=f"{ctx.platform}:{ctx.user_id}",
             limit=ctx.services.settings.max_subscriptions_per_chat,
         )
     except LimitReached as exc:

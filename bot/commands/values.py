@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 from bot.commands.base import CommandError
 from perpwatch.events import Topic, Venue
-from bot.symbols import normalize_symbol
+from perpwatch.symbols import normalize_symbol
 
 TOPICS = tuple(t.value for t in Topic)
 VENUES = tuple(v.value for v in Venue)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot import families
 from bot.render import Alert, AlertField, number, price, usd, when
-from bot.symbols import base_asset
+from perpwatch.symbols import base_asset
 from perpwatch.events import Event, LiquidationBody, PositionSide
 
 

@@ -1,0 +1,519 @@
+"""Drains the outbox to the platforms: one worker per chat, in order, paced, restart-safe.
+
+Each chat with due deliveries (or a command answer waiting) gets one worker task that sends in order, so
+per-chat order holds and one slow or rate-limited chat never stalls another. A delivery row leaves
+'pending' only after the platform accepted the message, so a crash at any point re-sends at most the one
+message in flight (and, while the database cannot be written, the one message per chat it could not yet
+record), and a restart simply finds the rows still pending.
+
+What each send carries is `batching`'s decision, taken at the moment the chat may send; when it may send is
+`pacing`'s; what happens while storage is away is `outage`'s. Command answers wait in memory in front of
+the chat's alerts and share their pacing and holds: a 429 on an answer holds the chat's alerts too, and an
+answer is never dropped for a 429, it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+
+from bot.dispatch import batching
+from bot.dispatch.outage import StorageOutage, Unrecorded
+from bot.dispatch.pacing import Pacer
+from bot.families import render_event, render_summary
+from bot.platforms.delivery import (
+    ChatMoved,
+    Message,
+    MessageGone,
+    MessageRef,
+    PermanentFailure,
+    Platform,
+    RetryLater,
+    TransientFailure,
+    Unauthorized,
+)
+from bot.quiet import QUIET_HOLD, QuietHours
+from bot.render import Alert, Reply
+from perpwatch.backoff import half_jitter
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+from storage import ChatRepo, Outbox, StorageUnavailable
+from storage.models import Chat, PendingDelivery
+
+log = logging.getLogger(__name__)
+
+MERGE_MAX = 5000
+"""Most rows merged into one summary or digest; a larger backlog becomes several, still nothing dropped."""
+
+PAGE = 101
+"""Rows a worker reads at once: more than any platform sends a chat in a minute."""
+
+LATENCY_TARGET_S = 4.0
+"""Every due alert is represented in a message within this long when the platform allows it (a Telegram
+group takes one message every 3 s, so a backlog there is merged rather than queued)."""
+
+@dataclass
+class DispatchStats:
+    sent: int = 0
+    edited: int = 0
+    merged: int = 0
+    retried: int = 0
+    parked: int = 0
+    rate_limited: int = 0
+    storage_faults: int = 0
+    replies: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Alerts that left the outbox unsent, by reason (expired, superseded at send time, undecodable)."""
+
+
+@dataclass
+class _Answers:
+    chat: Chat
+    queue: list[tuple[Reply, str | None]] = field(default_factory=list)
+    attempts: int = 0
+
+
+class _Outcome(Enum):
+    NEXT = "next"
+    STOP = "stop"
+    RELOAD = "reload"
+
+
+class Dispatcher:
+    """Sends what the pipeline accepted. `notify()` wakes it at once; otherwise it wakes when rows fall due."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        chats: ChatRepo,
+        platforms: Sequence[Platform],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        pacing: bool = True,
+        backoff_initial_s: float = 2.0,
+        backoff_max_s: float = 600.0,
+        max_workers: int = 256,
+        idle_poll_s: float = 5.0,
+        latency_target_s: float = LATENCY_TARGET_S,
+        shutdown_grace_s: float = 6.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.outbox = outbox
+        self.chats = chats
+        self.platforms = {p.name: p for p in platforms}
+        self.clock = clock
+        self.pacing = pacing
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.idle_poll_s = idle_poll_s
+        self.latency_target_s = latency_target_s
+        self.shutdown_grace_s = shutdown_grace_s
+        self._rand = rand
+        self.stats = DispatchStats()
+        self.outage = StorageOutage(clock)
+        self.pacers = {p.name: Pacer(p.limits, clock) for p in platforms}
+        self.disabled: dict[str, str] = {}
+        """Platforms that refused our token mid-run, with the reason: nothing is sent there until restart."""
+        self._wake = asyncio.Event()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max_workers)
+        self._answers: dict[int, _Answers] = {}
+        self._held: dict[int, float] = {}
+        """Chats on a platform hold (a 429, a retry back-off), by monotonic end: answers wait for it too."""
+        self._gone_logged: set[int] = set()
+        self._dirty: set[int] = set()
+        self._stopping = False
+
+    # --- what the pipeline and the chat front ends call ----------------------------------------------
+    def notify(self, chat_ids: Iterable[int] = ()) -> None:
+        """New deliveries were committed for these chats: start their workers now, no query needed.
+
+        A chat whose worker is busy is marked dirty so the worker reads again before it stops. With no ids,
+        wake the scheduler to look at the whole outbox.
+        """
+        if self._stopping:
+            return
+        ids = list(chat_ids)
+        if not ids:
+            self._wake.set()
+        for chat_id in ids:
+            if chat_id in self._workers:
+                self._dirty.add(chat_id)
+            else:
+                self._start_worker(chat_id)
+
+    async def reply(self, chat: Chat, reply: Reply, reply_to: str | None) -> None:
+        """Queue a command's answer in front of the chat's alerts (the front ends' `ReplySender`)."""
+        answers = self._answers.setdefault(chat.id, _Answers(chat=chat))
+        answers.chat = chat
+        answers.queue.append((reply, reply_to))
+        self.notify([chat.id])
+
+    def _start_worker(self, chat_id: int) -> None:
+        task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
+        self._workers[chat_id] = task
+        task.add_done_callback(functools.partial(self._worker_done, chat_id))
+
+    def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
+        self._workers.pop(chat_id, None)
+        if chat_id in self._dirty and not self._stopping:  # new rows arrived as the worker was finishing: go again
+            self._dirty.discard(chat_id)
+            self._start_worker(chat_id)
+
+    # --- the scheduler ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Until cancelled: start a worker for each chat with due rows, then sleep until more fall due."""
+        try:
+            while True:
+                self._wake.clear()
+                timeout = await self._schedule()
+                await self.clock.wait(self._wake, timeout)
+        finally:
+            await self._shut_down()
+
+    async def _schedule(self) -> float:
+        """One pass: returns how long the scheduler may sleep before the next one."""
+        timeout = self.idle_poll_s
+        probe_in = self.outage.probe_in_s()
+        if probe_in is not None:
+            if probe_in > 0:
+                return min(timeout, probe_in)
+            try:
+                await self.outbox.probe()
+            except StorageUnavailable as exc:
+                self.outage.probe_failed(exc)
+                return self.outage.probe_in_s() or timeout
+            self.outage.ended()
+        now = self.clock.now()
+        try:
+            pending = await self.outbox.pending_chats(platforms=[p for p in self.platforms if p not in self.disabled])
+        except StorageUnavailable as exc:
+            self._storage_fault(exc)
+            return 0.0
+        except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
+            log.exception("dispatch scheduler failed")
+            return timeout
+        for chat_id, due_at in pending:
+            if due_at > now:
+                timeout = min(timeout, (due_at - now).total_seconds())
+            elif chat_id not in self._workers:
+                self._start_worker(chat_id)
+        mono = self.clock.monotonic()
+        for chat_id in list(self._answers):
+            held_for = self._held.get(chat_id, 0.0) - mono
+            if held_for > 0:
+                timeout = min(timeout, held_for)
+            elif chat_id not in self._workers:
+                self._start_worker(chat_id)
+        return max(timeout, 0.0)
+
+    async def _shut_down(self) -> None:
+        """Let each worker finish the send in flight (and record it), then cancel what is left.
+
+        Cancelling a send mid-flight would re-send, after the restart, a message the platform may already
+        have delivered; workers stop before their next send once `_stopping` is set.
+        """
+        self._stopping = True
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.wait(workers, timeout=self.shutdown_grace_s)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        with contextlib.suppress(StorageUnavailable):  # one last try; what stays is sent again after restart
+            await self._record_all_unrecorded()
+        if self.outage.unrecorded:
+            log.error(
+                "stopping with sent alerts not recorded, they will be sent again chats=%d", len(self.outage.unrecorded)
+            )
+        unanswered = sum(len(a.queue) for a in self._answers.values())
+        if unanswered:
+            log.warning("stopping with command answers not sent answers=%d", unanswered)
+
+    async def idle(self) -> bool:
+        """True when nothing is being sent and nothing is due: for tests and the demo's exit."""
+        now = self.clock.now()
+        pending = await self.outbox.pending_chats(platforms=list(self.platforms))
+        return not self._workers and not self._answers and all(due_at > now for _, due_at in pending)
+
+    # --- one chat ------------------------------------------------------------------------------------
+    async def _drain(self, chat_id: int) -> None:
+        async with self._slots:
+            try:
+                await self._drain_chat(chat_id)
+            except asyncio.CancelledError:
+                raise
+            except StorageUnavailable as exc:  # the scheduler starts the chat again when storage is back
+                self._storage_fault(exc, chat_id)
+            except Exception:
+                # A bug must not kill the dispatcher; the rows stay pending and are tried again.
+                log.exception("dispatch worker failed chat=%d", chat_id)
+                await self.clock.sleep(1.0)
+
+    async def _drain_chat(self, chat_id: int) -> None:
+        """Send the chat's answers and due rows in order until none are left; stop early on a hold or park."""
+        while not self._stopping:
+            if self.outage.paused():
+                return  # the rows stay pending; the scheduler wakes when storage is back
+            await self._record_all_unrecorded()  # before anything is read, or it would be sent again
+            self._dirty.discard(chat_id)
+            if self._held.get(chat_id, 0.0) > self.clock.monotonic():
+                self._wake.set()  # the scheduler times the hold's end for the answers waiting
+                return
+            self._held.pop(chat_id, None)
+            expired = await self.outbox.expire(chat_id)
+            if expired:
+                self.stats.dropped["expired"] += expired
+                log.info("alerts expired unsent chat=%d count=%d", chat_id, expired)
+            now = self.clock.now()
+            chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE)
+            answers = self._answers.get(chat_id)
+            if chat is None:
+                if answers is None:
+                    return
+                chat = answers.chat
+            platform = self.platforms.get(chat.platform)
+            if platform is None or platform.name in self.disabled:
+                return  # e.g. its token was removed or revoked: the rows wait for the platform to return
+            if await self._pace_wait(chat, platform):
+                continue  # time passed: the backlog may have changed, so decide again
+            if answers is not None and answers.queue:
+                if await self._send_answers(chat, platform, answers) is _Outcome.STOP:
+                    return
+                continue
+            if not due:
+                return
+            undecodable = [d for d in due if d.event is None]
+            if undecodable:
+                for d in undecodable:
+                    await self._park(chat, [d.id], d.decode_error or "stored body does not decode", chat_gone=False)
+                    self.stats.dropped["undecodable"] += 1
+                continue
+            quiet = QuietHours.of(chat)
+            if quiet is not None and quiet.active(now):
+                until = quiet.ends_after(now)
+                await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD, quiet=True)
+                self._wake.set()
+                log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
+                return
+            decision = self._plan(chat, platform, due)
+            rows = decision.rows
+            if decision.read_all:
+                _, everything = await self.outbox.due_for_chat(chat_id, now, limit=MERGE_MAX)
+                rows = [d for d in everything if d.event is not None and d.edit_ref is None]
+                if decision.shape is batching.Shape.DIGEST:
+                    rows = [d for d in rows if d.quiet_held]
+            outcome = await self._send(chat, platform, decision.shape, rows)
+            if outcome is _Outcome.STOP:
+                return
+            if outcome is _Outcome.RELOAD:
+                continue
+
+    def _plan(self, chat: Chat, platform: Platform, due: list[PendingDelivery]) -> batching.Plan:
+        clock_now = self.clock.now()
+        if not self.pacing:
+            slots = len(due)
+        else:
+            horizon = batching.horizon_s(due, now=clock_now, target_s=self.latency_target_s)
+            slots = self.pacers[platform.name].slots_within(chat.id, group=chat.is_group, horizon_s=horizon)
+        return batching.plan(
+            due, now=clock_now, slots=slots, target_s=self.latency_target_s, page_full=len(due) >= PAGE
+        )
+
+    async def _pace_wait(self, chat: Chat, platform: Platform) -> bool:
+        """Wait until the chat may send; True when that took time (the caller re-reads the backlog)."""
+        if not self.pacing:
+            return False
+        wait_s = self.pacers[platform.name].wait_s(chat.id, group=chat.is_group)
+        if wait_s <= 0:
+            return False
+        await self.clock.sleep(wait_s)
+        return True
+
+    async def _acquire(self, chat: Chat, platform: Platform) -> None:
+        if self.pacing:
+            await self.pacers[platform.name].acquire(chat.id, group=chat.is_group)
+
+    # --- sending -------------------------------------------------------------------------------------
+    async def _send_answers(self, chat: Chat, platform: Platform, answers: _Answers) -> _Outcome:
+        """Everything answered since the last send goes out as one message (split to fit if long)."""
+        queue = list(answers.queue)
+        reply = queue[0][0] if len(queue) == 1 else _merge_replies([r for r, _ in queue])
+        reply_to = queue[-1][1]
+        await self._acquire(chat, platform)
+        try:
+            await platform.send(chat, reply, nonce=f"pwr{chat.id}-{answers.attempts}-{len(queue)}", reply_to=reply_to)
+        except RetryLater as exc:
+            self.stats.rate_limited += 1
+            log.warning("rate limited on an answer platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
+            await self._hold(chat, exc.after_s, str(exc))
+            return _Outcome.STOP
+        except (TransientFailure, ChatMoved) as exc:
+            answers.attempts += 1
+            delay = half_jitter(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (answers.attempts - 1)), self._rand)
+            log.warning("could not send an answer, will retry chat=%d delay_s=%.1f error=%s", chat.id, delay, exc)
+            self._held[chat.id] = self.clock.monotonic() + delay
+            self._wake.set()
+            return _Outcome.STOP
+        except Unauthorized as exc:
+            self._disable(platform, exc)
+            return _Outcome.STOP
+        except PermanentFailure as exc:
+            log.warning("answer refused, dropped platform=%s chat=%d reason=%s", platform.name, chat.id, exc)
+        del answers.queue[: len(queue)]
+        if not answers.queue:
+            self._answers.pop(chat.id, None)
+        self.stats.replies += len(queue)
+        return _Outcome.NEXT
+
+    async def _send(
+        self, chat: Chat, platform: Platform, shape: batching.Shape, batch: Sequence[PendingDelivery]
+    ) -> _Outcome:
+        ids = [d.id for d in batch]
+        try:
+            alert = self._alert(shape, batch)
+        except Exception as exc:  # a bug in a renderer must not block every later alert of the chat
+            log.exception("cannot render alert chat=%d deliveries=%s", chat.id, ids)
+            await self._park(chat, ids, f"cannot render: {type(exc).__name__}: {exc}", chat_gone=False)
+            return _Outcome.NEXT
+        await self._acquire(chat, platform)
+        try:
+            if shape is batching.Shape.EDIT and batch[0].edit_ref is not None:
+                ref = await self._edit(chat, platform, MessageRef.load(batch[0].edit_ref), alert, ids)
+            else:
+                ref = await platform.send(chat, alert, nonce=_nonce(ids))
+        except RetryLater as exc:
+            self.stats.rate_limited += 1
+            log.warning("rate limited platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
+            await self._hold(chat, exc.after_s, str(exc))
+            return _Outcome.STOP
+        except ChatMoved as exc:
+            log.info("chat migrated platform=%s chat=%d new_id=%s", platform.name, chat.id, exc.new_chat_id)
+            await self.chats.migrate(chat.id, exc.new_chat_id)
+            return _Outcome.RELOAD
+        except Unauthorized as exc:
+            self._disable(platform, exc)
+            return _Outcome.STOP
+        except PermanentFailure as exc:
+            await self._park(chat, ids, str(exc), chat_gone=exc.chat_gone)
+            return _Outcome.STOP if exc.chat_gone else _Outcome.NEXT
+        except TransientFailure as exc:
+            await self._retry(chat, batch, exc)
+            return _Outcome.STOP
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("unexpected send error platform=%s chat=%d", platform.name, chat.id)
+            await self._retry(chat, batch, TransientFailure(f"{type(exc).__name__}: {exc}"))
+            return _Outcome.STOP
+        self.stats.sent += 1
+        if len(ids) > 1:
+            self.stats.merged += len(ids)
+        self.outage.unrecorded[chat.id] = Unrecorded(ids=ids, message_ref=ref.dump(), sent_at=self.clock.now())
+        if self.outage.paused():  # the database went away while this was in flight: one try per outage is enough
+            return _Outcome.STOP
+        await self._record_unrecorded(chat.id)
+        return _Outcome.NEXT
+
+    async def _edit(self, chat: Chat, platform: Platform, ref: MessageRef, alert: Alert, ids: list[int]) -> MessageRef:
+        try:
+            edited = await platform.edit(chat, ref, alert)
+        except MessageGone:
+            log.info("message to update is gone, sending the revision anew chat=%d", chat.id)
+            return await platform.send(chat, alert, nonce=_nonce(ids))
+        self.stats.edited += 1
+        return edited
+
+    def _alert(self, shape: batching.Shape, batch: Sequence[PendingDelivery]) -> Alert:
+        events = [d.event for d in batch if d.event is not None]
+        if shape in (batching.Shape.SINGLE, batching.Shape.EDIT) or len(events) == 1:
+            return render_event(events[0])
+        return render_summary(events, reason="digest" if shape is batching.Shape.DIGEST else "backlog")
+
+    async def _record_unrecorded(self, chat_id: int) -> None:
+        """Mark sent what the platform accepted for the chat. Until that succeeds nothing more is read for
+        it: its rows are still pending, and reading them again would send the same alert twice."""
+        sent = self.outage.unrecorded.get(chat_id)
+        if sent is None:
+            return
+        await self.outbox.mark_sent(sent.ids, message_ref=sent.message_ref, now=sent.sent_at)
+        del self.outage.unrecorded[chat_id]
+        self.outage.ended()  # the database takes writes again: the outage is over
+
+    async def _record_all_unrecorded(self) -> None:
+        """Every chat's, not only the worker's own: a chat migration moves a chat's pending rows (with their
+        ids) to another chat, whose worker must not read them before they are recorded."""
+        for chat_id in list(self.outage.unrecorded):
+            await self._record_unrecorded(chat_id)
+
+    def _storage_fault(self, exc: StorageUnavailable, chat_id: int | None = None) -> None:
+        self.stats.storage_faults += 1
+        self.outage.fault(exc, chat_id)
+        self._wake.set()  # the scheduler times the probe
+
+    def _disable(self, platform: Platform, exc: Unauthorized) -> None:
+        """The token was refused: nothing more is tried on this platform; its deliveries stay pending."""
+        if platform.name not in self.disabled:
+            self.disabled[platform.name] = str(exc)
+            log.error("platform sending stopped platform=%s reason=%s", platform.name, exc)
+
+    async def _hold(self, chat: Chat, after_s: float, reason: str) -> None:
+        """A 429 or a retry back-off: nothing goes to the chat before it ends, alerts and answers alike."""
+        self._held[chat.id] = self.clock.monotonic() + after_s
+        until = self.clock.now() + timedelta(seconds=after_s)
+        await self.outbox.hold_chat(chat.id, until=until, error=reason)
+        self._wake.set()  # the scheduler sets its timer for the hold's end
+
+    async def _retry(self, chat: Chat, batch: Sequence[PendingDelivery], exc: TransientFailure) -> None:
+        attempts = max(d.attempts for d in batch) + 1
+        delay = half_jitter(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempts - 1)), self._rand)
+        self.stats.retried += 1
+        doubt = " (the platform may have shown it: the retry can show it twice)" if exc.maybe_delivered else ""
+        log.warning(
+            "send failed, will retry%s chat=%d attempt=%d delay_s=%.1f error=%s", doubt, chat.id, attempts, delay, exc
+        )
+        until = self.clock.now() + timedelta(seconds=delay)
+        await self.outbox.reschedule([d.id for d in batch], at=until, error=str(exc), count_attempt=True)
+        await self._hold(chat, delay, str(exc))  # the whole chat waits, so its alerts stay in order
+
+    async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
+        if chat_gone:
+            parked = await self.chats.mark_gone(chat.id, reason)
+            self.stats.parked += parked
+            self._answers.pop(chat.id, None)
+            if chat.id not in self._gone_logged:  # tell the operator log once per chat, not per alert
+                self._gone_logged.add(chat.id)
+                log.warning(
+                    "chat unreachable, alerts parked platform=%s chat=%d parked=%d reason=%s",
+                    chat.platform,
+                    chat.id,
+                    parked,
+                    reason,
+                )
+        else:
+            await self.outbox.park(ids, reason=reason)
+            self.stats.parked += len(ids)
+            log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
+
+
+def _nonce(ids: Sequence[int]) -> str:
+    """Stable for one set of rows across retries and restarts; a different merge gets a different nonce."""
+    return f"pw{ids[0]}" if len(ids) == 1 else f"pw{ids[0]}-{ids[-1]}-{len(ids)}"
+
+
+def _merge_replies(replies: Sequence[Reply]) -> Message:
+    lines: list[str] = []
+    for reply in replies:
+        if lines:
+            lines.append("")
+        if reply.title:
+            lines.append(reply.title)
+        lines.extend(reply.lines)
+    return Reply(lines=tuple(lines), ok=all(r.ok for r in replies))
