@@ -160,7 +160,7 @@ class Event(BaseModel):
             return None
         if not SUBJECT_PATTERN.match(value):
             raise ValueError(f"subject {value[:60]!r} is not an address, account or token id")
-        return value.lower() if value.startswith("0x") else value
+        return value.lower() if value[:2].lower() == "0x" else value
 
     @field_validator("thread")
     @classmethod
