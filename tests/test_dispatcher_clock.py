@@ -1,0 +1,228 @@
+"""The dispatcher on a frozen clock: the worst window under each published limit, merging that follows the
+backlog, answers paced with alerts, edits of a thread's message, and rows that must not jam a chat."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.dispatch.dispatcher import Dispatcher
+from bot.pipeline import Pipeline
+from bot.platforms.delivery import RetryLater, Unauthorized
+from bot.render import Alert, Reply
+from perpwatch.clock import FrozenClock
+from perpwatch.events import Event
+from storage import Store
+from storage.models import Chat
+from tests.factories import liquidation
+from tests.fakes.recording_platform import RecordingPlatform, Sent
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Rig:
+    clock: FrozenClock
+    store: Store
+    pipeline: Pipeline
+    dispatcher: Dispatcher
+    platform: RecordingPlatform
+
+    async def chat(self, name: str, *, group: bool = False) -> Chat:
+        chat = await self.store.chats.upsert("telegram", name, kind="group" if group else "private", title=None)
+        await self.store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
+        return chat
+
+    async def run(self, seconds: float, *, step: float = 0.01) -> None:
+        for _ in range(round(seconds / step)):
+            await self.clock.advance(step)
+
+    async def latencies(self) -> list[float]:
+        rows = await self.store.db.fetch("SELECT created_at, sent_at FROM deliveries WHERE status='sent'")
+        return [(datetime.fromisoformat(r[1]) - datetime.fromisoformat(r[0])).total_seconds() for r in rows]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    clock = FrozenClock(T0)
+    async with Store(tmp_path / "d.db", clock=clock) as store:
+        platform = RecordingPlatform(clock)
+        dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
+        pipeline = Pipeline(store.outbox, on_deliveries=dispatcher.notify)
+        task = asyncio.create_task(dispatcher.run())
+        await clock.advance(0)
+        yield Rig(clock, store, pipeline, dispatcher, platform)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def worst_window(times: Sequence[float], period_s: float) -> int:
+    """Most sends inside any window of `period_s` seconds (a window starting at each send is enough)."""
+    ordered = sorted(times)
+    worst = 0
+    end = 0
+    for start, t in enumerate(ordered):
+        while end < len(ordered) and ordered[end] < t + period_s:
+            end += 1
+        worst = max(worst, end - start)
+    return worst
+
+
+def _events(prefix: str, n: int) -> list[Event]:
+    return [liquidation(key=f"{prefix}-{i}", usd=str(1000 + i)) for i in range(n)]
+
+
+async def test_a_group_never_gets_more_than_20_in_any_minute_at_one_event_a_second(rig: Rig) -> None:
+    await rig.chat("-100", group=True)
+    for event in _events("g", 75):
+        await rig.pipeline.accept([event])
+        await rig.run(1.0, step=0.05)
+    await rig.run(10, step=0.05)
+    times = [s.at for s in rig.platform.sent]
+    assert worst_window(times, 60.0) <= 20
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 3.0  # the steady spacing, with its margin
+    assert max(await rig.latencies()) <= 5.0  # every event represented within 5 s
+
+
+async def test_per_chat_sends_keep_a_margin_over_one_a_second(rig: Rig) -> None:
+    await rig.chat("7")
+    for event in _events("p", 10):
+        await rig.pipeline.accept([event])
+        await rig.run(0.5, step=0.01)
+    await rig.run(5)
+    times = [s.at for s in rig.platform.sent]
+    assert len(times) >= 3
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) > 1.0
+
+
+async def test_sixty_chats_at_once_stay_under_the_overall_cap(rig: Rig) -> None:
+    for n in range(60):
+        await rig.chat(str(1000 + n))
+    await rig.pipeline.accept(_events("burst", 3))
+    await rig.run(6, step=0.01)
+    times = [s.at for s in rig.platform.sent]
+    assert len(times) >= 60  # every chat heard of it
+    assert worst_window(times, 1.0) <= 30
+
+
+async def test_a_steady_flow_into_a_group_is_represented_within_five_seconds(rig: Rig) -> None:
+    await rig.chat("-200", group=True)
+    for tick in range(30 * 20):  # 20 a second for 30 s
+        await rig.pipeline.accept([liquidation(key=f"s-{tick}", usd=str(500 + tick))])
+        await rig.clock.advance(0.05)
+    await rig.run(6, step=0.05)
+    latencies = await rig.latencies()
+    assert len(latencies) == 600  # every event is in some message
+    assert max(latencies) <= 5.0
+    assert rig.platform.sent[0].at - 1000.0 <= 0.1  # the first alert of the burst goes out at once
+    assert worst_window([s.at for s in rig.platform.sent], 60.0) <= 20
+
+
+async def test_a_burst_is_sent_first_then_merged_at_the_next_opportunity(rig: Rig) -> None:
+    await rig.chat("-300", group=True)
+    await rig.pipeline.accept(_events("b1", 1))
+    await rig.pipeline.accept(_events("b2", 493))
+    await rig.run(8, step=0.05)
+    sent = rig.platform.sent
+    assert len(sent) <= 3 and max(await rig.latencies()) <= 5.0
+    assert isinstance(sent[-1].message, Alert) and "493" in sent[-1].message.title
+
+
+async def test_answers_are_paced_merged_and_held_by_a_429_with_the_alerts(rig: Rig) -> None:
+    chat = await rig.chat("9")
+    for n in range(500):
+        await rig.dispatcher.reply(chat, Reply.of(f"Subscribed #{n}"), None)
+    await rig.run(3, step=0.01)
+    answers = [s for s in rig.platform.sent if isinstance(s.message, Reply)]
+    assert 1 <= len(answers) <= 3
+    assert sum(line.startswith("Subscribed") for s in answers for line in s.message.lines) == 500  # type: ignore[union-attr]
+
+    # A 429 on an answer holds the chat's alerts too, and the answer waits instead of being dropped.
+    refused: list[Sent] = []
+
+    def flood(sent: Sent) -> Exception | None:
+        if not refused:
+            refused.append(sent)
+            return RetryLater(20.0)
+        return None
+
+    rig.platform.fail = flood
+    before = len(rig.platform.sent)
+    await rig.dispatcher.reply(chat, Reply.of("List"), None)
+    await rig.pipeline.accept(_events("held", 1))
+    await rig.run(19, step=0.1)
+    assert len(rig.platform.sent) == before  # nothing during the hold
+    await rig.run(5, step=0.1)
+    after = rig.platform.sent[before:]
+    assert [type(s.message).__name__ for s in after] == ["Reply", "Alert"]
+    assert after[0].at - refused[0].at >= 20.0
+
+
+async def test_a_newer_revision_edits_the_message_its_thread_sent(rig: Rig) -> None:
+    await rig.chat("11")
+    base = liquidation(key="c1", usd="1000")
+    first = Event.model_validate({**base.model_dump(), "thread": "cascade:1", "revision": 1})
+    await rig.pipeline.accept([first])
+    await rig.run(2)
+    second = Event.model_validate({**base.model_dump(), "key": "c2", "thread": "cascade:1", "revision": 2})
+    await rig.pipeline.accept([second])
+    await rig.run(2)
+    assert [s.edit_of for s in rig.platform.sent] == [None, "1"]
+    assert rig.dispatcher.stats.edited == 1
+
+
+async def test_an_undecodable_row_is_parked_and_the_chat_goes_on(rig: Rig) -> None:
+    await rig.chat("12")
+    rig.platform.fail = lambda _s: RetryLater(1000.0)  # keep both rows pending while one is damaged
+    await rig.pipeline.accept(_events("x", 1))
+    await rig.run(0.1)
+    await rig.store.db.write("UPDATE events SET body='{}' WHERE key='x-0'")
+    await rig.store.db.write("UPDATE deliveries SET next_attempt_at=created_at")
+    await rig.store.db.write("UPDATE chats SET held_until=NULL")
+    rig.dispatcher._held.clear()
+    rig.platform.fail = lambda _s: None
+    await rig.pipeline.accept(_events("y", 1))
+    await rig.run(3)
+    rows = await rig.store.db.fetch("SELECT status, last_error FROM deliveries ORDER BY id")
+    assert rows[0][0] == "parked" and "does not decode" in rows[0][1]
+    assert rows[1][0] == "sent"
+    assert rig.dispatcher.stats.dropped["undecodable"] == 1
+
+
+async def test_an_expired_alert_is_dropped_with_a_counted_reason(rig: Rig) -> None:
+    await rig.chat("13")
+    rig.platform.fail = lambda _s: RetryLater(120.0)
+    await rig.pipeline.accept([liquidation(key="first")])
+    await rig.run(0.2)
+    stale = Event.model_validate({**liquidation(key="stale").model_dump(), "expires_at": T0 + timedelta(seconds=60)})
+    await rig.pipeline.accept([stale])
+    rig.platform.fail = lambda _s: None
+    await rig.run(125, step=0.5)
+    rows = await rig.store.db.fetch("SELECT e.key, d.status FROM deliveries d JOIN events e ON e.id=d.event_id")
+    assert sorted((r[0], r[1]) for r in rows) == [("first", "sent"), ("stale", "expired")]
+    assert rig.dispatcher.stats.dropped["expired"] == 1
+
+
+async def test_a_revoked_token_stops_that_platform_and_keeps_the_rows(rig: Rig) -> None:
+    await rig.chat("14")
+    rig.platform.fail = lambda _s: Unauthorized("TELEGRAM_BOT_TOKEN")
+    await rig.pipeline.accept(_events("u", 3))
+    await rig.run(5)
+    assert "TELEGRAM_BOT_TOKEN" in rig.dispatcher.disabled["telegram"]
+    rows = await rig.store.db.fetch("SELECT status, attempts FROM deliveries")
+    assert [(r[0], r[1]) for r in rows] == [("pending", 0)] * 3
+
+
+async def test_a_reminder_due_later_goes_out_when_it_falls_due(rig: Rig) -> None:
+    await rig.chat("15")
+    due = T0 + timedelta(minutes=10)
+    await rig.pipeline.accept([Event.model_validate({**liquidation(key="r").model_dump(), "due_at": due})])
+    await rig.run(590, step=1.0)
+    assert rig.platform.sent == []
+    await rig.run(15, step=0.5)
+    assert len(rig.platform.sent) == 1
