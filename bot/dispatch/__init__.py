@@ -1,0 +1,1 @@
+"""The dispatcher: drains the outbox to the platforms, one concern per module (pacing, outages, batching)."""
