@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from storage.chats import ChatRepo, Conflict, LimitReached
-from storage.database import Database, StorageUnavailable
+from storage.database import Database, StorageStartError, StorageUnavailable
 from storage.outbox import Outbox
 from storage.watchers import WatcherStateRepo
 
@@ -15,6 +15,7 @@ __all__ = [
     "Database",
     "LimitReached",
     "Outbox",
+    "StorageStartError",
     "StorageUnavailable",
     "Store",
     "WatcherStateRepo",
