@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         _config(settings)
         return 0
-    from bot.platforms.base import PlatformStartError
+    from bot.platforms.delivery import PlatformStartError
+    from storage import StorageStartError
 
     try:
         if args.command == "run":
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, rate=args.rate))
-    except PlatformStartError as exc:
+    except (PlatformStartError, StorageStartError) as exc:  # what the operator must fix, said in one line
         message = str(exc)
         for secret in _secrets(settings):  # one more guard: this line bypasses the logging filter
             message = message.replace(secret, "***")

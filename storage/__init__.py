@@ -7,7 +7,7 @@ from pathlib import Path
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 
 from storage.chats import ChatRepo, Conflict, LimitReached
-from storage.database import Database, StorageUnavailable
+from storage.database import Database, StorageStartError, StorageUnavailable
 from storage.outbox import Outbox
 from storage.watchers import WatcherStateRepo
 
@@ -17,6 +17,7 @@ __all__ = [
     "Database",
     "LimitReached",
     "Outbox",
+    "StorageStartError",
     "StorageUnavailable",
     "Store",
     "WatcherStateRepo",

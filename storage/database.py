@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -72,6 +74,69 @@ _UNAVAILABLE = frozenset(
 """Not SQLITE_LOCKED: on our single connection it means a statement was left unfinished, a bug to raise."""
 
 
+DATABASE_SETTING = "PERPWATCH_DATABASE_URL"
+"""The setting an operator changes when the database cannot be used; named here so the refusal is complete."""
+
+
+class StorageStartError(Exception):
+    """The database cannot be used at all, so the bot must not start. The message is one line for the
+    operator (the setting, the path, what to do), and no engine error type leaves storage with it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(re.sub(r"[\x00-\x1f\x7f]+", " ", message).strip())  # a path may hold a newline
+
+
+_WRITABLE = f"make the file and its folder writable by this user, or point {DATABASE_SETTING} at a writable place"
+
+_START_REFUSALS = {
+    sqlite3.SQLITE_CANTOPEN: (
+        "cannot be opened or created ({error})",
+        "SQLite needs the file, its folder and the -wal and -shm files beside it writable by this user; fix "
+        f"that, or point {DATABASE_SETTING} at a writable place",
+    ),
+    sqlite3.SQLITE_READONLY: ("is read-only ({error})", _WRITABLE),
+    sqlite3.SQLITE_PERM: ("may not be written ({error})", _WRITABLE),
+    sqlite3.SQLITE_NOTADB: (
+        "is not a SQLite database, or its header is damaged",
+        f"point {DATABASE_SETTING} at the right file, or move this one away to start with an empty database",
+    ),
+    sqlite3.SQLITE_CORRUPT: (
+        "is damaged ({error})",
+        "restore it from a backup (or try `sqlite3 {path} .recover`), or move it away to start with an empty database",
+    ),
+    sqlite3.SQLITE_BUSY: (
+        "is locked by another process",
+        f"stop the other process (another perpwatch on the same {DATABASE_SETTING}?) and start again",
+    ),
+    sqlite3.SQLITE_FULL: ("cannot grow: the disk is full", "free some space and start again"),
+    sqlite3.SQLITE_IOERR: ("cannot be read or written ({error})", "check the disk, then start again"),
+}
+"""What start-up refuses, by SQLite's primary result code. Any other code is a bug in our own SQL, and raises."""
+
+
+def _start_error(path: str, code: int, error: object) -> StorageStartError:
+    shown = os.path.abspath(path)
+    problem, remedy = _START_REFUSALS[code]
+    if code == sqlite3.SQLITE_CANTOPEN and os.path.isdir(path):
+        problem, remedy = "is a folder, not a file", f"point {DATABASE_SETTING} at a file, e.g. one inside it"
+    elif code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) and _on_read_only_mount(path):
+        problem, remedy = (
+            "is on a read-only file system",
+            f"remount it read-write, or point {DATABASE_SETTING} elsewhere",
+        )
+    return StorageStartError(
+        f"database {shown} ({DATABASE_SETTING}) {problem.format(error=error)}: {remedy.format(path=shown)}"
+    )
+
+
+def _on_read_only_mount(path: str) -> bool:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _unavailable(exc: BaseException) -> StorageUnavailable | None:
     """The error as a StorageUnavailable when waiting may cure it; None for a fault in the work itself."""
     if not isinstance(exc, sqlite3.Error) or exc.sqlite_errorcode is None:
@@ -108,22 +173,77 @@ class Database:
         return self._conn
 
     async def open(self) -> None:
+        """Connect, check and migrate. A database that cannot be used at all (no way to create it, read-only,
+        not a database, damaged) raises StorageStartError, and nothing stays open. The quick check reads every
+        page once: a damaged database refused here would otherwise start and fail on every write."""
         in_memory = self.path == ":memory:"
-        if not in_memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a crash of the process; no fsync per commit
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Only another process (an operator's sqlite3 shell) can hold a lock against this connection. Waiting
-        # for it stops the loop, so the wait is short; what fails then is held and tried again by its caller.
-        conn.execute("PRAGMA busy_timeout=100")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
-        self.migrate()
+        try:
+            if not in_memory:
+                self._make_folder()
+            conn = self._conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL: a commit survives a crash of the process; no fsync per commit
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # Only another process (an operator's sqlite3 shell) can hold a lock against this connection. Waiting
+            # for it stops the loop, so the wait is short; what fails then is held and tried again by its caller.
+            conn.execute("PRAGMA busy_timeout=100")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+            self._check_usable(conn)
+            self.migrate()
+        except BaseException as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if isinstance(exc, sqlite3.Error) and (code := (exc.sqlite_errorcode or 0) & 0xFF) in _START_REFUSALS:
+                raise _start_error(self.path, code, exc) from None
+            raise
         if not in_memory:
             self._checkpointer = asyncio.create_task(self._checkpoint_forever(), name="storage:checkpoint")
+
+    def _make_folder(self) -> None:
+        folder = Path(self.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            why = "a file is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror
+            raise StorageStartError(
+                f"database {os.path.abspath(self.path)} ({DATABASE_SETTING}) has no folder, and "
+                f"{os.path.abspath(folder)} cannot be created ({why}): create it, or point {DATABASE_SETTING} at a "
+                "folder this user can write"
+            ) from None
+
+    def _check_usable(self, conn: sqlite3.Connection) -> None:
+        """SQLite opens a damaged file, and a write-protected one read-only, without a word: ask both now."""
+        self._read_ahead()
+        [(verdict,)] = conn.execute("PRAGMA quick_check(1)").fetchall()
+        if verdict != "ok":
+            detail = next((line for line in str(verdict).splitlines() if not line.startswith("***")), verdict)
+            raise _start_error(self.path, sqlite3.SQLITE_CORRUPT, f"quick check: {detail[:160]}")
+        # A read-only connection fails at its first write; this one leaves nothing behind. A lock another
+        # process holds says nothing about that, and the work after start waits for it as usual.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return
+            raise
+        try:
+            conn.execute(f"PRAGMA user_version={int(conn.execute('PRAGMA user_version').fetchone()[0])}")
+        finally:
+            conn.execute("ROLLBACK")
+
+    def _read_ahead(self) -> None:
+        """The quick check visits pages in b-tree order, which on a cold disk cache is one random read per
+        page; one sequential read first puts the file in the cache and makes the check several times faster."""
+        if self.path == ":memory:":
+            return
+        with contextlib.suppress(OSError), open(self.path, "rb", buffering=0) as file:  # SQLite reports errors
+            chunk = bytearray(1 << 20)
+            while file.readinto(chunk):
+                pass
 
     async def close(self) -> None:
         if self._checkpointer is not None:

@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.commands.base import CommandError, Context
+from bot.commands.values import shown
 from bot.quiet import QuietHours
 from bot.render import Reply
 
+_WINDOW = re.compile(r"[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}")
+_ZONE = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
+
+
+def quiet_window(window: str, zone: str = "UTC") -> QuietHours | None:
+    """The window as typed, or None for `off`. QuietHours' own parser takes digits of any script and quotes
+    all it refuses, so only short ASCII reaches it."""
+    cleaned = window.strip()
+    if cleaned.lower() == "off":
+        return None
+    if not _WINDOW.fullmatch(cleaned):
+        raise CommandError(f"{shown(window)} is not a window; expected HH:MM-HH:MM, like 23:00-07:00", show_usage=True)
+    if not _ZONE.fullmatch(zone.strip()):
+        raise CommandError(
+            f"{shown(zone)} is not a time zone; expected an IANA name like UTC or Europe/Berlin", show_usage=True
+        )
+    try:
+        return QuietHours.parse(cleaned, zone.strip())
+    except ValueError as exc:
+        raise CommandError(str(exc), show_usage=True) from None
+
 
 async def quiet(ctx: Context) -> Reply:
-    window = ctx.args["window"].strip()
+    hours = quiet_window(ctx.args["window"], ctx.args.get("timezone", "UTC"))
     chats = ctx.services.store.chats
-    if window.lower() == "off":
+    if hours is None:
         await chats.set_quiet(ctx.chat.id, None, None, None)
         await ctx.services.store.outbox.release_held(ctx.chat.id)
         return Reply.of("Quiet hours off; anything held is sent now as a digest.")
-    try:
-        hours = QuietHours.parse(window, ctx.args.get("timezone", "UTC"))
-    except ValueError as exc:
-        raise CommandError(str(exc), show_usage=True) from None
     await chats.set_quiet(ctx.chat.id, f"{hours.start:%H:%M}", f"{hours.end:%H:%M}", hours.zone.key)
     return Reply.of(
         f"Quiet hours {hours.describe()}: alerts in that window wait and arrive as one digest when it ends."
@@ -28,7 +48,7 @@ def _watcher(ctx: Context) -> str:
     name = ctx.args["watcher"].strip().lower()
     known = ctx.services.supervisor.watchers
     if name not in known:
-        raise CommandError(f"unknown watcher {name!r}; running: {', '.join(known) or 'none'}")
+        raise CommandError(f"unknown watcher {shown(name)}; running: {', '.join(known) or 'none'}")
     return name
 
 

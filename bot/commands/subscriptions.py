@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Literal
+
 from bot.commands import values
 from bot.commands.base import CommandError, Context
 from bot.quiet import QuietHours
 from bot.render import Reply, usd
+from perpwatch.events import Topic
 from storage import LimitReached
 from storage.models import Subscription
+
+UnsubscribeTarget = Literal["all"] | int | Topic
 
 
 def describe(sub: Subscription) -> str:
@@ -48,20 +54,30 @@ async def subscribe(ctx: Context) -> Reply:
     return Reply(lines=tuple(lines))
 
 
+def unsubscribe_target(text: str) -> UnsubscribeTarget:
+    """`all`, a subscription's `#id`, or a topic. Anything that starts like an id is held to be one, so `#x`
+    and `²` (a digit to Python) are refused as ids rather than as unknown topics."""
+    cleaned = text.strip()
+    if cleaned.lower() == "all":
+        return "all"
+    if cleaned.startswith("#") or cleaned[:1].isdigit():
+        return values.subscription_id(cleaned)
+    return values.topic(cleaned)
+
+
 async def unsubscribe(ctx: Context) -> Reply:
-    target = ctx.args["target"].strip().lower()
+    target = unsubscribe_target(ctx.args["target"])
     chats = ctx.services.store.chats
-    if target == "all":
-        removed = await chats.unsubscribe(ctx.chat.id)
-    elif target.lstrip("#").isdigit():
-        removed = await chats.unsubscribe(ctx.chat.id, sub_id=int(target.lstrip("#")))
+    if isinstance(target, Topic):
+        removed = await chats.unsubscribe(ctx.chat.id, topic=target.value)
         if not removed:
-            raise CommandError(f"this chat has no subscription #{target.lstrip('#')}; see /list")
+            raise CommandError(f"this chat has no {target.value} subscription; see /list")
+    elif isinstance(target, int):
+        removed = await chats.unsubscribe(ctx.chat.id, sub_id=target)
+        if not removed:
+            raise CommandError(f"this chat has no subscription #{target}; see /list")
     else:
-        topic = values.topic(target)
-        removed = await chats.unsubscribe(ctx.chat.id, topic=topic.value)
-        if not removed:
-            raise CommandError(f"this chat has no {topic.value} subscription; see /list")
+        removed = await chats.unsubscribe(ctx.chat.id)
     return Reply.of(f"Removed {removed} subscription{'s' if removed != 1 else ''}.")
 
 
@@ -76,10 +92,14 @@ async def list_(ctx: Context) -> Reply:
     return Reply(lines=tuple(lines), title="This chat's alerts")
 
 
+def threshold_amount(text: str) -> Decimal | None:
+    """The floor as typed, or None for `off`, `none` and `0`."""
+    return None if text.strip().lower() in ("off", "none", "0") else values.usd_amount(text)
+
+
 async def threshold(ctx: Context) -> Reply:
     topic = values.topic(ctx.args["topic"])
-    raw = ctx.args["min"].strip().lower()
-    amount = None if raw in ("off", "none", "0") else values.usd_amount(raw)
+    amount = threshold_amount(ctx.args["min"])
     await ctx.services.store.chats.set_threshold(ctx.chat.id, topic.value, amount)
     if amount is None:
         return Reply.of(f"No default floor for {topic.value} any more.")

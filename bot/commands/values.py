@@ -1,9 +1,12 @@
-"""Parsers for what users type. Each raises CommandError saying what was expected, before anything changes."""
+"""Parsers for what users type. Each raises CommandError saying what was expected, before anything changes,
+and nothing else whatever the text: digits are ASCII (Python's `isdigit()` and `Decimal` take `²` and `١`),
+amounts are plain (an exponent like `1e1000000` makes Decimal arithmetic raise), and ids fit SQLite's
+64-bit integers. User text quoted back is escaped and cut (`shown`)."""
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from bot.commands.base import CommandError
 from perpwatch.events import Topic, Venue
@@ -11,53 +14,78 @@ from perpwatch.symbols import normalize_symbol
 
 TOPICS = tuple(t.value for t in Topic)
 VENUES = tuple(v.value for v in Venue)
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_LABEL = re.compile(r"^[\w.\-]{1,32}$")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_LABEL = re.compile(r"[\w.\-]{1,32}")
 _SUFFIX = {"k": Decimal(10) ** 3, "m": Decimal(10) ** 6, "b": Decimal(10) ** 9}
 MAX_USD = Decimal(10) ** 13
+_AMOUNT = re.compile(r"[0-9]{1,14}(?:\.[0-9]{0,8})?|\.[0-9]{1,8}")
+"""A plain amount: with at most 22 digits, scaling by a suffix stays exact in Decimal's default precision."""
+_SUBSCRIPTION_ID = re.compile(r"#?([0-9]{1,19})")
+MAX_ID = 2**63 - 1
+"""SQLite's largest INTEGER: a bigger id cannot even be looked up."""
+MAX_SHOWN = 40
+
+
+def shown(text: str) -> str:
+    """User text quoted in a refusal: repr escapes control characters, NUL and direction overrides, and the
+    cut keeps a long paste out of the reply."""
+    return repr(text[:MAX_SHOWN]) + ("…" if len(text) > MAX_SHOWN else "")
 
 
 def topic(text: str) -> Topic:
     try:
         return Topic(text.strip().lower())
     except ValueError:
-        raise CommandError(f"unknown topic {text!r}; expected one of {', '.join(TOPICS)}") from None
+        raise CommandError(f"unknown topic {shown(text)}; expected one of {', '.join(TOPICS)}") from None
 
 
 def venue(text: str) -> Venue:
     try:
         return Venue(text.strip().lower())
     except ValueError:
-        raise CommandError(f"unknown venue {text!r}; expected one of {', '.join(VENUES)}") from None
+        raise CommandError(f"unknown venue {shown(text)}; expected one of {', '.join(VENUES)}") from None
 
 
 def symbol(text: str) -> str:
     try:
         return normalize_symbol(text)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+    except ValueError:
+        raise CommandError(f"{shown(text)} is not a symbol; expected letters and digits like BTC or ETHUSDT") from None
 
 
 def usd_amount(text: str) -> Decimal:
-    """`250000`, `250k`, `$1.5M`, `1,000,000` → Decimal dollars; negative, NaN and absurd values refused."""
+    """`250000`, `250k`, `$1.5M`, `1,000,000` → Decimal dollars; anything else, and more than 10 trillion, refused."""
     cleaned = text.strip().lower().replace(",", "").replace("_", "").removeprefix("$")
     factor = Decimal(1)
     if cleaned[-1:] in _SUFFIX:
         factor = _SUFFIX[cleaned[-1]]
         cleaned = cleaned[:-1]
-    try:
-        amount = Decimal(cleaned) * factor
-    except InvalidOperation:
-        raise CommandError(f"{text!r} is not an amount; expected a USD number like 250000, 250k or 1.5m") from None
-    if not amount.is_finite() or amount < 0 or amount > MAX_USD:
-        raise CommandError(f"{text!r} is out of range; expected a USD amount from 0 to 10,000,000,000,000")
+    if not _AMOUNT.fullmatch(cleaned):
+        raise CommandError(
+            f"{shown(text)} is not an amount; expected a plain USD number like 250000, 250k or 1.5m", show_usage=True
+        )
+    amount = Decimal(cleaned) * factor
+    if amount > MAX_USD:
+        raise CommandError(
+            f"{shown(text)} is out of range; expected a USD amount from 0 to 10,000,000,000,000", show_usage=True
+        )
     # "1.5m" is 1500000.0 after scaling; store the plain integer form, never an exponent like 1E+6.
     return amount.quantize(Decimal(1)) if amount == amount.to_integral_value() else amount.normalize()
 
 
+def subscription_id(text: str) -> int:
+    """`#12` or `12`, as /list shows it."""
+    match = _SUBSCRIPTION_ID.fullmatch(text.strip())
+    if match is None or int(match.group(1)) > MAX_ID:
+        raise CommandError(
+            f"{shown(text)} is not a subscription id; expected #id as /list shows it, like #12", show_usage=True
+        )
+    return int(match.group(1))
+
+
 def address(text: str) -> str:
-    if not _ADDRESS.match(text.strip()):
-        raise CommandError(f"{text!r} is not a wallet address; expected 0x followed by 40 hex digits")
+    if not _ADDRESS.fullmatch(text.strip()):
+        raise CommandError(f"{shown(text)} is not a wallet address; expected 0x followed by 40 hex digits")
     return text.strip().lower()
 
 
@@ -65,8 +93,8 @@ def label(text: str) -> str:
     cleaned = text.strip()
     if len(cleaned) > 32:
         raise CommandError(f"label is {len(cleaned)} characters; the limit is 32")
-    if not _LABEL.match(cleaned) or cleaned.lower().startswith("0x"):
+    if not _LABEL.fullmatch(cleaned) or cleaned.lower().startswith("0x"):
         raise CommandError(
-            f"{text!r} is not a label; expected 1-32 letters, digits, '_', '-' or '.', not starting with 0x"
+            f"{shown(text)} is not a label; expected 1-32 letters, digits, '_', '-' or '.', not starting with 0x"
         )
     return cleaned

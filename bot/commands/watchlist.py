@@ -21,8 +21,19 @@ async def watch(ctx: Context) -> Reply:
     return Reply.of(f"{'Watching' if new else 'Already watching'} {address}{named}.")
 
 
+def unwatch_target(text: str) -> str:
+    """A watched address or its label, held to the shapes /watch stores (no label starts with 0x), so no
+    other text reaches the store."""
+    try:
+        return values.address(text) if text.strip().lower().startswith("0x") else values.label(text)
+    except CommandError:
+        raise CommandError(
+            f"{values.shown(text)} is neither a wallet address nor a label; see /watchlist", show_usage=True
+        ) from None
+
+
 async def unwatch(ctx: Context) -> Reply:
-    target = ctx.args["target"].strip()
+    target = unwatch_target(ctx.args["target"])
     removed = await ctx.services.store.chats.unwatch(ctx.chat.id, target)
     if not removed:
         raise CommandError(f"{target!r} is not on this chat's watch list; see /watchlist")
