@@ -79,11 +79,12 @@ def fit(
     """One part that fits: the leading whole lines and a marker saying the rest was left out.
 
     For what must stay one message (an alert, which a later revision edits in place); a reply is split.
+    The marker is drawn as it is: it holds no markup character in HTML or Markdown.
     """
     whole = split(lines, limit, render=render, measure=measure, head=head, render_head=render_head)
     if len(whole) == 1:
         return whole[0]
-    marker = render(TRUNCATED)
+    marker = TRUNCATED
     room = limit - measure(marker) - 1
     first = split(lines, room, render=render, measure=measure, head=head, render_head=render_head)[0]
     return f"{first}\n{marker}" if first else marker
