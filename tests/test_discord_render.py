@@ -14,8 +14,11 @@ from discord import app_commands
 
 from bot.commands import COMMANDS, Command, Param, by_name
 from bot.commands.values import TOPICS
-from bot.platforms.base import PermanentFailure, RetryLater, TransientFailure
-from bot.platforms.discord import (
+from bot.families import render_event, render_summary
+from bot.platforms.delivery import MessageGone, PermanentFailure, RetryLater, TransientFailure, Unauthorized
+from bot.platforms.discord import classify, part_nonce
+from bot.platforms.discord_commands import command_fingerprint, option_text, slash_command
+from bot.platforms.discord_render import (
     MAX_CONTENT,
     MAX_DESCRIPTION,
     MAX_EMBED_TOTAL,
@@ -24,16 +27,11 @@ from bot.platforms.discord import (
     MAX_FIELDS,
     MAX_FOOTER,
     MAX_TITLE,
-    TRUNCATED,
     alert_embed,
-    classify,
-    command_fingerprint,
-    option_text,
-    reply_text,
-    slash_command,
+    reply_parts,
 )
-from bot.families import render_event, render_summary
-from bot.render import Alert, AlertField, Reply
+from bot.render import Alert, AlertField, Image, Reply
+from bot.text import TRUNCATED
 from tests.factories import liquidation
 
 # --- embeds ------------------------------------------------------------------------------------------
@@ -117,16 +115,35 @@ def test_markdown_in_values_is_escaped_and_empty_values_are_filled() -> None:
 
 
 def test_reply_is_a_bold_title_then_lines() -> None:
-    assert reply_text(Reply.of("one", "two", title="Status")) == "**Status**\none\ntwo"
-    assert reply_text(Reply.of("no title")) == "no title"
+    assert reply_parts(Reply.of("one", "two", title="Status")) == ["**Status**\none\ntwo"]
+    assert reply_parts(Reply.of("no title")) == ["no title"]
 
 
-def test_long_reply_is_cut_at_a_line_and_says_so() -> None:
+def test_long_reply_is_split_at_lines_and_loses_none() -> None:
     reply = Reply(lines=tuple(f"line {i:04d} " + "y" * 40 for i in range(200)), title="Many")
-    out = reply_text(reply)
-    assert len(out) <= MAX_CONTENT
-    assert out.endswith("\n" + TRUNCATED)
-    assert out.splitlines()[-2].startswith("line ")  # whole lines only
+    parts = reply_parts(reply)
+    assert len(parts) > 1
+    assert all(len(p) <= MAX_CONTENT for p in parts)
+    assert "\n".join(parts).splitlines() == ["**Many**", *reply.lines]
+
+
+def test_markdown_escapes_are_never_split_from_their_character() -> None:
+    parts = reply_parts(Reply.of("*" * 3000))
+    assert all(len(p) <= MAX_CONTENT for p in parts)
+    assert all(not p.endswith("\\") for p in parts)
+    assert "".join(parts) == "\\*" * 3000
+
+
+def test_image_embed_points_at_its_attachment() -> None:
+    alert = Alert(title="t", headline="h", fields=(), image=Image(b"png", filename="buyback.png"))
+    assert alert_embed(alert).image.url == "attachment://buyback.png"
+
+
+def test_nonce_per_part_is_stable_distinct_and_short() -> None:
+    nonce = "delivery-123456789012345678901234567890"
+    assert part_nonce(nonce, 0) == part_nonce(nonce, 0)
+    assert part_nonce(nonce, 0) != part_nonce(nonce, 1)
+    assert len(part_nonce(nonce, 0)) <= 25
 
 
 # --- slash commands -----------------------------------------------------------------------------------
@@ -249,10 +266,10 @@ def _http_error(cls: type[discord.HTTPException], status: int, code: int, messag
         (_http_error(discord.Forbidden, 403, 50013, "Missing Permissions"), PermanentFailure, True),
         (_http_error(discord.Forbidden, 403, 50001, "Missing Access"), PermanentFailure, True),
         (_http_error(discord.NotFound, 404, 10003, "Unknown Channel"), PermanentFailure, True),
-        (_http_error(discord.NotFound, 404, 10008, "Unknown Message"), PermanentFailure, False),
+        (_http_error(discord.NotFound, 404, 10008, "Unknown Message"), MessageGone, None),
         (_http_error(discord.HTTPException, 400, 50035, "Invalid Form Body"), PermanentFailure, False),
         (_http_error(discord.DiscordServerError, 503, 0, "upstream"), TransientFailure, None),
-        (_http_error(discord.HTTPException, 401, 0, "401: Unauthorized"), TransientFailure, None),
+        (_http_error(discord.HTTPException, 401, 0, "401: Unauthorized"), Unauthorized, None),
         (TimeoutError(), TransientFailure, None),
     ],
 )
@@ -270,4 +287,10 @@ def test_send_errors_map_onto_the_dispatcher_outcomes(
 
 def test_token_problem_names_the_setting() -> None:
     result = classify(_http_error(discord.HTTPException, 401, 0, "401: Unauthorized"))
+    assert isinstance(result, Unauthorized) and result.setting == "DISCORD_BOT_TOKEN"
     assert "DISCORD_BOT_TOKEN" in str(result)
+
+
+def test_a_timeout_may_have_delivered() -> None:
+    result = classify(TimeoutError())
+    assert isinstance(result, TransientFailure) and result.maybe_delivered

@@ -331,6 +331,27 @@ async def test_message_edit_is_recorded(fake: FakeDiscord, bot: AlertBot) -> Non
     assert [m.content for m in fake.messages] == ["BTC cascade $1M"]
 
 
+async def test_enforce_nonce_returns_the_earlier_message(fake: FakeDiscord, bot: AlertBot) -> None:
+    channel = _text_channel(bot, fake)
+    first = await channel.send("once", nonce="n-1")
+    again = await channel.send("once", nonce="n-1")
+    other = await channel.send("twice", nonce="n-2")
+    assert again.id == first.id and other.id != first.id
+    assert [m.content for m in fake.messages] == ["once", "twice"]
+    with pytest.raises(discord.HTTPException, match="25 or fewer"):
+        await channel.send("long nonce", nonce="x" * 26)
+
+
+async def test_accept_then_hang_creates_the_message_and_never_answers(fake: FakeDiscord, bot: AlertBot) -> None:
+    fake.fail_next(fake.channel_ids[0], kind="accept_then_hang")
+    task = asyncio.create_task(_text_channel(bot, fake).send("taken"))
+    [recorded] = await fake.wait_for_messages(1)
+    assert recorded.content == "taken" and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_rate_limit_is_retried_then_delivered(fake: FakeDiscord, bot: AlertBot) -> None:
     channel = _text_channel(bot, fake)
     fake.fail_next(channel.id, kind="rate_limited", retry_after=0.01)

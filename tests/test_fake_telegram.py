@@ -111,6 +111,48 @@ async def test_send_photo_records_size_and_caption(fake: FakeTelegramApi, bot: B
     assert message.photo and message.photo[-1].file_size == len(png)
 
 
+async def test_caption_limit_counts_visible_text_and_edit_caption_works(fake: FakeTelegramApi, bot: Bot) -> None:
+    png = b"\x89PNG\r\n\x1a\n"
+    message = await bot.send_photo(GROUP, photo=png, caption="&amp;" * 1024, parse_mode=ParseMode.HTML)
+    with pytest.raises(BadRequest, match=r"(?i)caption is too long"):
+        await bot.send_photo(GROUP, photo=png, caption="x" * 1025)
+    await bot.edit_message_caption(GROUP, message.message_id, caption="v2")
+    assert fake.stored_text(GROUP, message.message_id) == "v2"
+    with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
+        await bot.edit_message_caption(GROUP, message.message_id, caption="v2")
+    fake.delete_message(GROUP, message.message_id)
+    with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
+        await bot.edit_message_caption(GROUP, message.message_id, caption="v3")
+
+
+async def test_outage_answers_bad_gateway_and_revoked_token_401(fake: FakeTelegramApi, bot: Bot) -> None:
+    fake.outage = True
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.send_message(USER, "x")
+    fake.outage = False
+    fake.revoke_token()
+    with pytest.raises(InvalidToken):
+        await bot.send_message(USER, "x")
+
+
+async def test_accept_then_hang_takes_the_message_and_never_answers(fake: FakeTelegramApi, bot: Bot) -> None:
+    fake.fail_next("sendMessage", USER, kind="accept_then_hang")
+    task = asyncio.create_task(bot.send_message(USER, "taken"))
+    [sent] = await fake.wait_for_sent(1)
+    assert sent.text == "taken" and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_allowed_updates_filters_kinds_like_telegram(fake: FakeTelegramApi, bot: Bot) -> None:
+    fake.enqueue_message(USER, "private", USER, "/start")
+    fake.enqueue_edit(USER, "private", USER, 1, "/start edited")
+    assert [u.edited_message is not None for u in await bot.get_updates(timeout=0)] == [False, True]
+    updates = await bot.get_updates(timeout=0, allowed_updates=["message"])
+    assert [u.message is not None for u in updates] == [True]
+
+
 async def test_too_long_text_is_rejected_like_telegram(fake: FakeTelegramApi, bot: Bot) -> None:
     await bot.send_message(USER, "<b>" + "x" * 4096 + "</b>", parse_mode=ParseMode.HTML)  # tags don't count
     with pytest.raises(BadRequest, match=r"(?i)message is too long"):

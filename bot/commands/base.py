@@ -127,7 +127,13 @@ async def run_command(command: Command, ctx: Context) -> Reply:
 async def _refuse(command: Command, ctx: Context) -> str | None:
     if command.access is Access.OPERATOR and not ctx.services.settings.is_operator(ctx.platform, ctx.user_id):
         return f"/{command.name} is an operator command: only ids in PERPWATCH_ADMIN_IDS may use it."
-    if command.access is Access.CHAT_ADMIN and ctx.chat.is_group and not await ctx.is_chat_admin():
-        where = "server (Manage Server or Administrator)" if ctx.platform == "discord" else "group"
-        return f"Only admins of this {where} can change its alerts; /{command.name} changed nothing."
+    if command.access is Access.CHAT_ADMIN and ctx.chat.is_group:
+        try:
+            admin = await ctx.is_chat_admin()
+        except Exception as exc:  # the platform's API failed (Telegram getChatMember): say so, change nothing
+            log.warning("admin check failed command=%s platform=%s error=%r", command.name, ctx.platform, exc)
+            return f"Could not check your admin rights in this chat just now; /{command.name} changed nothing."
+        if not admin:
+            where = "server (Manage Server or Administrator)" if ctx.platform == "discord" else "group"
+            return f"Only admins of this {where} can change its alerts; /{command.name} changed nothing."
     return None

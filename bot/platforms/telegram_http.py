@@ -4,6 +4,10 @@ PTB keeps doing everything that matters (encoding parameters, mapping statuses t
 results); only the bytes move through aiohttp. Measured with `bench/pipeline.py`: httpx's connection pool
 cost about 2 ms of CPU per sendMessage with ten requests in flight, which capped one core at a few hundred
 alerts a second; aiohttp, which the watchers already use, costs a fraction of that.
+
+It also tells apart a request that never left from one whose answer never came: a connect timeout or a
+refused connection is a plain `NetworkError`/`TimedOut`, while a read timeout or a connection dropped after the
+body was written is `AnswerTimedOut`/`AnswerLost`, because Telegram may have shown that message.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from telegram.request import BaseRequest, RequestData
 _TOKEN_IN_PATH = re.compile(r"/bot[^/\s'\"]+")
 
 
+class AnswerTimedOut(TimedOut):
+    """The request was sent and no answer came in time: Telegram may have taken it."""
+
+
+class AnswerLost(NetworkError):
+    """The connection closed after the request was sent and before an answer: Telegram may have taken it."""
+
+
 def without_token(text: str) -> str:
     """`…/bot123:ABC/getMe` → `…/bot***/getMe`."""
     return _TOKEN_IN_PATH.sub("/bot***", text)
@@ -31,7 +43,7 @@ class AiohttpRequest(BaseRequest):
         *,
         pool_size: int = 32,
         connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
         write_timeout_s: float = 5.0,
         media_write_timeout_s: float = 20.0,
     ) -> None:
@@ -91,10 +103,14 @@ class AiohttpRequest(BaseRequest):
         try:
             async with self._session.request(method, url, data=body, timeout=timeout) as response:
                 return response.status, await response.read()
-        except TimeoutError as exc:
-            raise TimedOut from exc
+        except aiohttp.ConnectionTimeoutError:
+            raise TimedOut("timed out connecting to the Bot API") from None
+        except TimeoutError:
+            raise AnswerTimedOut(f"no answer within {read_s}s of sending") from None
         except asyncio.CancelledError:
             raise
+        except aiohttp.ServerDisconnectedError as exc:
+            raise AnswerLost(f"aiohttp.{type(exc).__name__}: {without_token(str(exc))}") from None
         except (aiohttp.ClientError, ValueError) as exc:
             # aiohttp puts the request URL in some messages, and the URL holds the bot token.
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {without_token(str(exc))}") from None

@@ -32,7 +32,9 @@ from aiohttp.typedefs import Handler
 _log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-FaultKind = Literal["rate_limited", "missing_permissions", "missing_access", "unknown_channel", "server_error"]
+FaultKind = Literal[
+    "rate_limited", "missing_permissions", "missing_access", "unknown_channel", "server_error", "accept_then_hang"
+]
 OptionValue = str | int | bool | float
 
 API_PREFIX: Final = "/api/v10"
@@ -423,6 +425,7 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41250,
         bot_permissions: int = DEFAULT_BOT_PERMISSIONS,
         interaction_deadline_s: float = 3.0,
+        nonce_window_s: float = 300.0,
     ) -> None:
         self.token = token
         self.application_id = application_id
@@ -435,6 +438,8 @@ class FakeDiscord:
         self.bot_permissions = bot_permissions
         self.interaction_deadline_s = interaction_deadline_s
         """Discord drops an interaction not answered within 3 s; a later callback gets 404/10062."""
+        self.nonce_window_s = nonce_window_s
+        """How long `enforce_nonce` remembers a nonce: Discord documents only "the past few minutes"."""
 
         self.messages: list[SentMessage] = []
         self.edits: list[SentMessage] = []
@@ -454,6 +459,8 @@ class FakeDiscord:
         self._connections: set[_Connection] = set()
         self._sessions: dict[str, _Session] = {}
         self._changed = asyncio.Condition()
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}
+        self._released = asyncio.Event()
         self._id_counter = 0
         self._server: TestServer | None = None
         self._closed = False
@@ -471,6 +478,7 @@ class FakeDiscord:
         if self._server is None or self._closed:
             return
         self._closed = True
+        self._released.set()
         for conn in list(self._connections):
             await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"fake discord shutting down")
         await self._server.close()
@@ -519,11 +527,23 @@ class FakeDiscord:
         return cid
 
     def fail_next(self, channel_id: int, *, kind: FaultKind, times: int = 1, retry_after: float = 0.05) -> None:
-        """The next `times` requests on `/channels/{channel_id}/...` get `kind` instead of an answer."""
-        if kind not in ("rate_limited", "server_error", *_FAULT_BODIES):
+        """The next `times` requests on `/channels/{channel_id}/...` get `kind` instead of an answer.
+
+        `accept_then_hang` does the request (a message is created) and then never answers, as when the
+        process or the network dies between Discord's commit and its answer; `close()` releases it.
+        """
+        if kind not in ("rate_limited", "server_error", "accept_then_hang", *_FAULT_BODIES):
             raise ValueError(f"unknown fault kind {kind!r}")
         queue = self._faults.setdefault(channel_id, deque())
         queue.extend(_Fault(kind, retry_after) for _ in range(times))
+
+    def delete_message(self, message_id: int) -> None:
+        """What an admin deleting the bot's message does: later GETs and PATCHes answer 404/10008."""
+        self._objects.pop(message_id, None)
+
+    def stored_message(self, message_id: int) -> JSON | None:
+        """The message as it stands now, after any edits; None once deleted."""
+        return self._objects.get(message_id)
 
     def synced_commands(self, guild_id: int | None = None) -> list[JSON]:
         """The commands last PUT for the global scope (`None`) or for a guild, as the fake stored them."""
@@ -547,6 +567,12 @@ class FakeDiscord:
         """Waits for the answer the user would see; after a defer that is the first followup or edit."""
         inter = self._interactions[interaction_id]
         await self._wait_until(lambda: inter.answered, timeout, f"an answer to interaction {interaction_id}")
+        return self._reply(inter)
+
+    async def wait_interaction_bodies(self, interaction_id: str, n: int, timeout: float = 5) -> InteractionReply:  # noqa: ASYNC109
+        """Waits until the interaction got `n` requests in all (the callback, then followups and edits)."""
+        inter = self._interactions[interaction_id]
+        await self._wait_until(lambda: len(inter.bodies) >= n, timeout, f"{n} bodies for interaction {interaction_id}")
         return self._reply(inter)
 
     async def _wait_until(self, ready: Callable[[], bool], limit_s: float, what: str) -> None:
@@ -913,9 +939,12 @@ class FakeDiscord:
         canonical = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
         bucket = f"{zlib.crc32(f'{request.method} {canonical}'.encode()):08x}"
         queue = self._faults.get(int(raw_id))
-        if queue:
-            return _fault_response(queue.popleft(), bucket)
+        fault = queue.popleft() if queue else None
+        if fault is not None and fault.kind != "accept_then_hang":
+            return _fault_response(fault, bucket)
         response = await handler(request)
+        if fault is not None:
+            await self._released.wait()
         if response.status < 300:
             response.headers.update(_ratelimit_headers(remaining=4, reset_after=1.0, bucket=bucket))
         return response
@@ -1018,10 +1047,31 @@ class FakeDiscord:
         problem = _message_error(payload, files, creating=True)
         if problem:
             return problem
+        nonce = payload.get("nonce")
+        if nonce is not None and len(str(nonce)) > 25:
+            return _error(400, "Invalid Form Body", 50035, _nest_errors({"nonce": "Must be 25 or fewer in length."}))
+        if payload.get("enforce_nonce") and nonce is not None:
+            earlier = self._nonce_hit(str(nonce))
+            if earlier is not None:
+                return earlier
         message = self._new_message(channel.id, payload, files)
+        if nonce is not None:
+            self._nonces[(self.bot_user_id, str(nonce))] = (int(message["id"]), time.monotonic())
         self.messages.append(self._record(message, files))
         await self._notify()
         await self._echo_message_create(channel, message)
+        return _json(message)
+
+    def _nonce_hit(self, nonce: str) -> web.Response | None:
+        """`enforce_nonce`: a nonce the same author used within the window returns that message and creates
+        none (https://discord.com/developers/docs/resources/message#create-message); discord.py documents a
+        NotFound when that message was deleted meanwhile."""
+        seen = self._nonces.get((self.bot_user_id, nonce))
+        if seen is None or time.monotonic() - seen[1] > self.nonce_window_s:
+            return None
+        message = self._objects.get(seen[0])
+        if message is None:
+            return _error(404, "Unknown Message", 10008)
         return _json(message)
 
     async def _channel_message(self, request: web.Request) -> web.StreamResponse:

@@ -45,7 +45,9 @@ __all__ = [
 # Obviously fake; the numeric prefix becomes the bot's user id, as with real tokens.
 TEST_TOKEN: Final = "123456:TEST-TOKEN"
 
-FaultKind = Literal["retry_after", "blocked", "kicked", "chat_not_found", "migrated", "server_error", "disconnect"]
+FaultKind = Literal[
+    "retry_after", "blocked", "kicked", "chat_not_found", "migrated", "server_error", "disconnect", "accept_then_hang"
+]
 MemberStatus = Literal["creator", "administrator", "member", "left", "kicked"]
 ChatType = Literal["private", "group", "supergroup", "channel"]
 
@@ -57,6 +59,7 @@ _METHODS: Final = (
     "getUpdates",
     "sendMessage",
     "editMessageText",
+    "editMessageCaption",
     "sendPhoto",
     "getChatMember",
     "getChatAdministrators",
@@ -67,7 +70,7 @@ _METHODS: Final = (
     "answerCallbackQuery",
 )
 _CANONICAL: Final = {name.lower(): name for name in _METHODS}
-_FAULTABLE: Final = frozenset({"sendmessage", "editmessagetext", "sendphoto"})
+_FAULTABLE: Final = frozenset({"sendmessage", "editmessagetext", "editmessagecaption", "sendphoto", "getchatmember"})
 
 # Fields PTB sends json-dumped (anything not a `str`). Decoding by name, not by trying json.loads on
 # every value, keeps a user's text "123" or "[BTC] long" a string.
@@ -130,6 +133,7 @@ _ADMIN_RIGHTS: Final[Mapping[str, bool]] = {
 }
 
 JsonDict = dict[str, Any]
+_HANG: Final = web.RequestKey("hang", bool)
 _Handler = Callable[[web.Request, JsonDict, dict[str, bytes]], Awaitable[web.StreamResponse]]
 
 
@@ -249,6 +253,10 @@ class FakeTelegramApi:
         self.bot_id = int(prefix) if prefix.isdigit() else 1
         # Server-side delay before answering send methods, so a benchmark can model a slow API.
         self.latency_s = 0.0
+        # While set, every method answers 502 Bad Gateway, as Telegram's front ends do in an outage.
+        self.outage = False
+        self._released = asyncio.Event()  # set by close(): ends handlers parked by `accept_then_hang`
+        self._allowed_updates: list[str] = []
 
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -275,6 +283,7 @@ class FakeTelegramApi:
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
             "editmessagetext": self._edit_message_text,
+            "editmessagecaption": self._edit_message_caption,
             "sendphoto": self._send_photo,
             "getchatmember": self._get_chat_member,
             "getchatadministrators": self._get_chat_administrators,
@@ -313,6 +322,7 @@ class FakeTelegramApi:
         if self._closed:
             return
         self._closed = True
+        self._released.set()
         self._wake_pollers()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -452,6 +462,37 @@ class FakeTelegramApi:
         self._wake_pollers()
         return update_id
 
+    def enqueue_edit(self, chat_id: int, chat_type: ChatType, user_id: int, message_id: int, text: str) -> int:
+        """Queue an `edited_message` update: a user changed the text of message `message_id`."""
+        chat = self._remember_chat(chat_id, chat_type, None)
+        message: JsonDict = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "edit_date": int(time.time()),
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "username": f"user{user_id}"},
+            "text": text,
+        }
+        if match := _COMMAND_RE.match(text):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(match.group())}]
+        update_id = next(self._update_ids)
+        self._updates.append({"update_id": update_id, "edited_message": message})
+        self._wake_pollers()
+        return update_id
+
+    def revoke_token(self) -> None:
+        """What @BotFather's /revoke does: every later call with the old token answers 401 Unauthorized."""
+        self._token = f"{self._token}-revoked"
+
+    def delete_message(self, chat_id: int, message_id: int) -> None:
+        """What an admin deleting the bot's message does: later edits answer "message to edit not found"."""
+        self._bot_messages.pop((chat_id, message_id), None)
+
+    def stored_text(self, chat_id: int, message_id: int) -> str | None:
+        """The text (or caption) of a bot message as it stands now, after any edits."""
+        stored = self._bot_messages.get((chat_id, message_id))
+        return None if stored is None else stored[1]
+
     def set_member_status(self, chat_id: int, user_id: int, status: MemberStatus) -> None:
         """What getChatMember answers for this pair. Unset pairs answer "left"."""
         if status not in get_args(MemberStatus):
@@ -468,14 +509,15 @@ class FakeTelegramApi:
         retry_after: int | None = None,
         migrate_to: int | None = None,
     ) -> None:
-        """Answer the next `times` calls of a send method with a scripted failure.
+        """Answer the next `times` calls of a send method (or getChatMember) with a scripted failure.
 
         Scripts for a chat win over global ones (`chat_id=None`); scripts queue in call order.
-        `retry_after` defaults to 1 s; `migrated` needs `migrate_to`.
+        `retry_after` defaults to 1 s; `migrated` needs `migrate_to`. `accept_then_hang` takes the message
+        (it is in `sent`) and never answers, as when Telegram's answer is lost; `close()` ends the wait.
         """
         key = method.lower()
         if key not in _FAULTABLE:
-            raise ValueError(f"faults apply to sendMessage, editMessageText, sendPhoto; got {method!r}")
+            raise ValueError(f"faults apply to {sorted(_CANONICAL[m] for m in _FAULTABLE)}; got {method!r}")
         if kind not in get_args(FaultKind):
             raise ValueError(f"kind must be one of {get_args(FaultKind)}, got {kind!r}")
         if times < 1:
@@ -574,12 +616,17 @@ class FakeTelegramApi:
         try:
             params, files = await self._read_params(request)
             await self._record_request(RecordedRequest(_CANONICAL.get(name.lower(), name), params, time.monotonic()))
+            if self.outage:
+                raise _ApiError(502, "Bad Gateway")
             handler = self._handlers.get(name.lower())
             if handler is None:
                 raise _ApiError(404, "Not Found: method not found")
-            return await handler(request, params, files)
+            response = await handler(request, params, files)
         except _ApiError as error:
             return error.response()
+        if request.get(_HANG):
+            await self._released.wait()
+        return response
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self._token:
@@ -602,7 +649,9 @@ class FakeTelegramApi:
         fault = self._take_fault(method.lower(), chat_id)
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
-        if fault is not None:
+        if fault is not None and fault.kind == "accept_then_hang":
+            request[_HANG] = True  # the handler does its work; `_dispatch` then never answers
+        elif fault is not None:
             await self._raise_fault(request, fault)
         return chat_id
 
@@ -629,6 +678,8 @@ class FakeTelegramApi:
                 )
             case "server_error":
                 raise _ApiError(502, "Bad Gateway")
+            case "accept_then_hang":  # pragma: no cover - handled in _before_send
+                pass
             case "disconnect":
                 # Drop the socket with no response: the client sees "Server disconnected".
                 # With handler_cancellation on, the lost connection cancels this handler.
@@ -667,7 +718,13 @@ class FakeTelegramApi:
         return _ok({"url": "", "has_custom_certificate": False, "pending_update_count": len(self._updates)})
 
     async def _get_updates(self, request: web.Request, params: JsonDict, files: dict[str, bytes]) -> web.Response:
-        """Long poll: `offset` confirms (drops) earlier updates; waits up to `timeout` s for one."""
+        """Long poll: `offset` confirms (drops) earlier updates; waits up to `timeout` s for one.
+
+        `allowed_updates` is remembered until changed, as Telegram does; an empty list means every kind.
+        """
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = [str(kind) for kind in allowed]
         offset = int(params.get("offset") or 0)
         limit = min(max(int(params.get("limit") or 100), 1), 100)
         timeout = max(float(params.get("timeout") or 0), 0.0)
@@ -676,6 +733,9 @@ class FakeTelegramApi:
                 self._updates.popleft()
         while self._updates and self._updates[0]["update_id"] < offset:
             self._updates.popleft()
+        if self._allowed_updates:
+            kept = [u for u in self._updates if any(kind in u for kind in self._allowed_updates)]
+            self._updates = deque(kept)
         if not self._updates and timeout > 0 and not self._closed:
             wake = self._updates_changed
             try:
@@ -757,6 +817,28 @@ class FakeTelegramApi:
             photo_size["file_size"] = size
         return _ok(self._bot_message(chat_id, message_id, photo=[photo_size], caption=caption))
 
+    async def _edit_message_caption(
+        self, request: web.Request, params: JsonDict, files: dict[str, bytes]
+    ) -> web.Response:
+        received_at = time.monotonic()
+        chat_id = await self._before_send(request, "editMessageCaption", params)
+        message_id = self._int_param(params, "message_id", missing="Bad Request: message to edit not found")
+        caption = params.get("caption")
+        parse_mode = params.get("parse_mode")
+        if isinstance(caption, str) and _visible_len(caption, parse_mode) > _MAX_CAPTION_CHARS:
+            raise _ApiError(400, "Bad Request: message caption is too long")
+        current = self._bot_messages.get((chat_id, message_id))
+        if current is None:
+            raise _ApiError(400, "Bad Request: message to edit not found")
+        markup = params.get("reply_markup")
+        if current[1:] == (caption, markup):
+            raise _ApiError(400, _NOT_MODIFIED)
+        self._bot_messages[(chat_id, message_id)] = (current[0], caption, markup)
+        await self._record_sent(
+            SentMessage("editMessageCaption", chat_id, caption, parse_mode, message_id, received_at, params)
+        )
+        return _ok(self._bot_message(chat_id, message_id, caption=caption, edit_date=int(time.time())))
+
     def _member(self, chat_id: int, user_id: int) -> JsonDict:
         """ChatMember in the exact shapes PTB requires (chat-platforms.md §1.5)."""
         status = self._members.get((chat_id, user_id), "left")
@@ -772,7 +854,7 @@ class FakeTelegramApi:
                 return {"status": status, "user": user}
 
     async def _get_chat_member(self, request: web.Request, params: JsonDict, files: dict[str, bytes]) -> web.Response:
-        chat_id = self._int_param(params, "chat_id", missing="Bad Request: chat not found")
+        chat_id = await self._before_send(request, "getChatMember", params)
         user_id = self._int_param(params, "user_id", missing="Bad Request: user not found")
         return _ok(self._member(chat_id, user_id))
 
