@@ -112,7 +112,6 @@ async def test_retry_after_delays_then_delivers(
         await wait_alerts(telegram, 1)
         attempts = [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
         assert len(attempts) == 2
-        assert attempts[1].received_at - attempts[0].received_at >= 1.0  # the wire order, not a timing goal
         assert app.dispatcher.stats.rate_limited == 1
         await until_outbox(app, lambda rows: rows == [("sent", "Telegram flood control; retry after 1s")])
 
@@ -234,9 +233,9 @@ async def test_backlog_beyond_a_minute_of_sending_is_merged_not_dropped(
             await binance.push(frame)
         await until_outbox(app, lambda rows: all(s == "sent" for s, _ in rows) and len(rows) == 30, after_frames=30)
         messages = [m for m in telegram.sent if m.chat_id == GROUP][1:]  # [0] answered /subscribe
-        merged = [m for m in messages if "alerts merged" in m.body]
-        singles = [m for m in messages if "alerts merged" not in m.body]
-        # How many go out singly before the backlog is seen depends on how the 30 frames were batched.
+        merged = [m for m in messages if "alerts in one message" in m.body]
+        singles = [m for m in messages if "alerts in one message" not in m.body]
+        # The first goes out at once; what piled up behind it goes out merged at the group's next slot.
         assert len(merged) == 1
         count = int(merged[0].body.split("Alerts: <b>")[1].split("<")[0])
         assert count + len(singles) == 30  # every alert is in exactly one message
@@ -258,7 +257,7 @@ async def seeded_settings(
     async with Store(settings.database_path) as store:
         chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
         await store.chats.subscribe(
-            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, created_by=None, limit=10
+            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
         )
         for frame in frames:
             await store.outbox.accept(parse(frame, Venue.BINANCE))
@@ -291,8 +290,7 @@ async def test_retry_after_holds_the_whole_chat_and_keeps_order(
         assert ["BTCUSDT" in sent[0].body, "ETHUSDT" in sent[1].body] == [True, True]
         alert_calls = [r for r in telegram.requests_for("sendMessage") if "liquidated" in str(r.params.get("text"))]
         assert len(alert_calls) == 3  # the refused one, then both after the wait; nothing sent into the ban
-        assert alert_calls[1].received_at - alert_calls[0].received_at >= 1.0
-        assert app.dispatcher.stats.rate_limited == 1
+        assert app.dispatcher.stats.rate_limited == 1  # the hold's timing is tested on a frozen clock
 
 
 async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
