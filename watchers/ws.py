@@ -11,9 +11,14 @@ snapshot and drops at once has delivered frames yet is not healthy, and resettin
 it at the initial delay. A planned reconnect (`max_lifetime_s`, before the venue's own 24 h cut) is not a
 failure: it reconnects at once, counts in `reconnects` and leaves `errors` alone.
 
+Time: every wait, deadline and stamp (liveness, heartbeat, planned reconnect, back-off, health) is read on
+the injected `Clock`, so a test drives the stream with a frozen clock instead of sleeping.
+
 Health: `reconnects` counts connections opened after the stream's first; `errors` counts failed connects,
-lost connections and sink failures; `parse_errors` counts frames that could not be read. Logs fire on
-edges only: one warning when the stream goes down, one "recovered" line when it is back.
+lost connections and sink failures; `parse_errors` counts frames that could not be read (among them those
+whose event was refused); `rejected` counts refused events by reason, including events of readable frames
+that fail the plausibility window (`watchers.validate`). Logs fire on edges only: one warning when the
+stream goes down, one "recovered" line when it is back; refusals are logged at a limited rate.
 
 Events go to the sink through a `Handoff`, so the socket is read on while earlier events are committed.
 """
@@ -24,7 +29,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -33,16 +38,16 @@ import aiohttp
 from yarl import URL
 
 from perpwatch.backoff import full_jitter
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Event
-from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log, utcnow
+from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log
 from watchers.handoff import Handoff
+from watchers.validate import PLAUSIBLE, Plausible, reason_of
 
 logger = logging.getLogger(__name__)
 
 FrameHandler = Callable[[Any], Sequence[Event]]
 """Turns one decoded JSON frame into events; raising marks the frame as unreadable, never the stream."""
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class WsSettings(Protocol):
@@ -58,6 +63,16 @@ class WsSettings(Protocol):
     def ws_backoff_initial_s(self) -> float: ...
     @property
     def ws_backoff_max_s(self) -> float: ...
+
+
+WS_SETTINGS: tuple[str, ...] = (
+    "ws_probe_after_s",
+    "ws_probe_timeout_s",
+    "ws_max_lifetime_s",
+    "ws_backoff_initial_s",
+    "ws_backoff_max_s",
+)
+"""The settings `WsSettings` names, for a registry entry to declare what its stream reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +127,6 @@ class Heartbeat:
     frame: str
 
 
-backoff_delay = full_jitter
-
-
 class _StreamError(Exception):
     """A failure this module words itself; its message is what `/status` shows as `last_error`."""
 
@@ -132,6 +144,34 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, _StreamError) else describe(exc)
 
 
+class _Receiver:
+    """One pending `ws.receive()` kept across waits, so a wait on the clock that ends (a heartbeat is due,
+    a probe window passed) never cancels a read half done, and the read is cancelled only with the socket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, clock: Clock) -> None:
+        self._ws = ws
+        self._clock = clock
+        self._task: asyncio.Future[aiohttp.WSMessage] | None = None
+        self._ready = asyncio.Event()
+
+    async def receive(self, timeout_s: float) -> aiohttp.WSMessage | None:
+        """The next message, or None when `timeout_s` passed on the clock first."""
+        if self._task is None:
+            self._ready = asyncio.Event()
+            self._task = asyncio.ensure_future(self._ws.receive())
+            self._task.add_done_callback(lambda _: self._ready.set())
+        if not self._task.done() and not await self._clock.wait(self._ready, timeout_s):
+            return None
+        task, self._task = self._task, None
+        return task.result()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
 class WsStream:
     """One WebSocket connection kept alive for as long as `run` runs.
 
@@ -141,6 +181,7 @@ class WsStream:
     both windows together ends the connection. `reply` answers app-level server pings (edgeX's
     `{"type":"ping"}`): a frame it answers goes no further. `plain_texts` are non-JSON control texts
     (OKX's `pong`) that count as life but are not parsed. Protocol pings are answered by aiohttp.
+    `plausible` is the time window events must fall in around the clock's now.
     """
 
     def __init__(
@@ -157,13 +198,15 @@ class WsStream:
         reply: Callable[[Any], str | None] | None = None,
         plain_texts: frozenset[str] = frozenset(),
         session: aiohttp.ClientSession | None = None,
-        sleep: Sleep = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
+        plausible: Plausible = PLAUSIBLE,
     ) -> None:
         self.label = label
         self.url = url
         self.health = health
         self.tuning = tuning
+        self.clock = clock
         self._handler = handler
         self._subscribe = subscribe
         self._probe = probe
@@ -171,8 +214,8 @@ class WsStream:
         self._reply = reply
         self._plain_texts = plain_texts
         self._session = session
-        self._sleep = sleep
         self._rand = rand
+        self._plausible = plausible
         self._probes_sent = 0
         self._connections = 0
         self._failures = 0
@@ -184,7 +227,7 @@ class WsStream:
         May be called again after a cancel (an operator's pause and resume); `reconnects` keeps counting
         every connection after this stream's first."""
         self._failures = 0
-        async with Handoff(sink, self.health, label=self.label, sleep=self._sleep) as handoff:
+        async with Handoff(sink, self.health, label=self.label, clock=self.clock) as handoff:
             if self._session is not None:
                 await self._loop(self._session, handoff)
             else:
@@ -192,30 +235,27 @@ class WsStream:
                     await self._loop(session, handoff)
 
     async def _loop(self, session: aiohttp.ClientSession, handoff: Handoff) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             opened_at: float | None = None
             error: str | None = None
             try:
                 ws = await self._connect(session)
                 async with ws:
-                    opened_at = loop.time()
+                    opened_at = self.clock.monotonic()
                     self._mark_up()
                     await self._serve(ws, handoff)
             except Exception as exc:
                 error = _describe(exc)
-            uptime_s = loop.time() - opened_at if opened_at is not None else 0.0
+            uptime_s = self.clock.monotonic() - opened_at if opened_at is not None else 0.0
             if opened_at is not None and uptime_s >= self.tuning.stable_after_s:
                 self._failures = 0
             if error is None:
                 logger.info("stream planned reconnect venue=%s uptime_s=%.0f", self.label, uptime_s)
                 continue
-            delay_s = backoff_delay(
-                self._failures, self.tuning.backoff_initial_s, self.tuning.backoff_max_s, self._rand
-            )
+            delay_s = full_jitter(self._failures, self.tuning.backoff_initial_s, self.tuning.backoff_max_s, self._rand)
             self._failures += 1
             self._mark_down(error, delay_s)
-            await self._sleep(delay_s)
+            await self.clock.sleep(delay_s)
 
     async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         try:
@@ -230,15 +270,21 @@ class WsStream:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, handoff: Handoff) -> None:
         """Reads frames until the planned end of life (returns) or a failure (raises)."""
-        loop = asyncio.get_running_loop()
+        receiver = _Receiver(ws, self.clock)
+        try:
+            await self._read(ws, receiver, handoff)
+        finally:
+            await receiver.close()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, receiver: _Receiver, handoff: Handoff) -> None:
         for frame in self._subscribe() if self._subscribe is not None else ():
             await ws.send_str(frame)
-        opened = last_frame = loop.time()
+        opened = last_frame = self.clock.monotonic()
         retire_at = opened + self.tuning.max_lifetime_s
         beat_at = opened + self._heartbeat.every_s if self._heartbeat is not None else float("inf")
         probed_at: float | None = None
         while True:
-            now = loop.time()
+            now = self.clock.monotonic()
             if now >= retire_at:
                 return
             if self._heartbeat is not None and now >= beat_at:
@@ -256,14 +302,12 @@ class WsStream:
                     self._probes_sent += 1
                     await ws.send_str(self._probe(self._probes_sent))
                 continue
-            try:
-                # aiohttp reads a timeout of 0 as "no timeout"; keep it positive.
-                msg = await ws.receive(timeout=max(min(quiet_until, retire_at, beat_at) - now, 0.001))
-            except TimeoutError:
+            msg = await receiver.receive(min(quiet_until, retire_at, beat_at) - now)
+            if msg is None:
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                last_frame, probed_at = loop.time(), None
-                self.health.last_frame_at = utcnow()
+                last_frame, probed_at = self.clock.monotonic(), None
+                self.health.last_frame_at = self.clock.now()
                 await self._on_frame(ws, msg.data, handoff)
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise _Lost(f"socket error: {ws.exception()!r}")
@@ -284,17 +328,43 @@ class WsStream:
         except (aiohttp.ClientError, ConnectionError):
             raise
         except Exception as exc:
-            self.health.parse_errors += 1
-            if should_log(self.health.parse_errors):
+            self._unreadable(exc, data)
+            return
+        await handoff.put(self._plausible_only(events, data))
+
+    def _unreadable(self, exc: Exception, data: str | bytes) -> None:
+        self.health.parse_errors += 1
+        reason = reason_of(exc)
+        if reason is not None:
+            self.health.reject(reason)
+        if should_log(self.health.parse_errors):
+            logger.warning(
+                "unreadable frame venue=%s parse_errors=%d reason=%s error=%s frame=%.200r",
+                self.label,
+                self.health.parse_errors,
+                reason or "unreadable",
+                _describe(exc),
+                data,
+            )
+
+    def _plausible_only(self, events: Sequence[Event], data: str | bytes) -> Sequence[Event]:
+        now = self.clock.now()
+        kept: list[Event] = []
+        for event in events:
+            reason = self._plausible.check(event, now)
+            if reason is None:
+                kept.append(event)
+                continue
+            if should_log(self.health.reject(reason)):
                 logger.warning(
-                    "unreadable frame venue=%s parse_errors=%d error=%s frame=%.200r",
+                    "implausible event venue=%s reason=%s key=%.120r occurred_at=%s frame=%.200r",
                     self.label,
-                    self.health.parse_errors,
-                    _describe(exc),
+                    reason,
+                    event.key,
+                    event.occurred_at.isoformat(),
                     data,
                 )
-            return
-        await handoff.put(events)
+        return kept
 
     def _mark_up(self) -> None:
         if self._connections > 0:
@@ -303,14 +373,14 @@ class WsStream:
         was = self.health.state
         self.health.mark_up()
         if was is WatcherState.DOWN:
-            down_s = asyncio.get_running_loop().time() - (self._down_since or 0.0)
+            down_s = self.clock.monotonic() - (self._down_since or 0.0)
             logger.info("stream recovered venue=%s down_s=%.1f attempts=%d", self.label, down_s, self._failures)
         elif was is not WatcherState.UP:  # first connect, or after a pause: not a recovery
             logger.info("stream connected venue=%s url=%s", self.label, URL(self.url).with_query(None))
 
     def _mark_down(self, error: str, delay_s: float) -> None:
         if self.health.state is not WatcherState.DOWN:
-            self._down_since = asyncio.get_running_loop().time()
+            self._down_since = self.clock.monotonic()
             logger.warning("stream down venue=%s error=%s retry_in_s=%.2f", self.label, error, delay_s)
         else:
             logger.debug(
