@@ -385,6 +385,21 @@ async def test_a_venue_that_accepts_and_drops_at_once_backs_off_unless_it_stayed
     assert stream.health.events == 0
 
 
+async def test_a_venue_that_drops_every_few_frames_is_reconnected_at_the_initial_delay() -> None:
+    """Issue 10.10: dropped every 2-3 s while data flows, it never stayed up `stable_after_s`, so its gaps
+    grew to the cap; frames exchanged prove the connection healthy and reset the back-off."""
+    frames = [frame_at(n) for n in range(3)]
+    async with FakeForceOrderServer(replay_on_connect=frames, close_after_replay=True) as server:
+        clock = RecordingClock(hold_after=4)
+        stream, sink = stream_for(server.url, clock), Sink()
+        async with running(stream.run, sink):
+            async with asyncio.timeout(5):
+                await clock.held.wait()
+
+    assert clock.slept[:4] == [0.01] * 4
+    assert stream.health.events >= 3 and stream.health.reconnects >= 3
+
+
 async def test_subscribe_frames_are_sent_on_every_connect(server: FakeForceOrderServer) -> None:
     subscribe = json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@forceOrder"], "id": 1})
     stream = stream_for(server.url, RecordingClock(), subscribe=lambda: [subscribe])

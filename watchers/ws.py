@@ -6,10 +6,12 @@ A venue that caps subscriptions per connection runs several `WsStream`s, each wi
 
 Backoff rule: after a failed connect or a connection lost against our will, wait a full-jitter delay drawn
 from [0, min(backoff_max_s, backoff_initial_s * 2**attempt)] and count the attempt. The attempt count goes
-back to 0 only after a connection stayed up at least `stable_after_s`: a venue that accepts, replays a
-snapshot and drops at once has delivered frames yet is not healthy, and resetting on frames would hammer
-it at the initial delay. A planned reconnect (`max_lifetime_s`, before the venue's own 24 h cut) is not a
-failure: it reconnects at once, counts in `reconnects` and leaves `errors` alone.
+back to 0 once a connection proved healthy: it delivered `healthy_after_frames` frames, or answered a
+probe, or stayed up `stable_after_s`. A venue that drops the socket every few seconds while data flows is
+then reconnected at the initial delay each time instead of waiting ever longer, while one that accepts
+and drops at once with nothing said still backs off. A planned reconnect (`max_lifetime_s`, before the
+venue's own 24 h cut) is not a failure: it reconnects at once, counts in `reconnects` and leaves `errors`
+alone.
 
 Time: every wait, deadline and stamp (liveness, heartbeat, planned reconnect, back-off, health) is read on
 the injected `Clock`, so a test drives the stream with a frozen clock instead of sleeping.
@@ -86,6 +88,7 @@ class WsTuning:
     backoff_initial_s: float
     backoff_max_s: float
     stable_after_s: float = 30.0
+    healthy_after_frames: int = 3
     connect_timeout_s: float = 10.0
     # aiohttp waits this long for the venue's close frame; a dead peer must not stall a reconnect.
     close_timeout_s: float = 5.0
@@ -104,6 +107,8 @@ class WsTuning:
                 raise ValueError(f"{name} must be > 0")
         if self.stable_after_s < 0:
             raise ValueError("stable_after_s must be >= 0")
+        if self.healthy_after_frames < 1:
+            raise ValueError("healthy_after_frames must be >= 1")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
 
@@ -219,6 +224,7 @@ class WsStream:
         self._probes_sent = 0
         self._connections = 0
         self._failures = 0
+        self._healthy = False
         self._down_since: float | None = None
 
     async def run(self, sink: EventSink) -> None:
@@ -238,6 +244,7 @@ class WsStream:
         while True:
             opened_at: float | None = None
             error: str | None = None
+            self._healthy = False
             try:
                 ws = await self._connect(session)
                 async with ws:
@@ -247,7 +254,7 @@ class WsStream:
             except Exception as exc:
                 error = _describe(exc)
             uptime_s = self.clock.monotonic() - opened_at if opened_at is not None else 0.0
-            if opened_at is not None and uptime_s >= self.tuning.stable_after_s:
+            if opened_at is not None and (self._healthy or uptime_s >= self.tuning.stable_after_s):
                 self._failures = 0
             if error is None:
                 logger.info("stream planned reconnect venue=%s uptime_s=%.0f", self.label, uptime_s)
@@ -283,6 +290,7 @@ class WsStream:
         retire_at = opened + self.tuning.max_lifetime_s
         beat_at = opened + self._heartbeat.every_s if self._heartbeat is not None else float("inf")
         probed_at: float | None = None
+        frames = 0
         while True:
             now = self.clock.monotonic()
             if now >= retire_at:
@@ -306,6 +314,10 @@ class WsStream:
             if msg is None:
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                frames += 1
+                # A frame after a probe answers it; a few frames in a row are a healthy exchange too.
+                if probed_at is not None or frames >= self.tuning.healthy_after_frames:
+                    self._healthy = True
                 last_frame, probed_at = self.clock.monotonic(), None
                 self.health.last_frame_at = self.clock.now()
                 await self._on_frame(ws, msg.data, handoff)
