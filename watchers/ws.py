@@ -150,31 +150,47 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Receiver:
-    """One pending `ws.receive()` kept across waits, so a wait on the clock that ends (a heartbeat is due,
-    a probe window passed) never cancels a read half done, and the read is cancelled only with the socket."""
+    """Reads the socket in a task of its own, a few messages ahead, so the stream waits on its clock (a
+    heartbeat is due, a probe window passed) without ever cancelling a read half done, and a burst already
+    read is taken without arming a timer per frame. Frames beyond the read-ahead wait in the socket."""
+
+    READ_AHEAD = 64
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, clock: Clock) -> None:
         self._ws = ws
         self._clock = clock
-        self._task: asyncio.Future[aiohttp.WSMessage] | None = None
-        self._ready = asyncio.Event()
+        self._inbox: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue(maxsize=self.READ_AHEAD)
+        self._arrived = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                msg = await self._ws.receive()
+                await self._inbox.put(msg)
+                self._arrived.set()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    return  # a close or an error ends the socket: nothing follows it
+        except Exception as exc:
+            self._failed = exc
+            self._arrived.set()
 
     async def receive(self, timeout_s: float) -> aiohttp.WSMessage | None:
         """The next message, or None when `timeout_s` passed on the clock first."""
-        if self._task is None:
-            self._ready = asyncio.Event()
-            self._task = asyncio.ensure_future(self._ws.receive())
-            self._task.add_done_callback(lambda _: self._ready.set())
-        if not self._task.done() and not await self._clock.wait(self._ready, timeout_s):
-            return None
-        task, self._task = self._task, None
-        return task.result()
+        if self._inbox.empty():
+            if self._failed is not None:
+                raise self._failed
+            self._arrived.clear()
+            if not await self._clock.wait(self._arrived, timeout_s):
+                return None
+            if self._inbox.empty() and self._failed is not None:
+                raise self._failed
+        return self._inbox.get_nowait()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 class WsStream:
