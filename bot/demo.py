@@ -1,23 +1,23 @@
-"""`perpwatch demo`: the real bot, end to end, against the loopback fakes the tests use.
+"""`perpwatch demo`: the real bot, end to end, against the loopback venue the tests use.
 
-Two fake exchange sockets (Binance and Aster format) replay recorded-shape frames; the real watchers,
-pipeline, SQLite outbox and dispatcher carry them to the console. Nothing leaves this machine, no token is
-needed, and one frame is replayed twice to show that a replay alerts nobody twice.
+Two fake exchange sockets (Binance and Aster format, `bot.demo_venue`) replay recorded-shape frames
+(`bot/demo_frames`, package data); the real watchers, pipeline, SQLite outbox and dispatcher carry them to the
+console. Nothing leaves this machine, no token is needed, and one frame is replayed twice to show that a
+replay alerts nobody twice. It needs nothing from `tests`, so it runs from an installed wheel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.demo_venue import FakeForceOrderServer
 from bot.settings import Settings
+from perpwatch.clock import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from bot.app import PerpwatchApp
@@ -26,22 +26,17 @@ log = logging.getLogger(__name__)
 
 
 def load_frames() -> list[dict[str, Any]]:
-    text = resources.files("tests.fakes").joinpath("frames/forceorder_replay.jsonl").read_text(encoding="utf-8")
+    text = resources.files("bot").joinpath("demo_frames/forceorder_replay.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _restamp(frame: dict[str, Any]) -> dict[str, Any]:
     """Replayed frames carry the time of the replay, as a live venue's would."""
-    now_ms = int(time.time() * 1000)
+    now_ms = int(SYSTEM_CLOCK.now().timestamp() * 1000)
     return {**frame, "E": now_ms, "o": {**frame["o"], "T": now_ms}}
 
 
 async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
-    try:
-        from tests.fakes.binance_ws import FakeForceOrderServer
-    except ImportError:  # pragma: no cover - only a non-editable install lacks the fakes
-        sys.stderr.write("perpwatch demo needs the repository checkout (tests/fakes); run it from a clone.\n")
-        return
     from bot.app import PerpwatchApp
 
     frames = load_frames()
@@ -66,7 +61,7 @@ async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
                     stamped = _restamp(frame)
                     await (binance if i % 3 else aster).push(stamped)
                     sent.append(stamped)
-                    await asyncio.sleep(1 / rate)
+                    await SYSTEM_CLOCK.sleep(1 / rate)
                 await binance.push(sent[1])  # the venue re-sends a frame: accepted once, alerted once
                 await _settle(app, frames=len(sent) + 1)
                 stats = app.pipeline.stats
@@ -81,9 +76,9 @@ async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
 
 async def _settle(app: PerpwatchApp, *, frames: int, timeout_s: float = 10.0) -> None:
     """Until every frame was accepted (or recognised) and every alert sent; the demo then exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = SYSTEM_CLOCK.monotonic() + timeout_s
+    while SYSTEM_CLOCK.monotonic() < deadline:
         seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
         if seen >= frames and await app.dispatcher.idle():
             return
-        await asyncio.sleep(0.1)
+        await SYSTEM_CLOCK.sleep(0.1)

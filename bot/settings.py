@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-KNOWN_WATCHERS: tuple[str, ...] = ("binance", "aster")
-"""Watcher names `PERPWATCH_WATCHERS` accepts; each later source adds its name here."""
+from watchers.registry import URL_SETTINGS, WATCHER_NAMES
+
+KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
+"""Watcher names `PERPWATCH_WATCHERS` accepts: one per entry of `watchers.registry`."""
 
 
 def _split_csv(value: object) -> object:
@@ -48,6 +50,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, ge=1)
 
     # --- watchers ---------------------------------------------------------------------------------
+    # Each entry of `watchers.registry` names the fields below it reads; its URL fields are validated here.
     watchers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KNOWN_WATCHERS))
     binance_ws_url: str = "wss://fstream.binance.com/market/ws/!forceOrder@arr"
     aster_ws_url: str = "wss://fstream.asterdex.com/ws/!forceOrder@arr"
@@ -110,7 +113,7 @@ class Settings(BaseSettings):
             raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
         return value
 
-    @field_validator("telegram_api_url", "discord_api_url", "binance_ws_url", "aster_ws_url", "discord_gateway_url")
+    @field_validator("telegram_api_url", "discord_api_url", "discord_gateway_url", *URL_SETTINGS)
     @classmethod
     def _check_url(cls, value: str) -> str:
         expected = "expected an http(s):// or ws(s):// URL with a host, like https://api.telegram.org"

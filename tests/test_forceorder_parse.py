@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from perpwatch.events import PositionSide, Topic, Venue
 from bot.settings import load_settings
+from perpwatch.events import PositionSide, Topic, Venue
 from watchers.forceorder import ForceOrderWatcher, list_subscriptions_probe, parse
+from watchers.validate import Refused
+from watchers.ws import WsTuning
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 
@@ -126,9 +128,9 @@ def test_probe_is_the_documented_control_message() -> None:
         ({"s": ""}, "not a symbol"),
         ({"T": None}, "not a millisecond timestamp"),
         ({"T": "1568014460893"}, "not a millisecond timestamp"),
-        ({"z": "abc"}, "not a decimal"),
-        ({"ap": "NaN"}, "finite"),
-        ({"z": "-1"}, "non-negative"),
+        ({"z": "abc"}, "not a plain decimal"),
+        ({"ap": "NaN"}, "not a plain decimal"),
+        ({"z": "-1"}, "negative"),
         ({"z": 0.014}, "expected a decimal string"),
         ({"z": "0", "q": "0"}, "no positive size or price"),
         ({"ap": "0", "p": None}, "no positive size or price"),
@@ -137,6 +139,32 @@ def test_probe_is_the_documented_control_message() -> None:
 def test_malformed_force_order_raises(docs_frame: dict[str, Any], fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse(with_order(docs_frame, **fields), Venue.BINANCE)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"s": "BTC\x1b[2JUSDT"}, "bad_symbol"),
+        ({"s": "BTC\u202eUSDT"}, "bad_symbol"),
+        ({"s": "BTCUSDT\x07"}, "bad_symbol"),
+        ({"s": "x" * 41}, "bad_symbol"),
+        ({"z": "1e400"}, "bad_figure"),
+        ({"z": Decimal("1E+400")}, "bad_figure"),  # an unquoted 1e400, as the stream decodes it
+        ({"z": "1_000"}, "bad_figure"),
+        ({"z": "\u0661\u0660"}, "bad_figure"),
+        ({"z": "NaN"}, "bad_figure"),
+        ({"z": "-1"}, "bad_figure"),
+        ({"z": "1000000", "ap": "1000000"}, "implausible_usd"),
+        ({"z": "0.0000000001", "ap": "0.0000000001"}, "implausible_usd"),
+        ({"T": 10**20}, "bad_time"),
+    ],
+)
+def test_a_frame_that_cannot_be_true_is_refused_with_a_reason(
+    docs_frame: dict[str, Any], fields: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(Refused) as refused:
+        parse(with_order(docs_frame, **fields), Venue.BINANCE)
+    assert refused.value.reason == reason
 
 
 @pytest.mark.parametrize(
@@ -169,17 +197,9 @@ def test_watcher_from_settings_is_named_after_its_venue(venue: Venue) -> None:
     assert watcher.name == venue.value
     assert watcher.stream.url == f"ws://127.0.0.1:1/{venue.value}"
     assert (watcher.stream.tuning.probe_after_s, watcher.stream.tuning.max_lifetime_s) == (7.0, 600.0)
-    assert watcher.health.note == parse(load("binance_forceOrder_docs.json"), venue)[0].body.note
 
 
 def test_watcher_refuses_a_venue_with_another_wire_format() -> None:
+    tuning = WsTuning(probe_after_s=1, probe_timeout_s=1, max_lifetime_s=1, backoff_initial_s=1, backoff_max_s=1)
     with pytest.raises(ValueError, match="bybit"):
-        ForceOrderWatcher(
-            Venue.BYBIT,
-            "ws://127.0.0.1:1/",
-            probe_after_s=1,
-            probe_timeout_s=1,
-            max_lifetime_s=1,
-            backoff_initial_s=1,
-            backoff_max_s=1,
-        )
+        ForceOrderWatcher(Venue.BYBIT, "ws://127.0.0.1:1/", tuning)

@@ -1,5 +1,6 @@
 """The handoff between a stream's reader and the sink: reading never waits on a commit, order holds,
-bursts share one sink call, memory stays bounded, and a stop hands over what was already read."""
+bursts share one sink call, memory stays bounded, a stop hands over what was already read, and an event the
+sink can never store holds nothing back. Waits are on a test clock, never on the wall."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from bot.pipeline import Pipeline
+from perpwatch.clock import FrozenClock
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from storage import Store
-from watchers.base import SinkUnavailable, WatcherHealth
+from tests.fakes.clock import RecordingClock
+from watchers.base import EventRejected, SinkUnavailable, WatcherHealth
 from watchers.handoff import Handoff
 
 
@@ -89,16 +92,23 @@ async def test_leaving_hands_over_what_was_read() -> None:
 
 
 async def test_leaving_gives_up_after_the_grace_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    sink, health = GatedSink(), WatcherHealth(name="t")  # the gate never opens: a hung database
-    async with Handoff(sink, health, label="t", grace_s=0.05) as handoff:
+    sink, health, clock = GatedSink(), WatcherHealth(name="t"), FrozenClock()  # the gate never opens: a hung database
+
+    async def grace_passes() -> None:
+        while clock.sleepers == 0:  # noqa: ASYNC110 - until the handoff waits out its grace
+            await asyncio.sleep(0)
+        await clock.advance(5.0)
+
+    async with Handoff(sink, health, label="t", grace_s=5.0, clock=clock) as handoff:
         await handoff.put([event(1)])
         await sink.entered.wait()
         await handoff.put([event(2)])
+        passing = asyncio.create_task(grace_passes())
+    await passing
     assert "stopping with events not handed over venue=t events=1" in caplog.text
 
 
-async def test_a_passing_fault_is_retried_without_reordering(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("watchers.handoff.SINK_RETRY_DELAYS_S", (0.001, 0.001, 0.001))
+async def test_a_passing_fault_is_retried_without_reordering() -> None:
     seen: list[str] = []
     failures = [OSError("database is locked")]
 
@@ -107,38 +117,34 @@ async def test_a_passing_fault_is_retried_without_reordering(monkeypatch: pytest
             raise failures.pop()
         seen.extend(e.key for e in events)
 
-    health = WatcherHealth(name="t")
-    async with Handoff(flaky, health, label="t") as handoff:
+    health, clock = WatcherHealth(name="t"), RecordingClock()
+    async with Handoff(flaky, health, label="t", clock=clock) as handoff:
         for n in range(1, 4):
             await handoff.put([event(n)])
         await handoff.settled()
     assert seen == ["test:1", "test:2", "test:3"]
     assert (health.events, health.errors) == (3, 0)
+    assert clock.slept == [0.05]
 
 
 async def test_an_unavailable_sink_is_waited_for_however_long_and_loses_nothing() -> None:
     seen: list[str] = []
     outage = [SinkUnavailable("SQLITE_FULL: database or disk is full")] * 12  # more tries than any other fault gets
-    waits: list[float] = []
 
     async def full_disk(events: Sequence[Event]) -> None:
         if outage:
             raise outage.pop()
         seen.extend(e.key for e in events)
 
-    async def record(delay_s: float) -> None:
-        waits.append(delay_s)
-        await asyncio.sleep(0)
-
-    health = WatcherHealth(name="t")
-    async with Handoff(full_disk, health, label="t", sleep=record) as handoff:
+    health, clock = WatcherHealth(name="t"), RecordingClock()
+    async with Handoff(full_disk, health, label="t", clock=clock) as handoff:
         for n in range(1, 4):
             await handoff.put([event(n)])
         await handoff.settled()
     assert seen == ["test:1", "test:2", "test:3"]
     assert (health.events, health.errors) == (3, 0)
     assert health.last_error == "sink: SinkUnavailable: SQLITE_FULL: database or disk is full"
-    assert waits == [0.05, 0.5, 2.0] + [5.0] * 9  # backs off, then keeps trying at the cap
+    assert clock.slept == [0.05, 0.5, 2.0] + [5.0] * 9  # backs off, then keeps trying at the cap
 
 
 async def test_an_outage_past_a_minute_is_reported_as_an_error_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -148,11 +154,8 @@ async def test_an_outage_past_a_minute_is_reported_as_an_error_once(caplog: pyte
         if outage:
             raise outage.pop()
 
-    async def no_wait(_: float) -> None:
-        await asyncio.sleep(0)
-
     with caplog.at_level(logging.WARNING, logger="watchers.handoff"):
-        async with Handoff(full_disk, WatcherHealth(name="t"), label="t", sleep=no_wait) as handoff:
+        async with Handoff(full_disk, WatcherHealth(name="t"), label="t", clock=RecordingClock()) as handoff:
             await handoff.put([event(1)])
             await handoff.settled()
     held = [r for r in caplog.records if r.getMessage().startswith("sink unavailable")]
@@ -163,15 +166,12 @@ async def test_an_outage_past_a_minute_is_reported_as_an_error_once(caplog: pyte
 async def test_events_read_while_another_process_locks_the_database_are_stored_when_it_lets_go(
     tmp_path: Path,
 ) -> None:
-    async def soon(_: float) -> None:
-        await asyncio.sleep(0.001)
-
     async with Store(tmp_path / "t.db") as store:
         store.db.conn.execute("PRAGMA busy_timeout=1")
         pipeline, health = Pipeline(store.outbox), WatcherHealth(name="t")
         other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)  # an operator's sqlite3 shell
         other.execute("BEGIN IMMEDIATE")
-        async with Handoff(pipeline, health, label="t", sleep=soon) as handoff:
+        async with Handoff(pipeline, health, label="t", clock=RecordingClock()) as handoff:
             await handoff.put([event(1), event(2)])
             async with asyncio.timeout(10):  # a hang guard only
                 while health.last_error is None:  # noqa: ASYNC110 - waiting for the handoff under test
@@ -191,10 +191,9 @@ def test_a_buffer_of_nothing_is_refused() -> None:
         Handoff(GatedSink(), WatcherHealth(name="t"), label="t", max_buffered=0)
 
 
-async def test_a_flood_reaches_the_sink_in_bounded_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("watchers.handoff.MAX_BATCH", 4)
+async def test_a_flood_reaches_the_sink_in_bounded_batches() -> None:
     sink, health = GatedSink(), WatcherHealth(name="t")
-    async with Handoff(sink, health, label="t") as handoff:
+    async with Handoff(sink, health, label="t", max_batch=4) as handoff:
         await handoff.put([event(0)])
         await sink.entered.wait()
         await handoff.put([event(n) for n in range(1, 11)])
@@ -202,3 +201,34 @@ async def test_a_flood_reaches_the_sink_in_bounded_batches(monkeypatch: pytest.M
         await handoff.settled()
     assert [len(call) for call in sink.calls] == [1, 4, 4, 2]
     assert [key for call in sink.calls for key in call] == [f"test:{n}" for n in range(11)]
+
+
+async def test_an_unstorable_event_a_second_among_fifty_valid_ones_delays_none_of_them() -> None:
+    """Issue 10.8: the handoff retried any failure for 2.55 s, so one event the store can never hold each
+    second pushed valid alerts seconds late. Rejected events are isolated at once: on a frozen clock that
+    never moves, every valid event is handed over without a single wait."""
+    clock = FrozenClock()
+    handed: list[str] = []
+    sink_calls = 0
+
+    async def sink(events: Sequence[Event]) -> None:
+        nonlocal sink_calls
+        sink_calls += 1
+        if any(e.key.endswith(":bad") for e in events):
+            raise EventRejected("value does not fit NUMERIC")
+        handed.extend(e.key for e in events)
+
+    health = WatcherHealth(name="t", clock=clock)
+    async with Handoff(sink, health, label="t", clock=clock, grace_s=0) as handoff:
+        for second in range(5):
+            burst = [event(second * 100 + n) for n in range(50)]
+            bad = burst[25].model_copy(update={"key": f"test:{second}:bad"})
+            for item in [*burst[:25], bad, *burst[25:]]:
+                await handoff.put([item])
+            async with asyncio.timeout(5):  # a hang guard: time itself never moves here
+                await handoff.settled()
+            assert clock.sleepers == 0
+            await clock.advance(1.0)
+    assert handed == [f"test:{s * 100 + n}" for s in range(5) for n in range(50)]
+    assert health.rejected == {"unstorable": 5}
+    assert (health.events, health.errors) == (250, 0)

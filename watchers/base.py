@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from perpwatch.backoff import should_log
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Topic, Venue
 from perpwatch.sink import EventRejected, EventSink, SinkUnavailable
 
 __all__ = ["EventRejected", "EventSink", "SinkUnavailable", "Watcher", "WatcherHealth", "WatcherState", "should_log"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def describe(exc: BaseException) -> str:
@@ -38,7 +35,12 @@ class WatcherState(StrEnum):
 
 @dataclass
 class WatcherHealth:
-    """Live figures a watcher keeps about itself; `/status` reads them as they are."""
+    """Live figures a watcher keeps about itself; `/status` reads them as they are.
+
+    `rejected` counts events refused, by reason (a symbol that is not a plain venue symbol, a figure that is
+    not a plain decimal, a time far from now, an event the store can never hold): one bad frame costs a
+    count, never the stream. Its stamps come from `clock`, the watcher's, so a test's frozen clock shows.
+    """
 
     name: str
     state: WatcherState = WatcherState.STARTING
@@ -51,11 +53,13 @@ class WatcherHealth:
     events: int = 0
     last_error: str | None = None
     note: str | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False, compare=False)
 
     def mark_up(self) -> None:
         self.state = WatcherState.UP
-        self.connected_since = utcnow()
+        self.connected_since = self.clock.now()
 
     def mark_down(self, error: str | None) -> None:
         self.state = WatcherState.DOWN
@@ -64,20 +68,28 @@ class WatcherHealth:
             self.errors += 1
             self.last_error = error
 
+    def reject(self, reason: str) -> int:
+        """Counts one refused event under `reason`; returns how many were refused in all, for log rating."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        return sum(self.rejected.values())
+
 
 class Watcher(abc.ABC):
     """A source of events. `run` owns the connection and returns only when cancelled.
 
     `covers` is what it can produce, as (topic, venue) pairs, so a chat that subscribes to something no
-    enabled watcher produces is told so instead of waiting in silence.
+    enabled watcher produces is told so instead of waiting in silence; the registry sets it from its entry.
     """
 
     name: str
 
-    def __init__(self, name: str, covers: frozenset[tuple[Topic, Venue]] = frozenset()) -> None:
+    def __init__(
+        self, name: str, covers: frozenset[tuple[Topic, Venue]] = frozenset(), *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.name = name
         self.covers = covers
-        self.health = WatcherHealth(name=name)
+        self.clock = clock
+        self.health = WatcherHealth(name=name, clock=clock)
 
     @abc.abstractmethod
     async def run(self, sink: EventSink) -> None: ...

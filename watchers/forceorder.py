@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 import aiohttp
 
-from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue, utc_from_ms
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+from perpwatch.events import (
+    MAX_USD,
+    MIN_USD,
+    SYMBOL_PATTERN,
+    Event,
+    LiquidationBody,
+    PositionSide,
+    Topic,
+    Venue,
+    parse_decimal,
+    utc_from_ms,
+)
 from watchers.base import EventSink, Watcher
+from watchers.validate import BAD_FIGURE, BAD_SYMBOL, BAD_TIME, IMPLAUSIBLE_USD, Refused
 from watchers.ws import WsSettings, WsStream, WsTuning
 
 logger = logging.getLogger(__name__)
@@ -55,19 +70,26 @@ def list_subscriptions_probe(probe_id: int) -> str:
 
 
 def _decimal(order: Mapping[str, Any], field: str) -> Decimal:
+    """A figure from its plain decimal string; an absent one is 0, so the fallback field is read instead."""
     raw = order.get(field)
     if raw is None:
         return Decimal(0)
-    # A float here means the frame was decoded without parse_float=Decimal and has already lost digits.
-    if isinstance(raw, bool | float) or not isinstance(raw, str | int | Decimal):
-        raise ValueError(f"forceOrder o.{field} is {type(raw).__name__}, expected a decimal string")
     try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"forceOrder o.{field}={raw!r} is not a decimal") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"forceOrder o.{field}={raw!r} is not a finite non-negative decimal")
+        value = parse_decimal(raw, f"forceOrder o.{field}")
+    except ValueError as exc:
+        raise Refused(BAD_FIGURE, str(exc)) from None
+    if value < 0:
+        raise Refused(BAD_FIGURE, f"forceOrder o.{field}={raw!r} is negative")
     return value
+
+
+def _trade_time(raw: object) -> datetime:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise ValueError(f"forceOrder o.T={raw!r} is not a millisecond timestamp")
+    try:
+        return utc_from_ms(raw)
+    except (OverflowError, OSError, ValueError):
+        raise Refused(BAD_TIME, f"forceOrder o.T={raw!r} is no date") from None
 
 
 def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
@@ -87,7 +109,10 @@ def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
 
     The combined-stream wrapper `{"stream":…,"data":…}` is unwrapped. `!forceOrder@arr` delivers one
     object per frame despite its name (docs and live captures), so a JSON array is not a frame shape
-    here. A frame that claims to be a forceOrder but cannot be read raises ValueError.
+    here. A frame that claims to be a forceOrder but cannot be read raises ValueError; one that reads but
+    cannot be true or shown (a symbol outside `SYMBOL_PATTERN`, a figure that is not a plain decimal, a
+    notional out of range) raises `Refused` with the reason it is counted under. Whether its time is near
+    now is the stream's to judge, on its clock: this function is pure.
     """
     if "stream" in frame and isinstance(frame.get("data"), Mapping):
         frame = frame["data"]
@@ -104,15 +129,18 @@ def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
     symbol, order_side, trade_ms = order.get("s"), order.get("S"), order.get("T")
     if not isinstance(symbol, str) or not symbol:
         raise ValueError(f"forceOrder o.s={symbol!r} is not a symbol")
+    if not SYMBOL_PATTERN.match(symbol):
+        raise Refused(BAD_SYMBOL, f"forceOrder o.s={symbol[:60]!r} is not a plain venue symbol")
     if order_side not in _LIQUIDATED:
         raise ValueError(f"forceOrder o.S={order_side!r} is neither BUY nor SELL")
-    if isinstance(trade_ms, bool) or not isinstance(trade_ms, int) or trade_ms <= 0:
-        raise ValueError(f"forceOrder o.T={trade_ms!r} is not a millisecond timestamp")
+    occurred_at = _trade_time(trade_ms)
     size = _decimal(order, "z") or _decimal(order, "q")
     price = _decimal(order, "ap") or _decimal(order, "p")
     if not size or not price:
         raise ValueError(f"forceOrder for {symbol} has no positive size or price")
     notional = size * price
+    if not MIN_USD <= notional <= MAX_USD:
+        raise Refused(IMPLAUSIBLE_USD, f"forceOrder for {symbol} has a notional of {notional:f}")
     return [
         Event(
             key=f"{venue.value}:forceOrder:{symbol}:{trade_ms}:{order_side}:{size}:{price}",
@@ -121,7 +149,7 @@ def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
             venue=venue,
             symbol=symbol,
             usd=notional,
-            occurred_at=utc_from_ms(trade_ms),
+            occurred_at=occurred_at,
             link=market_page(venue, symbol),
             body=LiquidationBody(
                 side=_LIQUIDATED[order_side],
@@ -142,32 +170,25 @@ class ForceOrderSettings(WsSettings, Protocol):
 
 
 class ForceOrderWatcher(Watcher):
-    """Watches one venue's `!forceOrder@arr`; the watcher's name is the venue's ("binance", "aster")."""
+    """Watches one venue's `!forceOrder@arr`; the watcher's name is the venue's ("binance", "aster").
+
+    What it covers and its `/status` note are its registry entry's (`watchers.registry`), set when built.
+    """
 
     def __init__(
         self,
         venue: Venue,
         url: str,
+        tuning: WsTuning,
         *,
-        probe_after_s: float,
-        probe_timeout_s: float,
-        max_lifetime_s: float,
-        backoff_initial_s: float,
-        backoff_max_s: float,
+        clock: Clock = SYSTEM_CLOCK,
         session: aiohttp.ClientSession | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if venue not in VENUES:
             raise ValueError(f"forceOrder serves {', '.join(VENUES)}, not {venue}")
-        super().__init__(venue.value, frozenset({(Topic.LIQUIDATION, venue)}))
+        super().__init__(venue.value, clock=clock)
         self.venue = venue
-        self.health.note = sampling_note(venue)
-        tuning = WsTuning(
-            probe_after_s=probe_after_s,
-            probe_timeout_s=probe_timeout_s,
-            max_lifetime_s=max_lifetime_s,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-        )
         self.stream = WsStream(
             label=venue.value,
             url=url,
@@ -176,24 +197,21 @@ class ForceOrderWatcher(Watcher):
             tuning=tuning,
             probe=list_subscriptions_probe,
             session=session,
+            clock=clock,
+            rand=rand,
         )
 
     @classmethod
     def from_settings(
-        cls, settings: ForceOrderSettings, venue: Venue, *, session: aiohttp.ClientSession | None = None
+        cls,
+        settings: ForceOrderSettings,
+        venue: Venue,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        session: aiohttp.ClientSession | None = None,
     ) -> ForceOrderWatcher:
         url = settings.binance_ws_url if venue is Venue.BINANCE else settings.aster_ws_url
-        tuning = WsTuning.from_settings(settings)
-        return cls(
-            venue,
-            url,
-            probe_after_s=tuning.probe_after_s,
-            probe_timeout_s=tuning.probe_timeout_s,
-            max_lifetime_s=tuning.max_lifetime_s,
-            backoff_initial_s=tuning.backoff_initial_s,
-            backoff_max_s=tuning.backoff_max_s,
-            session=session,
-        )
+        return cls(venue, url, WsTuning.from_settings(settings), clock=clock, session=session)
 
     async def run(self, sink: EventSink) -> None:
         await self.stream.run(sink)

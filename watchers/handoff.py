@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
+from perpwatch.backoff import Ladder
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Event
-from watchers.base import EventSink, SinkUnavailable, WatcherHealth, describe, should_log, utcnow
+from watchers.base import EventRejected, EventSink, SinkUnavailable, WatcherHealth, describe, should_log
+from watchers.validate import UNSTORABLE
 
 logger = logging.getLogger(__name__)
 
-SINK_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0)
-"""Waits before each retry of a failed sink call; after the last, the events are counted lost."""
+SINK_RETRIES = Ladder((0.05, 0.5, 2.0))
+"""Waits before each retry of a failed sink call; after its last step, the events are counted lost."""
 
-UNAVAILABLE_DELAYS_S: tuple[float, ...] = (0.05, 0.5, 2.0, 5.0)
+UNAVAILABLE = Ladder((0.05, 0.5, 2.0, 5.0))
 """Waits between tries while the sink is unavailable; the last repeats for as long as that lasts."""
 
 UNAVAILABLE_ERROR_AFTER_S = 60.0
@@ -35,8 +38,6 @@ MAX_BATCH = 100
 """Most events per sink call, the pipeline's commit cap: one commit of a flood must not hold the loop (see
 `bot.pipeline.MAX_EVENTS_PER_COMMIT`)."""
 
-Sleep = Callable[[float], Awaitable[None]]
-
 
 class Handoff:
     """One stream's ordered, batching, retrying way into the sink; `events` and `errors` go to `health`.
@@ -44,6 +45,10 @@ class Handoff:
     Use as `async with Handoff(...) as handoff: await handoff.put(events)`. Leaving the block gives what is
     buffered up to `grace_s` to reach the sink (a planned stop must not lose events already read), then
     cancels the flusher; the sink's own commit is shielded by the pipeline.
+
+    An event the sink raises `EventRejected` for can never be stored: it is isolated at once (a batch is
+    split and each event tried once alone, no waits) and counted under `rejected`, so one such frame never
+    holds back the valid ones behind it. Every wait is on `clock`.
     """
 
     def __init__(
@@ -53,17 +58,23 @@ class Handoff:
         *,
         label: str,
         max_buffered: int = MAX_BUFFERED,
+        max_batch: int = MAX_BATCH,
         grace_s: float = 5.0,
-        sleep: Sleep = asyncio.sleep,
+        retries: Ladder = SINK_RETRIES,
+        unavailable: Ladder = UNAVAILABLE,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if max_buffered < 1:
-            raise ValueError("max_buffered must be >= 1")
+        if max_buffered < 1 or max_batch < 1:
+            raise ValueError("max_buffered and max_batch must be >= 1")
         self.sink = sink
         self.health = health
         self.label = label
         self.max_buffered = max_buffered
+        self.max_batch = max_batch
         self.grace_s = grace_s
-        self._sleep = sleep
+        self.retries = retries
+        self.unavailable = unavailable
+        self.clock = clock
         self._buffer: list[Event] = []
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -82,10 +93,8 @@ class Handoff:
         if flusher is None:
             return
         try:
-            async with asyncio.timeout(self.grace_s):
-                await self.settled()
-        except TimeoutError:
-            logger.warning("stopping with events not handed over venue=%s events=%d", self.label, self.buffered)
+            if not await self.clock.wait(self._idle, self.grace_s):
+                logger.warning("stopping with events not handed over venue=%s events=%d", self.label, self.buffered)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -113,7 +122,7 @@ class Handoff:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            batch, self._buffer = self._buffer[:MAX_BATCH], self._buffer[MAX_BATCH:]
+            batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
             self._room.set()
             if batch:
                 await self._hand_over(batch)
@@ -126,6 +135,9 @@ class Handoff:
         try:
             await self._with_retries(batch)
         except Exception as exc:
+            if len(batch) == 1 and isinstance(exc, EventRejected):
+                self._refused(batch[0], exc)
+                return
             if len(batch) == 1:
                 self._lost(batch, exc)
                 return
@@ -134,6 +146,8 @@ class Handoff:
             for event in batch:
                 try:
                     await self._when_available([event])
+                except EventRejected as single:
+                    self._refused(event, single)
                 except Exception as single:
                     self._lost([event], single)
                 else:
@@ -143,12 +157,15 @@ class Handoff:
 
     async def _with_retries(self, batch: list[Event]) -> None:
         """A passing failure is tried again a few times, then raised. Events read meanwhile wait in the buffer
-        behind the batch, so their order holds."""
-        for delay_s in SINK_RETRY_DELAYS_S:
+        behind the batch, so their order holds. A rejected event is raised at once: waiting cannot help it."""
+        for attempt in range(len(self.retries.steps)):
             try:
                 await self._when_available(batch)
                 return
+            except EventRejected:
+                raise
             except Exception as exc:
+                delay_s = self.retries.at(attempt)
                 logger.warning(
                     "sink failed, retrying venue=%s events=%d delay_s=%g error=%s",
                     self.label,
@@ -156,7 +173,7 @@ class Handoff:
                     delay_s,
                     describe(exc),
                 )
-                await self._sleep(delay_s)
+                await self.clock.sleep(delay_s)
         await self._when_available(batch)
 
     async def _when_available(self, events: list[Event]) -> None:
@@ -170,7 +187,7 @@ class Handoff:
             try:
                 await self.sink(events)
             except SinkUnavailable as exc:
-                delay_s = UNAVAILABLE_DELAYS_S[min(waits, len(UNAVAILABLE_DELAYS_S) - 1)]
+                delay_s = self.unavailable.at(waits)
                 waits += 1
                 self.health.last_error = f"sink: {describe(exc)}"
                 escalate = waited_s >= UNAVAILABLE_ERROR_AFTER_S
@@ -185,7 +202,7 @@ class Handoff:
                         waited_s,
                         describe(exc),
                     )
-                await self._sleep(delay_s)
+                await self.clock.sleep(delay_s)
                 waited_s += delay_s
                 continue
             if waits:
@@ -194,7 +211,7 @@ class Handoff:
 
     def _handed(self, events: Sequence[Event]) -> None:
         self.health.events += len(events)
-        self.health.last_event_at = utcnow()
+        self.health.last_event_at = self.clock.now()
 
     def _lost(self, events: Sequence[Event], exc: Exception) -> None:
         self._failures += 1
@@ -206,5 +223,14 @@ class Handoff:
                 self.label,
                 len(events),
                 events[0].key,
+                describe(exc),
+            )
+
+    def _refused(self, event: Event, exc: Exception) -> None:
+        if should_log(self.health.reject(UNSTORABLE)):
+            logger.error(
+                "sink rejected an event for good, skipped venue=%s key=%.120r error=%s",
+                self.label,
+                event.key,
                 describe(exc),
             )

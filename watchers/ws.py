@@ -6,14 +6,21 @@ A venue that caps subscriptions per connection runs several `WsStream`s, each wi
 
 Backoff rule: after a failed connect or a connection lost against our will, wait a full-jitter delay drawn
 from [0, min(backoff_max_s, backoff_initial_s * 2**attempt)] and count the attempt. The attempt count goes
-back to 0 only after a connection stayed up at least `stable_after_s`: a venue that accepts, replays a
-snapshot and drops at once has delivered frames yet is not healthy, and resetting on frames would hammer
-it at the initial delay. A planned reconnect (`max_lifetime_s`, before the venue's own 24 h cut) is not a
-failure: it reconnects at once, counts in `reconnects` and leaves `errors` alone.
+back to 0 once a connection proved healthy: it delivered `healthy_after_frames` frames, or answered a
+probe, or stayed up `stable_after_s`. A venue that drops the socket every few seconds while data flows is
+then reconnected at the initial delay each time instead of waiting ever longer, while one that accepts
+and drops at once with nothing said still backs off. A planned reconnect (`max_lifetime_s`, before the
+venue's own 24 h cut) is not a failure: it reconnects at once, counts in `reconnects` and leaves `errors`
+alone.
+
+Time: every wait, deadline and stamp (liveness, heartbeat, planned reconnect, back-off, health) is read on
+the injected `Clock`, so a test drives the stream with a frozen clock instead of sleeping.
 
 Health: `reconnects` counts connections opened after the stream's first; `errors` counts failed connects,
-lost connections and sink failures; `parse_errors` counts frames that could not be read. Logs fire on
-edges only: one warning when the stream goes down, one "recovered" line when it is back.
+lost connections and sink failures; `parse_errors` counts frames that could not be read (among them those
+whose event was refused); `rejected` counts refused events by reason, including events of readable frames
+that fail the plausibility window (`watchers.validate`). Logs fire on edges only: one warning when the
+stream goes down, one "recovered" line when it is back; refusals are logged at a limited rate.
 
 Events go to the sink through a `Handoff`, so the socket is read on while earlier events are committed.
 """
@@ -24,7 +31,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -33,16 +40,16 @@ import aiohttp
 from yarl import URL
 
 from perpwatch.backoff import full_jitter
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Event
-from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log, utcnow
+from watchers.base import EventSink, WatcherHealth, WatcherState, describe, should_log
 from watchers.handoff import Handoff
+from watchers.validate import PLAUSIBLE, Plausible, reason_of
 
 logger = logging.getLogger(__name__)
 
 FrameHandler = Callable[[Any], Sequence[Event]]
 """Turns one decoded JSON frame into events; raising marks the frame as unreadable, never the stream."""
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class WsSettings(Protocol):
@@ -60,6 +67,16 @@ class WsSettings(Protocol):
     def ws_backoff_max_s(self) -> float: ...
 
 
+WS_SETTINGS: tuple[str, ...] = (
+    "ws_probe_after_s",
+    "ws_probe_timeout_s",
+    "ws_max_lifetime_s",
+    "ws_backoff_initial_s",
+    "ws_backoff_max_s",
+)
+"""The settings `WsSettings` names, for a registry entry to declare what its stream reads."""
+
+
 @dataclass(frozen=True, slots=True)
 class WsTuning:
     """Timings of one stream. A venue with a shorter idle cut (OKX drops after 30 s) overrides with
@@ -71,6 +88,7 @@ class WsTuning:
     backoff_initial_s: float
     backoff_max_s: float
     stable_after_s: float = 30.0
+    healthy_after_frames: int = 3
     connect_timeout_s: float = 10.0
     # aiohttp waits this long for the venue's close frame; a dead peer must not stall a reconnect.
     close_timeout_s: float = 5.0
@@ -89,6 +107,8 @@ class WsTuning:
                 raise ValueError(f"{name} must be > 0")
         if self.stable_after_s < 0:
             raise ValueError("stable_after_s must be >= 0")
+        if self.healthy_after_frames < 1:
+            raise ValueError("healthy_after_frames must be >= 1")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
 
@@ -112,9 +132,6 @@ class Heartbeat:
     frame: str
 
 
-backoff_delay = full_jitter
-
-
 class _StreamError(Exception):
     """A failure this module words itself; its message is what `/status` shows as `last_error`."""
 
@@ -132,6 +149,50 @@ def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, _StreamError) else describe(exc)
 
 
+class _Receiver:
+    """Reads the socket in a task of its own, a few messages ahead, so the stream waits on its clock (a
+    heartbeat is due, a probe window passed) without ever cancelling a read half done, and a burst already
+    read is taken without arming a timer per frame. Frames beyond the read-ahead wait in the socket."""
+
+    READ_AHEAD = 64
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, clock: Clock) -> None:
+        self._ws = ws
+        self._clock = clock
+        self._inbox: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue(maxsize=self.READ_AHEAD)
+        self._arrived = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                msg = await self._ws.receive()
+                await self._inbox.put(msg)
+                self._arrived.set()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    return  # a close or an error ends the socket: nothing follows it
+        except Exception as exc:
+            self._failed = exc
+            self._arrived.set()
+
+    async def receive(self, timeout_s: float) -> aiohttp.WSMessage | None:
+        """The next message, or None when `timeout_s` passed on the clock first."""
+        if self._inbox.empty():
+            if self._failed is not None:
+                raise self._failed
+            self._arrived.clear()
+            if not await self._clock.wait(self._arrived, timeout_s):
+                return None
+            if self._inbox.empty() and self._failed is not None:
+                raise self._failed
+        return self._inbox.get_nowait()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 class WsStream:
     """One WebSocket connection kept alive for as long as `run` runs.
 
@@ -141,6 +202,7 @@ class WsStream:
     both windows together ends the connection. `reply` answers app-level server pings (edgeX's
     `{"type":"ping"}`): a frame it answers goes no further. `plain_texts` are non-JSON control texts
     (OKX's `pong`) that count as life but are not parsed. Protocol pings are answered by aiohttp.
+    `plausible` is the time window events must fall in around the clock's now.
     """
 
     def __init__(
@@ -157,13 +219,15 @@ class WsStream:
         reply: Callable[[Any], str | None] | None = None,
         plain_texts: frozenset[str] = frozenset(),
         session: aiohttp.ClientSession | None = None,
-        sleep: Sleep = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
+        plausible: Plausible = PLAUSIBLE,
     ) -> None:
         self.label = label
         self.url = url
         self.health = health
         self.tuning = tuning
+        self.clock = clock
         self._handler = handler
         self._subscribe = subscribe
         self._probe = probe
@@ -171,11 +235,12 @@ class WsStream:
         self._reply = reply
         self._plain_texts = plain_texts
         self._session = session
-        self._sleep = sleep
         self._rand = rand
+        self._plausible = plausible
         self._probes_sent = 0
         self._connections = 0
         self._failures = 0
+        self._healthy = False
         self._down_since: float | None = None
 
     async def run(self, sink: EventSink) -> None:
@@ -184,7 +249,7 @@ class WsStream:
         May be called again after a cancel (an operator's pause and resume); `reconnects` keeps counting
         every connection after this stream's first."""
         self._failures = 0
-        async with Handoff(sink, self.health, label=self.label, sleep=self._sleep) as handoff:
+        async with Handoff(sink, self.health, label=self.label, clock=self.clock) as handoff:
             if self._session is not None:
                 await self._loop(self._session, handoff)
             else:
@@ -192,30 +257,28 @@ class WsStream:
                     await self._loop(session, handoff)
 
     async def _loop(self, session: aiohttp.ClientSession, handoff: Handoff) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             opened_at: float | None = None
             error: str | None = None
+            self._healthy = False
             try:
                 ws = await self._connect(session)
                 async with ws:
-                    opened_at = loop.time()
+                    opened_at = self.clock.monotonic()
                     self._mark_up()
                     await self._serve(ws, handoff)
             except Exception as exc:
                 error = _describe(exc)
-            uptime_s = loop.time() - opened_at if opened_at is not None else 0.0
-            if opened_at is not None and uptime_s >= self.tuning.stable_after_s:
+            uptime_s = self.clock.monotonic() - opened_at if opened_at is not None else 0.0
+            if opened_at is not None and (self._healthy or uptime_s >= self.tuning.stable_after_s):
                 self._failures = 0
             if error is None:
                 logger.info("stream planned reconnect venue=%s uptime_s=%.0f", self.label, uptime_s)
                 continue
-            delay_s = backoff_delay(
-                self._failures, self.tuning.backoff_initial_s, self.tuning.backoff_max_s, self._rand
-            )
+            delay_s = full_jitter(self._failures, self.tuning.backoff_initial_s, self.tuning.backoff_max_s, self._rand)
             self._failures += 1
             self._mark_down(error, delay_s)
-            await self._sleep(delay_s)
+            await self.clock.sleep(delay_s)
 
     async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         try:
@@ -230,15 +293,22 @@ class WsStream:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, handoff: Handoff) -> None:
         """Reads frames until the planned end of life (returns) or a failure (raises)."""
-        loop = asyncio.get_running_loop()
+        receiver = _Receiver(ws, self.clock)
+        try:
+            await self._read(ws, receiver, handoff)
+        finally:
+            await receiver.close()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, receiver: _Receiver, handoff: Handoff) -> None:
         for frame in self._subscribe() if self._subscribe is not None else ():
             await ws.send_str(frame)
-        opened = last_frame = loop.time()
+        opened = last_frame = self.clock.monotonic()
         retire_at = opened + self.tuning.max_lifetime_s
         beat_at = opened + self._heartbeat.every_s if self._heartbeat is not None else float("inf")
         probed_at: float | None = None
+        frames = 0
         while True:
-            now = loop.time()
+            now = self.clock.monotonic()
             if now >= retire_at:
                 return
             if self._heartbeat is not None and now >= beat_at:
@@ -256,14 +326,16 @@ class WsStream:
                     self._probes_sent += 1
                     await ws.send_str(self._probe(self._probes_sent))
                 continue
-            try:
-                # aiohttp reads a timeout of 0 as "no timeout"; keep it positive.
-                msg = await ws.receive(timeout=max(min(quiet_until, retire_at, beat_at) - now, 0.001))
-            except TimeoutError:
+            msg = await receiver.receive(min(quiet_until, retire_at, beat_at) - now)
+            if msg is None:
                 continue
             if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                last_frame, probed_at = loop.time(), None
-                self.health.last_frame_at = utcnow()
+                frames += 1
+                # A frame after a probe answers it; a few frames in a row are a healthy exchange too.
+                if probed_at is not None or frames >= self.tuning.healthy_after_frames:
+                    self._healthy = True
+                last_frame, probed_at = self.clock.monotonic(), None
+                self.health.last_frame_at = self.clock.now()
                 await self._on_frame(ws, msg.data, handoff)
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise _Lost(f"socket error: {ws.exception()!r}")
@@ -284,17 +356,43 @@ class WsStream:
         except (aiohttp.ClientError, ConnectionError):
             raise
         except Exception as exc:
-            self.health.parse_errors += 1
-            if should_log(self.health.parse_errors):
+            self._unreadable(exc, data)
+            return
+        await handoff.put(self._plausible_only(events, data))
+
+    def _unreadable(self, exc: Exception, data: str | bytes) -> None:
+        self.health.parse_errors += 1
+        reason = reason_of(exc)
+        if reason is not None:
+            self.health.reject(reason)
+        if should_log(self.health.parse_errors):
+            logger.warning(
+                "unreadable frame venue=%s parse_errors=%d reason=%s error=%s frame=%.200r",
+                self.label,
+                self.health.parse_errors,
+                reason or "unreadable",
+                _describe(exc),
+                data,
+            )
+
+    def _plausible_only(self, events: Sequence[Event], data: str | bytes) -> Sequence[Event]:
+        now = self.clock.now()
+        kept: list[Event] = []
+        for event in events:
+            reason = self._plausible.check(event, now)
+            if reason is None:
+                kept.append(event)
+                continue
+            if should_log(self.health.reject(reason)):
                 logger.warning(
-                    "unreadable frame venue=%s parse_errors=%d error=%s frame=%.200r",
+                    "implausible event venue=%s reason=%s key=%.120r occurred_at=%s frame=%.200r",
                     self.label,
-                    self.health.parse_errors,
-                    _describe(exc),
+                    reason,
+                    event.key,
+                    event.occurred_at.isoformat(),
                     data,
                 )
-            return
-        await handoff.put(events)
+        return kept
 
     def _mark_up(self) -> None:
         if self._connections > 0:
@@ -303,14 +401,14 @@ class WsStream:
         was = self.health.state
         self.health.mark_up()
         if was is WatcherState.DOWN:
-            down_s = asyncio.get_running_loop().time() - (self._down_since or 0.0)
+            down_s = self.clock.monotonic() - (self._down_since or 0.0)
             logger.info("stream recovered venue=%s down_s=%.1f attempts=%d", self.label, down_s, self._failures)
         elif was is not WatcherState.UP:  # first connect, or after a pause: not a recovery
             logger.info("stream connected venue=%s url=%s", self.label, URL(self.url).with_query(None))
 
     def _mark_down(self, error: str, delay_s: float) -> None:
         if self.health.state is not WatcherState.DOWN:
-            self._down_since = asyncio.get_running_loop().time()
+            self._down_since = self.clock.monotonic()
             logger.warning("stream down venue=%s error=%s retry_in_s=%.2f", self.label, error, delay_s)
         else:
             logger.debug(

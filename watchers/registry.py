@@ -1,0 +1,101 @@
+"""Every watcher the bot can run, one entry each: a new venue is one entry here, not edits to four lists.
+
+An entry names the watcher (its name in `PERPWATCH_WATCHERS`), the settings its factory reads (field names
+of the bot's settings, `PERPWATCH_<NAME>` in the environment), the factory, what it covers as
+(topic, venue) pairs, and an optional note `/status` shows with it. The bot's settings take the known
+names and the URL settings to validate from here; the app builds its watchers with `build_watchers`.
+Settings are typed by Protocols declared beside each watcher, so nothing here imports the bot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from perpwatch.clock import Clock
+from perpwatch.events import Topic, Venue
+from watchers.base import Watcher
+from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
+from watchers.ws import WS_SETTINGS
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherContext:
+    """What every watcher shares instead of making its own: the one clock and the one HTTP session
+    (None: each stream opens its own)."""
+
+    clock: Clock
+    session: aiohttp.ClientSession | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherSpec:
+    """One watcher the bot can run. `build` receives the bot's settings, which carry at least `settings`."""
+
+    name: str
+    settings: tuple[str, ...]
+    build: Callable[[Any, WatcherContext], Watcher]
+    covers: frozenset[tuple[Topic, Venue]]
+    note: str | None = None
+
+
+def _forceorder(venue: Venue, url_setting: str) -> WatcherSpec:
+    def build(settings: ForceOrderSettings, context: WatcherContext) -> Watcher:
+        return ForceOrderWatcher.from_settings(settings, venue, clock=context.clock, session=context.session)
+
+    return WatcherSpec(
+        name=venue.value,
+        settings=(url_setting, *WS_SETTINGS),
+        build=build,
+        covers=frozenset({(Topic.LIQUIDATION, venue)}),
+        note=sampling_note(venue),
+    )
+
+
+REGISTRY: Mapping[str, WatcherSpec] = {
+    spec.name: spec
+    for spec in (
+        _forceorder(Venue.BINANCE, "binance_ws_url"),
+        _forceorder(Venue.ASTER, "aster_ws_url"),
+    )
+}
+
+WATCHER_NAMES: tuple[str, ...] = tuple(REGISTRY)
+"""The names `PERPWATCH_WATCHERS` accepts, in the order the registry lists them."""
+
+URL_SETTINGS: tuple[str, ...] = tuple(
+    dict.fromkeys(name for spec in REGISTRY.values() for name in spec.settings if name.endswith("_url"))
+)
+"""Every endpoint setting a watcher reads, for the bot's settings to validate as URLs."""
+
+
+class WatcherSettings(Protocol):
+    """What `build_watchers` itself reads; each entry's factory reads its own `settings` besides."""
+
+    @property
+    def watchers(self) -> Sequence[str]: ...
+
+
+def build_watchers(
+    settings: WatcherSettings, *, clock: Clock, session: aiohttp.ClientSession | None = None
+) -> list[Watcher]:
+    """One watcher per name in `settings.watchers`, in that order, each given the shared clock and session
+    and its entry's coverage and note. A settings object lacking what an entry reads is a wiring bug,
+    refused here with the missing names rather than as an AttributeError deep in a factory."""
+    context = WatcherContext(clock=clock, session=session)
+    built: list[Watcher] = []
+    for name in settings.watchers:
+        spec = REGISTRY.get(name)
+        if spec is None:
+            raise ValueError(f"unknown watcher {name!r}; known: {', '.join(WATCHER_NAMES)}")
+        missing = [setting for setting in spec.settings if not hasattr(settings, setting)]
+        if missing:
+            raise TypeError(f"watcher {name!r} reads settings the given settings lack: {', '.join(missing)}")
+        watcher = spec.build(settings, context)
+        watcher.covers = spec.covers
+        watcher.health.note = spec.note
+        built.append(watcher)
+    return built
