@@ -33,10 +33,10 @@ from typing import Any
 import aiohttp
 
 from bot.app import PerpwatchApp
-from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from bot.pipeline import Pipeline
 from bot.platforms.telegram_http import AiohttpRequest
 from bot.settings import Settings
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from storage import Store
 from watchers.base import WatcherHealth
 from watchers.handoff import Handoff
@@ -96,7 +96,6 @@ async def bench_accept(events: int, mix_name: str, producers: int = 1, *, shape:
                     venue=rng.choice(mix["venue"]),  # type: ignore[arg-type]
                     symbol=rng.choice(mix["symbol"]),  # type: ignore[arg-type]
                     min_usd=Decimal(rng.choice(mix["min"])),  # type: ignore[arg-type]
-                    created_by=None,
                     limit=10,
                 )
             pipeline = Pipeline(store.outbox)
@@ -182,7 +181,6 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
                         venue=None,
                         symbol=symbols[c % len(symbols)],
                         min_usd=None,
-                        created_by=None,
                         limit=10,
                     )
             async with PerpwatchApp(settings, pacing=False) as app, aiohttp.ClientSession() as http:

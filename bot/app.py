@@ -23,22 +23,13 @@ from bot.services import Services
 from bot.settings import Settings
 from bot.supervisor import Supervisor
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from perpwatch.events import Topic, Venue
+from perpwatch.events import Topic
 from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
-from watchers.forceorder import ForceOrderWatcher
+from watchers.registry import build_watchers
 
 log = logging.getLogger(__name__)
-
-
-def build_watchers(settings: Settings) -> list[Watcher]:
-    """One entry per name in PERPWATCH_WATCHERS; each later source adds its line here."""
-    factories: dict[str, Callable[[], Watcher]] = {
-        "binance": lambda: ForceOrderWatcher.from_settings(settings, Venue.BINANCE),
-        "aster": lambda: ForceOrderWatcher.from_settings(settings, Venue.ASTER),
-    }
-    return [factories[name]() for name in settings.watchers]
 
 
 class PerpwatchApp:
@@ -58,7 +49,7 @@ class PerpwatchApp:
         self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing, clock=clock)
         self.pipeline = Pipeline(self.store.outbox, on_deliveries=self.dispatcher.notify)
         self.supervisor = Supervisor(
-            list(watchers) if watchers is not None else build_watchers(settings), self.pipeline, self.store
+            list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
         )
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         self._dispatch_task: asyncio.Task[None] | None = None

@@ -8,9 +8,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from perpwatch.events import Event
+from perpwatch.sink import EventRejected, SinkUnavailable
 from storage import Outbox, StorageUnavailable
 from storage.models import AcceptResult
-from perpwatch.sink import EventRejected, SinkUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-
 Tone = Literal["long", "short", "neutral"]
 
 

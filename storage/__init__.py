@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-
 from storage.chats import ChatRepo, Conflict, LimitReached
 from storage.database import Database, StorageStartError, StorageUnavailable
 from storage.outbox import Outbox

@@ -55,10 +55,14 @@ WHERE status = 'pending' AND thread = :thread AND event_id <> :event_id AND revi
   AND chat_id IN (SELECT chat_id FROM deliveries WHERE event_id = :event_id AND status = 'pending')
 """
 
-_CHAT_COLUMNS = (
-    "c.platform, c.platform_chat_id, c.kind, c.title, c.status, c.gone_reason, c.quiet_start, c.quiet_end, "
-    "c.quiet_tz, c.held_until"
-)
+_DUE_FOR_CHAT = """
+SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.thread, d.revision, e.body, e.body_version,
+       t.message_ref AS edit_ref, c.platform, c.platform_chat_id, c.kind, c.title, c.status, c.gone_reason,
+       c.quiet_start, c.quiet_end, c.quiet_tz, c.held_until
+FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id
+LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision
+WHERE d.chat_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?
+"""
 
 
 class Outbox:
@@ -190,11 +194,7 @@ class Outbox:
         the reason, so one bad row cannot jam its chat.
         """
         rows = await self.db.fetch(
-            "SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.thread, d.revision, e.body, e.body_version, "
-            f"t.message_ref AS edit_ref, {_CHAT_COLUMNS} "  # noqa: S608 - fixed column list
-            "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id "
-            "LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision "
-            "WHERE d.chat_id=? AND d.status='pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?",
+            _DUE_FOR_CHAT,
             (chat_id, to_db_time(now), limit),
         )
         if not rows:

@@ -11,6 +11,7 @@ import pytest
 
 from bot.app import PerpwatchApp
 from bot.commands import COMMANDS
+from perpwatch.clock import FrozenClock
 from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
@@ -124,21 +125,22 @@ async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     night = _tomorrow_at_3()
-    async with running_bot(make_settings, telegram, binance) as app:
-        before = await _in_quiet_hours(app, telegram, night)
+    clock = FrozenClock(night)
+    async with running_bot(make_settings, telegram, binance, clock=clock, pacing=False) as app:
+        before = await _in_quiet_hours(app, telegram)
         for i in range(3):
             await binance.push(sample_frame(T=1568014460893 + i))
         await _pending(app, 3, quiet_held_at_least=1)
     assert len(telegram.sent) == before
-    async with running_bot(make_settings, telegram, binance) as app:  # a restart inside quiet hours
-        app.dispatcher.clock = lambda: night + timedelta(minutes=30)
+    clock.set_wall(night + timedelta(minutes=30))
+    async with running_bot(make_settings, telegram, binance, clock=clock, pacing=False) as app:  # restart at night
         await binance.wait_connected(2)  # the restarted watcher's connection
         await binance.push(sample_frame(T=1568014470000))  # a new alert after the restart waits too
         await eventually(lambda: app.pipeline.stats.accepted == 1)
         app.dispatcher.notify()
         await _pending(app, 4, quiet_held_at_least=1)
         assert len(telegram.sent) == before
-        app.dispatcher.clock = lambda: night.replace(hour=6, minute=1)
+        clock.set_wall(night.replace(hour=6, minute=1))
         app.dispatcher.notify()
         sent = await telegram.wait_for_sent(before + 1)
         assert "Quiet-hours digest: 4 alerts" in sent[-1].body
@@ -151,10 +153,9 @@ def _tomorrow_at_3() -> datetime:
     return (datetime.now(UTC) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
 
 
-async def _in_quiet_hours(app: PerpwatchApp, telegram: FakeTelegramApi, night: datetime) -> int:
-    """Subscribe the chat, set quiet hours 00:00-06:00 UTC, stop the dispatcher's clock at `night`;
-    returns how many messages were sent before the quiet part of the test."""
-    app.dispatcher.clock = lambda: night
+async def _in_quiet_hours(app: PerpwatchApp, telegram: FakeTelegramApi) -> int:
+    """Subscribe the chat and set quiet hours 00:00-06:00 UTC (the app's clock stands at night); returns how
+    many messages were sent before the quiet part of the test."""
     await subscribed(telegram)
     await command(telegram, "/quiet 00:00-06:00 UTC")
     return len(telegram.sent)
@@ -250,13 +251,14 @@ async def test_quiet_off_sends_everything_held_as_one_digest_now(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
     night = _tomorrow_at_3()
-    async with running_bot(make_settings, telegram, binance) as app:
-        before = await _in_quiet_hours(app, telegram, night)
+    clock = FrozenClock(night)
+    async with running_bot(make_settings, telegram, binance, clock=clock, pacing=False) as app:
+        before = await _in_quiet_hours(app, telegram)
         await binance.push(sample_frame(T=1568014460893))  # held, and flagged for the digest
         await _pending(app, 1, quiet_held_at_least=1)
         await binance.push(sample_frame(T=1568014460894))  # accepted during the hold: waits for its end
         await _pending(app, 2)
-        app.dispatcher.clock = lambda: datetime.now(UTC)  # the operator's "now" again
+        clock.set_wall(night.replace(hour=8))  # morning: the window is over, /quiet off releases the rest
         reply = await command(telegram, "/quiet off")
         assert "Quiet hours off" in reply.body
         app.dispatcher.notify()

@@ -8,8 +8,10 @@ import asyncio
 import copy
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import pytest
 
 from bot.app import PerpwatchApp
-from perpwatch.events import Venue
 from bot.render import usd
 from bot.settings import Settings
+from perpwatch.clock import SYSTEM_CLOCK, Clock
+from perpwatch.events import Venue
 from storage import Store
 from tests.conftest import TG_TOKEN, MakeSettings, deliveries, scalar, until_outbox
 from tests.fakes.binance_ws import FakeForceOrderServer
@@ -32,21 +35,35 @@ CHAT = 4242  # a private chat's id is the user's id
 GROUP = -1001234567890
 
 
+DOCS_T = 1568014460893
+"""The docs sample's trade time; frames are moved to the test run's time, keeping their offsets from it."""
+RUN_MS = int(time.time() * 1000)
+
+
 def sample_frame(**order: Any) -> dict[str, Any]:
+    """The docs' forceOrder sample, stamped now (a venue's frames are recent: the watcher refuses a 2019 one)."""
     frame: dict[str, Any] = json.loads((PAYLOADS / "binance_forceOrder_docs.json").read_text())
     frame = copy.deepcopy(frame)
+    order["T"] = RUN_MS + (int(order.get("T", DOCS_T)) - DOCS_T)
     frame["o"].update(order)
+    frame["E"] = order["T"]
     return frame
 
 
 @asynccontextmanager
 async def running_bot(
-    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, **overrides: Any
+    make_settings: MakeSettings,
+    telegram: FakeTelegramApi,
+    binance: FakeForceOrderServer,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    pacing: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[PerpwatchApp]:
     settings = make_settings(
         telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url, **overrides
     )
-    async with PerpwatchApp(settings) as app:
+    async with PerpwatchApp(settings, clock=clock, pacing=pacing) as app:
         await binance.wait_connected()
         yield app
 
@@ -90,7 +107,7 @@ async def test_frame_becomes_html_message_and_replay_sends_nothing(
             "USD: <b>$138.74</b>",
             "Price: 9,910",
             "Venue: Binance",
-            "Time: 2019-09-09 07:34:20 UTC",
+            f"Time: {datetime.fromtimestamp(RUN_MS / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC",
         ):
             assert line in message.body
         # The venue sends the same frame again, then a new one: only the new one alerts.
@@ -256,9 +273,7 @@ async def seeded_settings(
     )
     async with Store(settings.database_path) as store:
         chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
-        await store.chats.subscribe(
-            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-        )
+        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
         for frame in frames:
             await store.outbox.accept(parse(frame, Venue.BINANCE))
     return settings
@@ -301,7 +316,6 @@ async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
 ) -> None:
     """Another process holds the database's write lock from the moment the Bot API has the message until
     well after it answered: the delivery cannot be marked sent, but the alert goes out once."""
-    monkeypatch.setattr("bot.dispatcher._STORAGE_PAUSES_S", (0.05, 0.1))
     async with running_bot(make_settings, telegram, binance) as app:
         await subscribed(telegram)
         telegram.latency_s = 0.2
@@ -314,8 +328,8 @@ async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
         other = sqlite3.connect(app.settings.database_path, isolation_level=None)  # an operator's sqlite3 shell
         other.execute("BEGIN IMMEDIATE")
         async with asyncio.timeout(10):  # a hang guard only
-            while app.dispatcher.stats.storage_faults < 3:  # noqa: ASYNC110 - the dispatcher's own counter
-                await asyncio.sleep(0.02)  # the record failed, and failed again when the chat was tried again
+            while app.dispatcher.outage.probes < 2:  # noqa: ASYNC110 - the dispatcher's own counter
+                await asyncio.sleep(0.02)  # the record failed, and the storage probe failed after it
         assert await deliveries(app) == [("pending", None)]
         other.execute("COMMIT")
         other.close()
@@ -333,8 +347,7 @@ async def test_one_storage_outage_pauses_sending_once_however_many_sends_it_caug
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Three chats' sends are in flight when another process takes the write lock, and it lets go once they
-    are done: one pause at the first step (a longer one would stall this test for 30 s), each alert once."""
-    monkeypatch.setattr("bot.dispatcher._STORAGE_PAUSES_S", (0.5, 30.0))
+    are done: one pause, ended by the storage probe about a second later, and each alert once."""
     chats = (1001, 1002, 1003)
     async with running_bot(make_settings, telegram, binance) as app:
         for chat in chats:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
@@ -43,7 +44,9 @@ async def _due(store: Store, chat: Chat, at: datetime | None = None) -> list[Pen
 
 
 async def _statuses(store: Store) -> list[tuple[str, str]]:
-    rows = await store.db.fetch("SELECT e.key, d.status FROM deliveries d JOIN events e ON e.id=d.event_id ORDER BY d.id")
+    rows = await store.db.fetch(
+        "SELECT e.key, d.status FROM deliveries d JOIN events e ON e.id=d.event_id ORDER BY d.id"
+    )
     return [(r[0], r[1]) for r in rows]
 
 
@@ -243,7 +246,8 @@ async def test_a_live_v1_database_upgrades_and_loses_nothing(tmp_path: Path, clo
     async with Store(path, clock=clock) as store:
         assert await scalar(store, "SELECT MAX(version) FROM schema_version") == 2
         rows = await store.db.fetch(
-            "SELECT id, status, quiet_held, due_at, next_attempt_at, message_ref, last_error FROM deliveries ORDER BY id"
+            "SELECT id, status, quiet_held, due_at, next_attempt_at, message_ref, last_error "
+            "FROM deliveries ORDER BY id"
         )
         stamp = T0.isoformat(timespec="microseconds")
         later = (T0 + timedelta(hours=7)).isoformat(timespec="microseconds")
@@ -254,7 +258,7 @@ async def test_a_live_v1_database_upgrades_and_loses_nothing(tmp_path: Path, clo
             (14, "pending", 1, stamp, later, None, "held: quiet hours"),
         ]
         [sub] = await store.chats.subscriptions(1)
-        assert (sub.id, sub.venue, sub.min_usd, sub.scope, sub.params) == (3, "binance", 1000, "all", {})
+        assert (sub.id, sub.venue, sub.min_usd, sub.scope, dict(sub.params)) == (3, "binance", Decimal(1000), "all", {})
         chat, due = await store.outbox.due_for_chat(1, T0, limit=10)
         assert chat is not None and chat.quiet_start == "23:00"
         assert [(d.id, d.event.key if d.event else None) for d in due] == [(11, "v1-1")]

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from storage import LimitReached, Store
 from perpwatch.clock import FrozenClock
+from storage import LimitReached, Store
 from storage.models import Chat, PendingDelivery
 from tests.conftest import scalar
 from tests.factories import liquidation
@@ -49,9 +49,7 @@ async def _recipients(store: Store) -> set[str]:
 
 async def test_replayed_event_is_stored_once_and_alerts_once(store: Store) -> None:
     chat = await _chat(store, "1")
-    await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-    )
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
     event = liquidation(usd="5000")
     first = await store.outbox.accept([event])
     again = await store.outbox.accept([event, event])
@@ -75,9 +73,7 @@ async def test_fan_out_follows_topic_venue_symbol_and_min(store: Store) -> None:
         chat = await _chat(store, name)
         await store.chats.subscribe(chat.id, "liquidation", limit=10, **filters)  # type: ignore[arg-type]
     other_topic = await _chat(store, "whales")
-    await store.chats.subscribe(
-        other_topic.id, "whale", venue=None, symbol=None, min_usd=None, limit=10
-    )
+    await store.chats.subscribe(other_topic.id, "whale", venue=None, symbol=None, min_usd=None, limit=10)
     await store.outbox.accept([liquidation(venue="binance", symbol="BTCUSDT", usd="100000")])
     assert await _recipients(store) == {"all", "binance", "btc_base", "btc_full", "min_ok"}
 
@@ -87,21 +83,15 @@ async def test_chat_threshold_is_the_default_floor(store: Store) -> None:
     own = await _chat(store, "own-min")
     for chat in (floor, own):
         await store.chats.set_threshold(chat.id, "liquidation", Decimal("1000000"))
-    await store.chats.subscribe(
-        floor.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-    )
-    await store.chats.subscribe(
-        own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), limit=10
-    )
+    await store.chats.subscribe(floor.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
+    await store.chats.subscribe(own.id, "liquidation", venue=None, symbol=None, min_usd=Decimal(10), limit=10)
     await store.outbox.accept([liquidation(usd="50000")])
     assert await _recipients(store) == {"own-min"}
 
 
 async def test_gone_chat_gets_nothing_and_its_backlog_is_parked(store: Store) -> None:
     chat = await _chat(store, "gone")
-    await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-    )
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
     await store.outbox.accept([liquidation(key="a")])
     parked = await store.chats.mark_gone(chat.id, "Forbidden: bot was blocked by the user")
     await store.outbox.accept([liquidation(key="b")])
@@ -122,9 +112,7 @@ async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path
     now = clock.now()
     async with Store(path, clock=clock) as store:
         chat = await _chat(store, "1")
-        await store.chats.subscribe(
-            chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-        )
+        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
         await store.outbox.accept([liquidation(key="x")])
         pending = await _due(store, chat.id, now)
         await store.outbox.reschedule([pending[0].id], at=now + timedelta(seconds=30), error="net", count_attempt=True)
@@ -137,9 +125,7 @@ async def test_pending_survives_reopen_and_due_times_are_honoured(tmp_path: Path
 
 async def test_prune_forgets_old_delivered_history_but_never_pending(store: Store, clock: FrozenClock) -> None:
     chat = await _chat(store, "1")
-    await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-    )
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
     long_ago = datetime(2026, 1, 1, tzinfo=UTC)
     recent = clock.now()
     clock.set_wall(long_ago)
@@ -162,9 +148,7 @@ async def test_prune_walks_past_pending_and_out_of_order_rows(store: Store, cloc
     """Old rows that must stay (pending) or are stamped later than their neighbours (the clock was stepped)
     neither stop the walk nor are removed early; batches of two make every row a boundary somewhere."""
     chat = await _chat(store, "1")
-    await store.chats.subscribe(
-        chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10
-    )
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
     long_ago, now = datetime(2026, 1, 1, tzinfo=UTC), clock.now()
     stamps = {"a": long_ago, "b-pending": long_ago, "c": long_ago, "d-ahead": now + timedelta(days=365)}
     stamps |= {"e": long_ago, "f": long_ago, "g": long_ago}

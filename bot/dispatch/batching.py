@@ -5,7 +5,7 @@ as the platform allows and a burst is never stuck behind an earlier plan. Rows g
 the chat's pacing windows have room to send each within the latency target; past that, everything due
 goes out merged in one message, so every event is represented by the next send. A thread's newer
 revision with a message to edit goes out alone, as the edit. Rows held through quiet hours go out as one
-digest.
+digest, with whatever else came due meanwhile.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class Plan:
 def plan(due: Sequence[PendingDelivery], *, now: datetime, slots: int, target_s: float, page_full: bool) -> Plan:
     """`slots`: how many sends the chat's windows allow within the time the oldest row has left before it
     misses `target_s`. At least one: the caller plans only when the chat may send now."""
-    if any(d.quiet_held for d in due):
-        return Plan(Shape.DIGEST, [d for d in due if d.quiet_held], read_all=page_full)
+    if any(d.quiet_held for d in due):  # everything that waited out the night, in one digest
+        return Plan(Shape.DIGEST, [d for d in due if d.edit_ref is None], read_all=page_full)
     first = due[0]
     if first.edit_ref is not None:
         return Plan(Shape.EDIT, [first])

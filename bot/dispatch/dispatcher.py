@@ -59,6 +59,7 @@ LATENCY_TARGET_S = 4.0
 """Every due alert is represented in a message within this long when the platform allows it (a Telegram
 group takes one message every 3 s, so a backlog there is merged rather than queued)."""
 
+
 @dataclass
 class DispatchStats:
     sent: int = 0
@@ -308,8 +309,6 @@ class Dispatcher:
             if decision.read_all:
                 _, everything = await self.outbox.due_for_chat(chat_id, now, limit=MERGE_MAX)
                 rows = [d for d in everything if d.event is not None and d.edit_ref is None]
-                if decision.shape is batching.Shape.DIGEST:
-                    rows = [d for d in rows if d.quiet_held]
             outcome = await self._send(chat, platform, decision.shape, rows)
             if outcome is _Outcome.STOP:
                 return
@@ -352,12 +351,16 @@ class Dispatcher:
             await platform.send(chat, reply, nonce=f"pwr{chat.id}-{answers.attempts}-{len(queue)}", reply_to=reply_to)
         except RetryLater as exc:
             self.stats.rate_limited += 1
-            log.warning("rate limited on an answer platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
+            log.warning(
+                "rate limited on an answer platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s
+            )
             await self._hold(chat, exc.after_s, str(exc))
             return _Outcome.STOP
         except (TransientFailure, ChatMoved) as exc:
             answers.attempts += 1
-            delay = half_jitter(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (answers.attempts - 1)), self._rand)
+            delay = half_jitter(
+                min(self.backoff_max_s, self.backoff_initial_s * 2 ** (answers.attempts - 1)), self._rand
+            )
             log.warning("could not send an answer, will retry chat=%d delay_s=%.1f error=%s", chat.id, delay, exc)
             self._held[chat.id] = self.clock.monotonic() + delay
             self._wake.set()
@@ -473,7 +476,7 @@ class Dispatcher:
 
     async def _retry(self, chat: Chat, batch: Sequence[PendingDelivery], exc: TransientFailure) -> None:
         attempts = max(d.attempts for d in batch) + 1
-        delay = half_jitter(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempts - 1)), self._rand)
+        delay = half_jitter(self._backoff_s(attempts), self._rand)
         self.stats.retried += 1
         doubt = " (the platform may have shown it: the retry can show it twice)" if exc.maybe_delivered else ""
         log.warning(
@@ -482,6 +485,9 @@ class Dispatcher:
         until = self.clock.now() + timedelta(seconds=delay)
         await self.outbox.reschedule([d.id for d in batch], at=until, error=str(exc), count_attempt=True)
         await self._hold(chat, delay, str(exc))  # the whole chat waits, so its alerts stay in order
+
+    def _backoff_s(self, attempts: int) -> float:
+        return float(min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempts - 1)))
 
     async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
         if chat_gone:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bot import families
 from bot.render import Alert, AlertField, number, price, usd, when
-from perpwatch.symbols import base_asset
 from perpwatch.events import Event, LiquidationBody, PositionSide
+from perpwatch.symbols import base_asset
 
 
 def _body(event: Event) -> LiquidationBody:
