@@ -6,11 +6,10 @@ embed; faults are scripted on the fake's channel routes, so discord.py's own sta
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,10 +52,9 @@ ADMIN_COMMAND_OPTIONS: dict[str, dict[str, OptionValue]] = {
 """A valid invocation of every command that changes a chat's settings."""
 
 
-def sample_frame(**order: Any) -> dict[str, Any]:
-    frame: dict[str, Any] = copy.deepcopy(json.loads((PAYLOADS / "binance_forceOrder_docs.json").read_text()))
-    frame["o"].update(order)
-    return frame
+from tests.test_e2e_telegram import RUN_MS, sample_frame  # noqa: E402 - one docs frame, stamped now, for both platforms
+
+RUN_TIME = f"{datetime.fromtimestamp(RUN_MS / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 @pytest.fixture
@@ -160,7 +158,11 @@ async def test_frame_becomes_embed_coloured_by_side(
             {"name": "USD", "value": "**$138.74**", "inline": True},
             {"name": "Price", "value": "9,910", "inline": True},
             {"name": "Venue", "value": "Binance", "inline": True},
-            {"name": "Time", "value": "2019-09-09 07:34:20 UTC", "inline": True},
+            {
+                "name": "Time",
+                "value": f"{datetime.fromtimestamp(RUN_MS / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC",
+                "inline": True,
+            },
             {
                 "name": "Link",
                 "value": "[BTCUSDT on Binance](https://www.binance.com/en/futures/BTCUSDT)",
@@ -173,7 +175,7 @@ async def test_frame_becomes_embed_coloured_by_side(
         assert second.embeds[0]["color"] == GREEN
         assert second.embeds[0]["title"] == "🟩 BTCUSDT SHORT liquidated on Binance"
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"], after_frames=2)
-        sent_ids = await app.store.db.fetch("SELECT platform_message_id FROM deliveries ORDER BY id")
+        sent_ids = await app.store.db.fetch("SELECT message_ref FROM deliveries ORDER BY id")
         assert [r[0] for r in sent_ids] == [str(m.id) for m in fake.messages]
 
 
@@ -313,7 +315,7 @@ async def test_every_command_is_exercised_here() -> None:
     [
         ("subscribe", {"topic": "weather"}, "unknown topic 'weather'; expected one of liquidation"),
         ("subscribe", {"topic": "liquidation", "venue": "ftx"}, "unknown venue 'ftx'; expected one of"),
-        ("subscribe", {"topic": "liquidation", "min": -5}, "'-5' is out of range"),
+        ("subscribe", {"topic": "liquidation", "min": -5}, "'-5' is not an amount"),
         ("subscribe", {"topic": "liquidation", "symbol": "BTC USDT"}, "'BTC USDT' is not a symbol"),
         ("threshold", {"topic": "liquidation", "min": "lots"}, "'lots' is not an amount"),
         ("watch", {"address": "0x1234"}, "'0x1234' is not a wallet address"),
