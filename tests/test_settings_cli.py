@@ -18,7 +18,7 @@ from bot.settings import Settings, env_name
 from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
-from tests.test_e2e_telegram import sample_frame
+from tests.test_e2e_telegram import DOCS_T, RUN_MS, sample_frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ async def test_console_jsonl_prints_one_object_per_alert_above_the_floor(
         "side": "short",
         "usd": "9910",
     }
-    assert alert["key"].startswith("binance:forceOrder:BTCUSDT:1568014470000")
+    assert alert["key"].startswith(f"binance:forceOrder:BTCUSDT:{RUN_MS + 1568014470000 - DOCS_T}")
     assert "BTCUSDT SHORT liquidated on Binance" in alert["text"]
 
 

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 SINK_RETRIES = Ladder((0.05, 0.5, 2.0))
 """Waits before each retry of a failed sink call; after its last step, the events are counted lost."""
 
-UNAVAILABLE = Ladder((0.05, 0.5, 2.0, 5.0))
-"""Waits between tries while the sink is unavailable; the last repeats for as long as that lasts."""
+UNAVAILABLE = Ladder((0.05, 0.25, 0.5, 1.0))
+"""Waits between tries while the sink is unavailable; the last repeats for as long as that lasts, so held
+events reach storage within about a second of it taking writes again."""
 
 UNAVAILABLE_ERROR_AFTER_S = 60.0
 """An outage this long is no passing lock any more: an operator must free the disk or the lock."""
