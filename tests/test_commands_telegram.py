@@ -52,6 +52,11 @@ async def test_subscribe_list_unsubscribe(
         assert "#1 liquidation venue=aster symbol=BTC min=$1.00M" in listed.body
         assert "Removed 1 subscription." in (await command(telegram, "/unsubscribe liquidation")).body
         assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(0,)]
+        watched = await command(telegram, "/subscribe whale scope=watchlist min=100k")
+        assert "whale min=$100K scope=watchlist" in watched.body
+        bad = await command(telegram, "/subscribe whale scope=everyone")
+        assert "scope" in bad.body and "Usage: /subscribe" in bad.body
+        assert await rows(app, "SELECT topic, scope FROM subscriptions") == [("whale", "watchlist")]
 
 
 async def test_watch_label_watchlist_unwatch_and_bad_input(

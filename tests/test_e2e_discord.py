@@ -435,7 +435,7 @@ async def test_commands_sync_once_and_not_again_on_restart(
     assert list(synced) == [c.name for c in COMMANDS]
     assert synced["subscribe"]["description"] == "receive a topic, optionally filtered"
     options = {o["name"]: o for o in synced["subscribe"]["options"]}
-    assert [o["name"] for o in synced["subscribe"]["options"]] == ["topic", "venue", "symbol", "min"]
+    assert [o["name"] for o in synced["subscribe"]["options"]] == ["topic", "venue", "symbol", "min", "scope"]
     assert options["topic"]["type"] == 3 and options["topic"]["required"] is True
     assert [c["value"] for c in options["topic"]["choices"]] == list(TOPICS)
     assert options["topic"]["description"] == "what to receive"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands import general, settings_cmds, subscriptions, watchlist
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
+from storage.chats import SCOPES
 
 __all__ = [
     "COMMANDS",
@@ -32,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
             Param("venue", "only this venue", positional=False, choices=VENUES),
             Param("symbol", "only this symbol, e.g. BTC", positional=False),
             Param("min", "minimum USD, e.g. 250k", positional=False, kind="number"),
+            Param("scope", "all, or watchlist: only wallets on /watchlist", positional=False, choices=SCOPES),
         ),
         access=Access.CHAT_ADMIN,
     ),

@@ -11,6 +11,7 @@ from bot.quiet import QuietHours
 from bot.render import Reply, usd
 from perpwatch.events import Topic
 from storage import LimitReached
+from storage.chats import SCOPES
 from storage.models import Subscription
 
 UnsubscribeTarget = Literal["all"] | int | Topic
@@ -23,6 +24,8 @@ def describe(sub: Subscription) -> str:
     if sub.symbol:
         parts.append(f"symbol={sub.symbol}")
     parts.append(f"min={usd(sub.min_usd)}" if sub.min_usd is not None else "min=chat threshold")
+    if sub.scope != "all":
+        parts.append(f"scope={sub.scope}")
     return " ".join(parts)
 
 
@@ -31,6 +34,9 @@ async def subscribe(ctx: Context) -> Reply:
     venue = values.venue(ctx.args["venue"]) if "venue" in ctx.args else None
     symbol = values.symbol(ctx.args["symbol"]) if "symbol" in ctx.args else None
     min_usd = values.usd_amount(ctx.args["min"]) if "min" in ctx.args else None
+    scope = ctx.args.get("scope", "all").strip().lower()
+    if scope not in SCOPES:
+        raise CommandError(f"scope must be {' or '.join(SCOPES)}", show_usage=True)
     try:
         sub, created = await ctx.services.store.chats.subscribe(
             ctx.chat.id,
@@ -39,6 +45,7 @@ async def subscribe(ctx: Context) -> Reply:
             symbol=symbol,
             min_usd=min_usd,
             limit=ctx.services.settings.max_subscriptions_per_chat,
+            scope=scope,
         )
     except LimitReached as exc:
         raise CommandError(f"{exc}; remove one with /unsubscribe first") from None
