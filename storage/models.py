@@ -71,6 +71,7 @@ class PendingDelivery:
     attempts: int
     event: Event | None
     due_at: datetime
+    expires_at: datetime | None = None
     quiet_held: bool = False
     thread: str | None = None
     revision: int = 0

@@ -144,13 +144,14 @@ async def test_quiet_hours_hold_only_what_falls_due_inside_them(store: Store) ->
     assert rows[1][1] == (T0 + timedelta(days=1)).isoformat(timespec="microseconds")
 
 
-async def test_a_row_past_its_expiry_is_dropped_with_a_reason(store: Store, clock: FrozenClock) -> None:
+async def test_a_row_carries_its_expiry_and_leaves_the_queue_once_expired(store: Store) -> None:
     chat = await _subscribed(store, "1")
     event = _with(liquidation(key="stale"), expires_at=T0 + timedelta(minutes=5))
     await store.outbox.accept([event, liquidation(key="fresh")])
-    assert await store.outbox.expire(chat.id) == 0
-    clock.set_wall(T0 + timedelta(minutes=5))
-    assert await store.outbox.expire(chat.id) == 1
+    stale, fresh = await _due(store, chat)
+    assert (stale.expires_at, fresh.expires_at) == (T0 + timedelta(minutes=5), None)
+    assert await store.outbox.expire([stale.id]) == 1
+    assert await store.outbox.expire([stale.id]) == 0  # once expired it is no longer pending
     assert await _statuses(store) == [("stale", "expired"), ("fresh", "pending")]
 
 

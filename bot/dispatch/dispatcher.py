@@ -22,7 +22,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 
 from bot.dispatch import batching
@@ -126,8 +126,6 @@ class Dispatcher:
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_workers)
         self._answers: dict[int, _Answers] = {}
-        self._held: dict[int, float] = {}
-        """Chats on a platform hold (a 429, a retry back-off), by monotonic end: answers wait for it too."""
         self._gone_logged: set[int] = set()
         self._dirty: set[int] = set()
         self._stopping = False
@@ -206,9 +204,8 @@ class Dispatcher:
                 timeout = min(timeout, (due_at - now).total_seconds())
             elif chat_id not in self._workers:
                 self._start_worker(chat_id)
-        mono = self.clock.monotonic()
-        for chat_id in list(self._answers):
-            held_for = self._held.get(chat_id, 0.0) - mono
+        for chat_id, answers in list(self._answers.items()):
+            held_for = self._held_for(answers.chat)
             if held_for > 0:
                 timeout = min(timeout, held_for)
             elif chat_id not in self._workers:
@@ -265,16 +262,9 @@ class Dispatcher:
                 return  # the rows stay pending; the scheduler wakes when storage is back
             await self._record_all_unrecorded()  # before anything is read, or it would be sent again
             self._dirty.discard(chat_id)
-            if self._held.get(chat_id, 0.0) > self.clock.monotonic():
-                self._wake.set()  # the scheduler times the hold's end for the answers waiting
-                return
-            self._held.pop(chat_id, None)
-            expired = await self.outbox.expire(chat_id)
-            if expired:
-                self.stats.dropped["expired"] += expired
-                log.info("alerts expired unsent chat=%d count=%d", chat_id, expired)
             now = self.clock.now()
             chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE)
+            due = await self._drop_expired(due, now)
             answers = self._answers.get(chat_id)
             if chat is None:
                 if answers is None:
@@ -283,6 +273,9 @@ class Dispatcher:
             platform = self.platforms.get(chat.platform)
             if platform is None or platform.name in self.disabled:
                 return  # e.g. its token was removed or revoked: the rows wait for the platform to return
+            if self._held_for(chat) > 0:  # a 429 or a back-off: alerts and answers alike wait it out
+                self._wake.set()  # the scheduler times the hold's end for the answers waiting
+                return
             if await self._pace_wait(chat, platform):
                 continue  # time passed: the backlog may have changed, so decide again
             if answers is not None and answers.queue:
@@ -308,6 +301,7 @@ class Dispatcher:
             rows = decision.rows
             if decision.read_all:
                 _, everything = await self.outbox.due_for_chat(chat_id, now, limit=MERGE_MAX)
+                everything = await self._drop_expired(everything, now)
                 rows = [d for d in everything if d.event is not None and d.edit_ref is None]
             outcome = await self._send(chat, platform, decision.shape, rows)
             if outcome is _Outcome.STOP:
@@ -336,6 +330,22 @@ class Dispatcher:
         await self.clock.sleep(wait_s)
         return True
 
+    async def _drop_expired(self, due: list[PendingDelivery], now: datetime) -> list[PendingDelivery]:
+        """Rows past their expiry leave the outbox unsent, counted; the rest are returned in order."""
+        stale = [d.id for d in due if d.expires_at is not None and d.expires_at <= now]
+        if not stale:
+            return due
+        await self.outbox.expire(stale)
+        self.stats.dropped["expired"] += len(stale)
+        log.info("alerts expired unsent chat=%d count=%d", due[0].chat_id, len(stale))
+        return [d for d in due if d.id not in set(stale)]
+
+    def _held_for(self, chat: Chat) -> float:
+        """Seconds left of a platform hold on the chat (kept by its pacer, which every send passes)."""
+        pacer = self.pacers.get(chat.platform)
+        until = pacer.held_until(chat.id) if pacer is not None else None
+        return 0.0 if until is None else until - self.clock.monotonic()
+
     async def _acquire(self, chat: Chat, platform: Platform) -> None:
         if self.pacing:
             await self.pacers[platform.name].acquire(chat.id, group=chat.is_group)
@@ -358,11 +368,9 @@ class Dispatcher:
             return _Outcome.STOP
         except (TransientFailure, ChatMoved) as exc:
             answers.attempts += 1
-            delay = half_jitter(
-                min(self.backoff_max_s, self.backoff_initial_s * 2 ** (answers.attempts - 1)), self._rand
-            )
+            delay = half_jitter(self._backoff_s(answers.attempts), self._rand)
             log.warning("could not send an answer, will retry chat=%d delay_s=%.1f error=%s", chat.id, delay, exc)
-            self._held[chat.id] = self.clock.monotonic() + delay
+            self.pacers[platform.name].hold(chat.id, self.clock.monotonic() + delay)
             self._wake.set()
             return _Outcome.STOP
         except Unauthorized as exc:
@@ -469,7 +477,7 @@ class Dispatcher:
 
     async def _hold(self, chat: Chat, after_s: float, reason: str) -> None:
         """A 429 or a retry back-off: nothing goes to the chat before it ends, alerts and answers alike."""
-        self._held[chat.id] = self.clock.monotonic() + after_s
+        self.pacers[chat.platform].hold(chat.id, self.clock.monotonic() + after_s)
         until = self.clock.now() + timedelta(seconds=after_s)
         await self.outbox.hold_chat(chat.id, until=until, error=reason)
         self._wake.set()  # the scheduler sets its timer for the hold's end
