@@ -40,8 +40,15 @@ class Pipeline:
     for rows that are not there yet.
     """
 
-    def __init__(self, outbox: Outbox, *, on_deliveries: Callable[[Collection[int]], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        on_deliveries: Callable[[Collection[int]], None] = lambda _: None,
+        max_events_per_commit: int = MAX_EVENTS_PER_COMMIT,
+    ) -> None:
         self.outbox = outbox
+        self.max_events_per_commit = max_events_per_commit
         self.on_deliveries = on_deliveries
         self.stats = PipelineStats()
         self._queue: list[_Waiter] = []
@@ -75,7 +82,7 @@ class Pipeline:
             # Let callers that were just woken (by the previous commit) queue their next events first, and
             # in a flood let the WAL be copied back off the loop.
             await self.outbox.make_room()
-            batch, self._queue = _take(self._queue, MAX_EVENTS_PER_COMMIT)
+            batch, self._queue = _take(self._queue, self.max_events_per_commit)
             try:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])
             except StorageUnavailable as exc:

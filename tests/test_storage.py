@@ -229,13 +229,12 @@ async def test_migration_onto_a_chat_that_already_exists_merges_and_loses_nothin
     assert pending[1][0] == okx_delivery  # moved with its id: a send not yet recorded is recorded by id
 
 
-async def test_group_commit_stops_adding_callers_at_its_cap(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_group_commit_stops_adding_callers_at_its_cap(store: Store) -> None:
     import asyncio
 
     from bot.pipeline import Pipeline
 
-    monkeypatch.setattr("bot.pipeline.MAX_EVENTS_PER_COMMIT", 3)
-    pipeline = Pipeline(store.outbox)
+    pipeline = Pipeline(store.outbox, max_events_per_commit=3)
     real_accept = store.outbox.accept
     batches: list[list[str]] = []
 

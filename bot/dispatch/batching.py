@@ -33,7 +33,7 @@ class Plan:
     """The page did not hold every due row: read them all (up to the merge cap) before merging."""
 
 
-def plan(due: Sequence[PendingDelivery], *, now: datetime, slots: int, target_s: float, page_full: bool) -> Plan:
+def plan(due: Sequence[PendingDelivery], *, slots: int, page_full: bool) -> Plan:
     """`slots`: how many sends the chat's windows allow within the time the oldest row has left before it
     misses `target_s`. At least one: the caller plans only when the chat may send now."""
     if any(d.quiet_held for d in due):  # everything that waited out the night, in one digest

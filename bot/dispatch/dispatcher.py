@@ -310,15 +310,13 @@ class Dispatcher:
                 continue
 
     def _plan(self, chat: Chat, platform: Platform, due: list[PendingDelivery]) -> batching.Plan:
-        clock_now = self.clock.now()
         if not self.pacing:
             slots = len(due)
         else:
-            horizon = batching.horizon_s(due, now=clock_now, target_s=self.latency_target_s)
-            slots = self.pacers[platform.name].slots_within(chat.id, group=chat.is_group, horizon_s=horizon)
-        return batching.plan(
-            due, now=clock_now, slots=slots, target_s=self.latency_target_s, page_full=len(due) >= PAGE
-        )
+            horizon = batching.horizon_s(due, now=self.clock.now(), target_s=self.latency_target_s)
+            pacer = self.pacers[platform.name]
+            slots = pacer.slots_within(chat.id, group=chat.is_group, horizon_s=horizon, at_most=len(due))
+        return batching.plan(due, slots=slots, page_full=len(due) >= PAGE)
 
     async def _pace_wait(self, chat: Chat, platform: Platform) -> bool:
         """Wait until the chat may send; True when that took time (the caller re-reads the backlog)."""

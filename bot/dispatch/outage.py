@@ -39,15 +39,10 @@ class StorageOutage:
     def __init__(self, clock: Clock, *, ladder: Ladder = PROBE_LADDER) -> None:
         self.clock = clock
         self.ladder = ladder
-        self.faults = 0
         self.probes = 0
         self._paused_until: float | None = None
         self._ended_at = float("-inf")
         self.unrecorded: dict[int, Unrecorded] = {}
-
-    @property
-    def active(self) -> bool:
-        return self._paused_until is not None
 
     def paused(self) -> bool:
         return self._paused_until is not None
@@ -60,7 +55,6 @@ class StorageOutage:
 
     def fault(self, error: object, chat_id: int | None = None) -> None:
         """A read or write failed because storage is away: pause (once per outage) and plan a probe."""
-        self.faults += 1
         if self._paused_until is not None:
             return
         now = self.clock.monotonic()
