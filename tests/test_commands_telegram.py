@@ -180,9 +180,12 @@ async def _pending(app: PerpwatchApp, n: int, *, quiet_held_at_least: int = 0) -
 async def test_status_shows_watchers_and_backlog(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:
-    async with running_bot(make_settings, telegram, binance):
+    async with running_bot(make_settings, telegram, binance) as app:
+        await binance.push(sample_frame(T=1568014460893 - 2 * 365 * 86_400_000))  # two years before the run
+        await eventually(lambda: bool(app.supervisor.watchers["binance"].health.rejected))
         text = (await command(telegram, "/status")).body
         assert "binance: up since" in text
+        assert "rejected 1 (too_old 1)" in text
         assert "edgex: unsupported" in text
         assert "Deliveries: 0 pending" in text
 

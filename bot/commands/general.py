@@ -47,6 +47,9 @@ def _watcher_line(health: WatcherHealth, now: datetime) -> str:
         f"reconnects {health.reconnects}",
         f"parse errors {health.parse_errors}",
     ]
+    if health.rejected:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(health.rejected.items()))
+        parts.append(f"rejected {sum(health.rejected.values())} ({reasons})")
     if health.last_error and health.connected_since is None:
         parts.append(f"last error: {health.last_error}")
     return " · ".join(parts)
