@@ -5,7 +5,9 @@
 A real venue and a real Bot API run elsewhere; sharing the bot's event loop (or its core) with them would
 bill their work to the bot. CONTROL_URL/push?total=N&rate=R&symbols=A,B starts pushing frames at R per
 second; CONTROL_URL/records returns when each frame was pushed and when each sendMessage arrived
-(time.monotonic is system-wide on Linux, so the bench compares them with its own clock).
+(time.monotonic is system-wide on Linux, so the bench compares them with its own clock), and each accepted
+message with the id the fake gave it. `serve` takes the API class to run (a stricter judge, say) and a
+`report` whose result `records` adds under "report".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,10 +47,16 @@ def frame(index: int, symbol: str) -> dict[str, Any]:
     }
 
 
-async def serve(token: str, latency_s: float) -> None:
+async def serve(
+    token: str,
+    latency_s: float,
+    *,
+    make_api: Callable[[str], FakeTelegramApi] = FakeTelegramApi,
+    report: Callable[[FakeTelegramApi], Any] | None = None,
+) -> None:
     pushed: dict[int, float] = {}
     tasks: set[asyncio.Task[None]] = set()
-    async with FakeTelegramApi(token=token) as api, FakeForceOrderServer() as venue:
+    async with make_api(token) as api, FakeForceOrderServer() as venue:
         api.latency_s = latency_s
 
         async def push_all(total: int, rate: float, symbols: list[str]) -> None:
@@ -71,7 +80,16 @@ async def serve(token: str, latency_s: float) -> None:
                 [str(r.params.get("chat_id")), str(r.params.get("text", "")), r.received_at]
                 for r in api.requests_for("sendMessage")
             ]
-            return web.json_response({"pushed": pushed, "sends": sends, "pushing": bool(tasks)})
+            accepted = [[m.chat_id, m.method, m.message_id, m.received_at, m.body] for m in api.sent]
+            return web.json_response(
+                {
+                    "pushed": pushed,
+                    "sends": sends,
+                    "pushing": bool(tasks),
+                    "accepted": accepted,
+                    "report": None if report is None else report(api),
+                }
+            )
 
         app = web.Application()
         app.router.add_post("/push", push)
