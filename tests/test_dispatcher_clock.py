@@ -221,3 +221,30 @@ async def test_a_reminder_due_later_goes_out_when_it_falls_due(rig: Rig) -> None
     assert rig.platform.sent == []
     await rig.run(15, step=0.5)
     assert len(rig.platform.sent) == 1
+
+
+async def test_sending_resumes_within_a_probe_of_the_lock_being_released(rig: Rig, tmp_path: Path) -> None:
+    """Issue 10.10: after a 10 s lock, sending resumed 18 s after the lock was released (a pause ladder up
+    to 30 s). Now a write probe each second notices the database is back."""
+    import sqlite3
+
+    await rig.chat("16")
+    other = sqlite3.connect(tmp_path / "d.db", isolation_level=None)  # an operator's sqlite3 shell
+
+    def lock_on_first_send(sent: Sent) -> Exception | None:
+        if not other.in_transaction:
+            other.execute("BEGIN IMMEDIATE")  # the platform has the message; the outbox cannot record it
+        return None
+
+    rig.platform.fail = lock_on_first_send
+    await rig.pipeline.accept(_events("locked", 1))
+    await rig.run(10, step=0.5)  # a 10 s lock
+    assert rig.dispatcher.outage.paused() and len(rig.platform.sent) == 1
+    other.execute("COMMIT")
+    other.close()
+    rig.platform.fail = lambda _s: None
+    await rig.run(1.5, step=0.1)
+    assert not rig.dispatcher.outage.paused()
+    rows = await rig.store.db.fetch("SELECT status FROM deliveries")
+    assert [r[0] for r in rows] == ["sent"]
+    assert len(rig.platform.sent) == 1  # recorded, never sent again

@@ -1,10 +1,10 @@
 """While the outbox cannot be written, all sending pauses: a message sent then could not be recorded.
 
-One outage is one pause, however many sends it caught. During the pause a cheap write probe runs every
-`probe_every_s`, so sending resumes within about that long after the database is back, instead of waiting
-out a pause that grew while the fault lasted; the ladder only spaces the warnings and probes of a long
-outage. Sends the platform accepted but the outbox could not record are kept here, and recorded before
-the chat's rows are read again, so an alert never goes out twice while the bot runs.
+One outage is one pause, however many sends it caught. During the pause a cheap write probe runs on the
+`PROBE_LADDER`'s steps, so sending resumes within about a step of the database being back, instead of
+waiting out a pause that grew while the fault lasted. Sends the platform accepted but the outbox could not
+record are kept here, and recorded before the chat's rows are read again, so an alert never goes out twice
+while the bot runs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from perpwatch.clock import Clock
 
 log = logging.getLogger(__name__)
 
-PROBE_LADDER = Ladder((1.0, 1.0, 2.0))
-"""Seconds between write probes while storage is away."""
+PROBE_LADDER = Ladder((1.0,))
+"""Seconds between write probes while storage is away: sending resumes within about a second of the
+database taking writes again. A probe that meets the lock stops the loop for the busy timeout (100 ms)."""
 
 FORGET_AFTER_S = 60.0
 """A fault this long after the last outage ended starts a new outage."""
