@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands import general, settings_cmds, subscriptions, watchlist
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
+from bot.render import Reply
 from storage.chats import SCOPES
 
 __all__ = [
@@ -19,11 +20,20 @@ __all__ = [
     "run_command",
 ]
 
+
+async def help_(ctx: Context) -> Reply:
+    """Lives beside the registry it lists, so no command module has to import the registry back."""
+    lines = [
+        f"{c.usage} — {c.summary}" + ("" if c.access.value == "anyone" else f" ({c.access.value})") for c in COMMANDS
+    ]
+    return Reply(lines=tuple(lines), title="Commands")
+
+
 _TOPIC = Param("topic", "what to receive", required=True, choices=TOPICS)
 
 COMMANDS: tuple[Command, ...] = (
     Command("start", "what this bot does", general.start),
-    Command("help", "list the commands", general.help_),
+    Command("help", "list the commands", help_),
     Command(
         "subscribe",
         "receive a topic, optionally filtered",

@@ -1,4 +1,4 @@
-"""/start, /help and /status."""
+"""/start and /status."""
 
 from __future__ import annotations
 
@@ -16,15 +16,6 @@ async def start(ctx: Context) -> Reply:
         "Try /subscribe liquidation min=100k, then /list. /help shows every command.",
         title="perpwatch",
     )
-
-
-async def help_(ctx: Context) -> Reply:
-    from bot.commands import COMMANDS  # the registry imports this module
-
-    lines = [
-        f"{c.usage} — {c.summary}" + ("" if c.access.value == "anyone" else f" ({c.access.value})") for c in COMMANDS
-    ]
-    return Reply(lines=tuple(lines), title="Commands")
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import families
+from bot.families.registry import Family, register
 from bot.render import Alert, AlertField, number, price, usd, when
 from perpwatch.events import Event, LiquidationBody, PositionSide
 from perpwatch.symbols import base_asset
@@ -60,6 +60,4 @@ def summary_line(event: Event) -> str:
     return f"{amount} {event.symbol or '?'} {body.side.value} on {_venue(event)} at {event.occurred_at:%H:%M:%S}"
 
 
-FAMILY = families.register(
-    families.Family(kind="liquidation", body=LiquidationBody, render=render, summary_line=summary_line)
-)
+FAMILY = register(Family(kind="liquidation", body=LiquidationBody, render=render, summary_line=summary_line))
