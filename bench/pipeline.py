@@ -172,7 +172,7 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
                 database_url=f"sqlite:///{tmp}/lat.db",
                 log_level="WARNING",
             )
-            async with Store(settings.database_path) as store:
+            async with Store(settings.database_url) as store:
                 for c in range(chats):
                     chat = await store.chats.upsert("telegram", str(1000 + c), kind="private", title=None)
                     await store.chats.subscribe(

@@ -45,7 +45,7 @@ import aiohttp
 from bot.app import PerpwatchApp
 from bot.settings import Settings
 from storage import Store
-from storage.database import from_db_time
+from storage.sqlite import from_db_time
 
 TOKEN = "123456:BENCH-TOKEN"
 API_LATENCY_S = 0.05
@@ -132,7 +132,7 @@ async def run(scenario: Scenario) -> None:
                 database_url=f"sqlite:///{db}",
                 log_level="WARNING",
             )
-            async with Store(settings.database_path) as store:
+            async with Store(settings.database_url) as store:
                 chat = await store.chats.upsert("telegram", str(GROUP_ID), kind="group", title="bench supergroup")
                 await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
             async with PerpwatchApp(settings, pacing=True) as app, aiohttp.ClientSession() as http:

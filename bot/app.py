@@ -44,10 +44,10 @@ class PerpwatchApp:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.database_path, clock=clock)
+        self.store = Store(settings.database_url, clock=clock)
         self.platforms: list[Platform] = self._build_platforms(console_stream)
         self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing, clock=clock)
-        self.pipeline = Pipeline(self.store.outbox, on_deliveries=self.dispatcher.notify)
+        self.pipeline = Pipeline(self.store.outbox, on_accepted=self.dispatcher.accepted)
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
         )

@@ -10,12 +10,14 @@ import signal
 import sys
 
 from bot.settings import Settings, SettingsError, env_name, load_settings
+from storage.engine import mask_url
 
 log = logging.getLogger("perpwatch")
 
 
 def _secrets(settings: Settings) -> list[str]:
-    return [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
+    tokens = [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
+    return [*tokens, *([settings.database_password] if settings.database_password else [])]
 
 
 async def _run(settings: Settings) -> None:
@@ -37,6 +39,8 @@ def _config(settings: Settings) -> None:
     """Print the effective settings with secrets masked: what an operator checks before a deploy."""
     for name, value in settings.model_dump().items():
         shown = "***" if name.endswith("token") and value is not None else value
+        if name == "database_url":
+            shown = mask_url(str(value))
         if isinstance(shown, list):
             shown = ",".join(shown)
         sys.stdout.write(f"{env_name(name)}={'' if shown is None else shown}\n")

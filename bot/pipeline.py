@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from perpwatch.events import Event
@@ -17,21 +17,20 @@ log = logging.getLogger(__name__)
 _Waiter = tuple[Sequence[Event], "asyncio.Future[list[AcceptResult]]"]
 
 MAX_EVENTS_PER_COMMIT = 100
-"""Group commit stops adding callers here. A commit runs on the loop's thread, and every other task waits
-for it: measured, 500 events took 55 ms with the typical subscriptions and up to 180 ms when a quarter of
-the chats take every liquidation; 100 keep it near a tenth of the latency goal."""
+"""Group commit stops adding callers here. On SQLite a commit runs on the loop's thread and every other task
+waits for it; it writes one row per event (the chats read the log later), so its cost is set by this
+number alone, not by the chats that will hear of the events."""
 
 
 @dataclass
 class PipelineStats:
     accepted: int = 0
     duplicates: int = 0
-    deliveries: int = 0
     commits: int = 0
 
 
 class Pipeline:
-    """Stores events with their deliveries, then wakes the dispatcher.
+    """Stores events in the log, then wakes the dispatcher.
 
     A caller's `accept` returns only after the transaction holding its events committed, so a watcher may
     treat its input as handled. Callers that queue while the writer waits for its turn on the loop share
@@ -44,12 +43,12 @@ class Pipeline:
         self,
         outbox: Outbox,
         *,
-        on_deliveries: Callable[[Collection[int]], None] = lambda _: None,
+        on_accepted: Callable[[Sequence[Event], Sequence[AcceptResult]], None] = lambda _events, _results: None,
         max_events_per_commit: int = MAX_EVENTS_PER_COMMIT,
     ) -> None:
         self.outbox = outbox
         self.max_events_per_commit = max_events_per_commit
-        self.on_deliveries = on_deliveries
+        self.on_accepted = on_accepted
         self.stats = PipelineStats()
         self._queue: list[_Waiter] = []
         self._writer: asyncio.Task[None] | None = None
@@ -96,24 +95,27 @@ class Pipeline:
                 # One caller's bad event must not sink the others: commit each caller on its own.
                 for events, future in batch:
                     try:
-                        self._done(future, await self.outbox.accept(events))
+                        self._done(future, events, await self.outbox.accept(events))
                     except Exception as single:
                         _fail(future, single)
                 continue
             self.stats.commits += 1
             offset = 0
             for events, future in batch:
-                self._done(future, results[offset : offset + len(events)])
+                self._done(future, events, results[offset : offset + len(events)])
                 offset += len(events)
 
-    def _done(self, future: asyncio.Future[list[AcceptResult]], results: list[AcceptResult]) -> None:
-        fresh = [r for r in results if r.new]
-        self.stats.accepted += len(fresh)
-        self.stats.duplicates += len(results) - len(fresh)
-        chat_ids = {chat_id for r in fresh for chat_id in r.chat_ids}
-        self.stats.deliveries += sum(r.deliveries for r in fresh)
-        if chat_ids:
-            self.on_deliveries(chat_ids)
+    def _done(
+        self, future: asyncio.Future[list[AcceptResult]], events: Sequence[Event], results: list[AcceptResult]
+    ) -> None:
+        fresh = sum(1 for r in results if r.new)
+        self.stats.accepted += fresh
+        self.stats.duplicates += len(results) - fresh
+        if fresh:
+            try:
+                self.on_accepted(events, results)
+            except Exception:  # the events are stored: a chat not woken now is found by the next sweep
+                log.exception("waking the dispatcher failed")
         if not future.done():
             future.set_result(results)
 

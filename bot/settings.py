@@ -10,11 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.engine import mask_url, parse_database_url
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
@@ -109,8 +110,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if not value.startswith("sqlite:///") or value == "sqlite:///":
-            raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        if "://" not in value:
+            raise ValueError("expected sqlite:///path/to/file.db or postgresql://user:password@host:port/dbname")
+        parse_database_url(value)  # its ValueError names the setting and masks the password
         return value
 
     @field_validator("telegram_api_url", "discord_api_url", "discord_gateway_url", *URL_SETTINGS)
@@ -128,7 +130,14 @@ class Settings(BaseSettings):
 
     @property
     def database_path(self) -> Path:
-        return Path(self.database_url.removeprefix("sqlite:///"))
+        """The SQLite file (meaningless for PostgreSQL, whose URL has no path on this machine)."""
+        return Path(parse_database_url(self.database_url).path)
+
+    @property
+    def database_password(self) -> str | None:
+        """The password in a PostgreSQL URL: a secret the log filter masks like the tokens."""
+        password = urlsplit(self.database_url).password if "://" in self.database_url else None
+        return unquote(password) if password else None
 
     def is_operator(self, platform: str, user_id: str) -> bool:
         return user_id in self.admin_ids or f"{platform}:{user_id}" in self.admin_ids
@@ -156,5 +165,5 @@ def load_settings(**overrides: object) -> Settings:
         name = env_name(str(first["loc"][0])) if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
         got = first.get("input")
-        shown = "" if name.endswith("TOKEN") or got is None else f" (got {str(got)[:80]!r})"
+        shown = "" if name.endswith("TOKEN") or got is None else f" (got {mask_url(str(got))[:80]!r})"
         raise SettingsError(f"bad setting {name}: {message}{shown}") from None

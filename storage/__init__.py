@@ -1,4 +1,4 @@
-"""The only code that speaks SQL. `Store` bundles the database and its repositories."""
+"""The only code that speaks SQL. `Store` bundles the database engine and its repositories."""
 
 from __future__ import annotations
 
@@ -6,33 +6,52 @@ from pathlib import Path
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from storage.chats import ChatRepo, Conflict, LimitReached
-from storage.database import Database, StorageStartError, StorageUnavailable
+from storage.engine import (
+    DATABASE_SETTING,
+    Engine,
+    StorageStartError,
+    StorageUnavailable,
+    mask_url,
+    open_engine,
+    parse_database_url,
+)
 from storage.outbox import Outbox
 from storage.watchers import WatcherStateRepo
 
 __all__ = [
+    "DATABASE_SETTING",
     "ChatRepo",
     "Conflict",
-    "Database",
+    "Engine",
     "LimitReached",
     "Outbox",
     "StorageStartError",
     "StorageUnavailable",
     "Store",
     "WatcherStateRepo",
+    "mask_url",
+    "parse_database_url",
 ]
 
 
 class Store:
-    def __init__(self, path: Path | str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    """`Store(url)` with `sqlite:///path`, `postgresql://…`, or a bare SQLite path."""
+
+    def __init__(self, url: Path | str, *, clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> None:
         self.clock = clock
-        self.db = Database(path)
+        self.migrate = migrate
+        self.db: Engine = open_engine(str(url))
         self.chats = ChatRepo(self.db, clock=clock)
         self.outbox = Outbox(self.db, clock=clock)
         self.watchers = WatcherStateRepo(self.db, clock=clock)
 
     async def open(self) -> Store:
-        await self.db.open()
+        await self.db.open(migrate=self.migrate)
+        try:
+            await self.outbox.refresh_head()
+        except BaseException:
+            await self.db.close()
+            raise
         return self
 
     async def close(self) -> None:

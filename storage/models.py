@@ -29,6 +29,10 @@ class Chat:
     quiet_end: str | None
     quiet_tz: str | None
     held_until: datetime | None = None
+    log_cursor: int = 0
+    """Every event up to this id is in the chat's deliveries, or matched none of its subscriptions."""
+    held_quiet: bool = False
+    """The hold is quiet hours: alerts of events accepted before it ends go out in the digest."""
 
     @property
     def is_group(self) -> bool:
@@ -47,6 +51,22 @@ class Subscription:
     """'all', or 'watchlist': only events whose subject is on the chat's watch list."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """A family's validated parameters (thresholds, lead times, an hour of day)."""
+
+
+@dataclass(frozen=True)
+class Interest:
+    """One subscription as the dispatcher's index of who hears what keeps it: enough to tell, without a
+    query, which chats an accepted event may wake. The outbox's own matching stays the truth."""
+
+    chat_id: int
+    platform: str
+    topic: str
+    venue: str
+    symbol: str
+    scope: str
+    min_cents: int
+    addresses: tuple[str, ...] = ()
+    """For scope 'watchlist': the chat's watched addresses."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +104,8 @@ class PendingDelivery:
 class AcceptResult:
     key: str
     new: bool
-    deliveries: int
-    chat_ids: tuple[int, ...] = ()
-    """The chats that got a delivery: the dispatcher starts on them at once, without asking the database."""
+    event_id: int | None = None
+    """Where the event sits in the log (None for a replay): the dispatcher wakes the chats that hear of it."""
 
 
 @dataclass(frozen=True)
@@ -97,3 +116,5 @@ class Backlog:
     """Due later (reminders before their event): not backlog."""
     parked: int
     oldest_pending_at: datetime | None
+    behind: int = 0
+    """Active chats that have yet to read the newest events of the log (their alerts are not rows yet)."""

@@ -1,152 +1,191 @@
-"""Events and their deliveries: the durable outbox between accepting an event and a chat receiving it."""
+"""The event log and the chats' deliveries: the durable outbox between accepting an event and a chat
+receiving it.
+
+Accepting an event writes one row, whatever the number of chats that will hear of it. Each chat reads the
+log through its own cursor (`chats.log_cursor`): when its worker asks for what is due, the events after
+the cursor that match the chat's subscriptions become its delivery rows, at most as many as the worker can
+use now, in bounded chunks, with the cursor moved in the same transaction. So a chat that may be sent one
+message every three seconds has rows written for what it can be sent, and an event's cost no longer grows
+with the chats (at 100,000 chats the old write-every-row-at-accept held the loop for seconds per commit).
+
+What the outbox promised still holds: an accepted event is on disk before `accept` returns (its alerts are
+the log plus the cursors, which a crash cannot lose); a delivery row is unique per (event, chat) and a
+cursor only moves forward inside the transaction that wrote the rows, so nothing is written twice; ids
+grow in commit order (`Tx.serialize`), so a cursor never steps over an event still committing and a chat's
+rows keep the log's order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import BODY_SCHEMA, Event
 from perpwatch.symbols import base_asset
 from storage.chats import chat_from_row
-from storage.database import Database, Row, from_db_time, to_db_time
+from storage.engine import Engine, Row, as_bool, as_time
 from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents
 
-# One statement does the whole fan-out inside SQLite: a subscription matches on topic, venue and symbol
-# (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-USDT-SWAP; '*' is "any",
-# so the IN lists are a handful of index seeks rather than a scan of every subscription), on a minimum USD
-# that is the subscription's own or else the chat's threshold for the topic, and, for a subscription scoped
-# to the watch list, on the event's subject being on the chat's list. A row is due when the event says
-# (default: now) and may be tried no earlier than a hold on the chat ends (a 429's retry_after, a retry
-# backoff, quiet hours). An event without a USD value is not held back by a minimum: it has nothing to
-# compare. A chat the platform has told us is gone gets nothing.
-_FAN_OUT = """
-INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, created_at)
-SELECT DISTINCT :event_id, s.chat_id, :due, MAX(:due, COALESCE(c.held_until, :due)), :expires, :thread,
-       :revision, :now
-FROM subscriptions s
-JOIN chats c ON c.id = s.chat_id AND c.status = 'active'
-LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
-WHERE s.topic = :topic
-  AND s.venue IN ('*', :venue)
-  AND s.symbol IN ('*', :symbol, :base)
-  AND (:usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= :usd_cents)
-  AND (s.scope = 'all' OR (:subject IS NOT NULL AND EXISTS (
-        SELECT 1 FROM watchlist w WHERE w.chat_id = s.chat_id AND w.address = :subject)))
+LOG_SPAN = 2000
+"""Events of the log one chunk of a chat's read visits at most: each chunk is one short statement (a few
+milliseconds on SQLite), so a chat far behind catches up in many small steps, never in one long one."""
+
+_EVENT_COLUMNS = (
+    "key, topic, source, venue, symbol, base, usd, usd_cents, occurred_at, accepted_at, body, subject, thread, "
+    "revision, body_version, due_at, expires_at"
+)
+_EVENT_MARKS = "(" + ",".join("?" * 17) + ")"
+
+# The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A
+# subscription matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC`
+# matches BTCUSDT and BTC-USDT-SWAP; '*' is "any"), on a minimum USD that is the subscription's own or else
+# the chat's threshold for the topic, on having been made before the event, and, when scoped to the watch
+# list, on the event's subject being on the chat's list. A row is due when its event says (default: now) and
+# may be tried no earlier than a hold on the chat ends (a 429's retry_after, a retry backoff, quiet hours);
+# an event accepted before quiet hours end goes out in their digest. An event without a USD value is not
+# held back by a minimum: it has nothing to compare. A withdrawn event, or one already a row, is skipped.
+_READ_LOG = """
+INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, quiet_held,
+                        created_at)
+SELECT e.id, c.id, COALESCE(e.due_at, :now),
+       CASE WHEN c.held_until > COALESCE(e.due_at, :now) THEN c.held_until ELSE COALESCE(e.due_at, :now) END,
+       e.expires_at, e.thread, e.revision,
+       CASE WHEN c.held_quiet AND c.held_until > e.accepted_at THEN TRUE ELSE FALSE END, :now
+FROM events e JOIN chats c ON c.id = :chat
+WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active'
+  AND EXISTS (
+        SELECT 1 FROM subscriptions s
+        LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
+        WHERE s.chat_id = :chat AND s.topic = e.topic AND s.since_event < e.id
+          AND s.venue IN ('*', e.venue)
+          AND s.symbol IN ('*', UPPER(e.symbol), e.base)
+          AND (e.usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.usd_cents)
+          AND (s.scope = 'all' OR (e.subject IS NOT NULL AND EXISTS (
+                SELECT 1 FROM watchlist w WHERE w.chat_id = :chat AND w.address = e.subject))))
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.chat_id = :chat)
+ORDER BY e.id
+LIMIT :limit
 ON CONFLICT (event_id, chat_id) DO NOTHING
-RETURNING chat_id
+RETURNING event_id, thread
 """
 
-# A revision that arrives after a newer one of its thread (sent, or still waiting) has nothing to say.
-_STALE_REVISION = """
+# Only a thread's newest revision waits: an older one pending beside a newer one, or one older than what
+# the chat was already sent, is superseded (one statement per chunk that wrote a threaded row).
+_SUPERSEDE = """
 UPDATE deliveries SET status = 'superseded', last_error = 'a newer revision of its thread came first'
-WHERE event_id = :event_id AND status = 'pending' AND (
-    EXISTS (SELECT 1 FROM threads t WHERE t.chat_id = deliveries.chat_id AND t.thread = :thread
-            AND t.revision > :revision)
-    OR EXISTS (SELECT 1 FROM deliveries d WHERE d.status = 'pending' AND d.thread = :thread
-               AND d.chat_id = deliveries.chat_id AND d.revision > :revision))
-RETURNING chat_id
-"""
-
-# The new revision replaces what its thread still had waiting in the same chats: only the newest goes out.
-_SUPERSEDE_OLDER = """
-UPDATE deliveries SET status = 'superseded', last_error = 'superseded by revision ' || :revision
-WHERE status = 'pending' AND thread = :thread AND event_id <> :event_id AND revision <= :revision
-  AND chat_id IN (SELECT chat_id FROM deliveries WHERE event_id = :event_id AND status = 'pending')
+WHERE chat_id = :chat AND status = 'pending' AND thread IS NOT NULL AND (
+    EXISTS (SELECT 1 FROM threads t WHERE t.chat_id = :chat AND t.thread = deliveries.thread
+            AND t.revision > deliveries.revision)
+    OR EXISTS (SELECT 1 FROM deliveries d WHERE d.chat_id = :chat AND d.status = 'pending'
+               AND d.thread = deliveries.thread
+               AND (d.revision > deliveries.revision OR (d.revision = deliveries.revision AND d.id > deliveries.id))))
 """
 
 _DUE_FOR_CHAT = """
 SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.expires_at, d.thread, d.revision, e.body, e.body_version,
-       t.message_ref AS edit_ref, c.platform, c.platform_chat_id, c.kind, c.title, c.status, c.gone_reason,
-       c.quiet_start, c.quiet_end, c.quiet_tz, c.held_until
-FROM deliveries d JOIN events e ON e.id = d.event_id JOIN chats c ON c.id = d.chat_id
+       t.message_ref AS edit_ref
+FROM deliveries d JOIN events e ON e.id = d.event_id
 LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision
 WHERE d.chat_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?
 """
 
+# Chats with pending rows, a page at a time by chat id: the recursive step hops through the partial index
+# of pending rows from one chat to the next (a skip scan), so a page costs a few seeks per chat whatever
+# the number of rows, and no page holds the loop long however many chats wait.
+_PENDING_CHATS = """
+WITH RECURSIVE waiting(chat_id, n) AS (
+    SELECT (SELECT MIN(chat_id) FROM deliveries WHERE status = 'pending' AND chat_id > :after), 1
+    UNION ALL
+    SELECT (SELECT MIN(d.chat_id) FROM deliveries d WHERE d.status = 'pending' AND d.chat_id > w.chat_id), w.n + 1
+    FROM waiting w WHERE w.chat_id IS NOT NULL AND w.n < :limit
+)
+SELECT w.chat_id, (SELECT MIN(d.next_attempt_at) FROM deliveries d
+                   WHERE d.status = 'pending' AND d.chat_id = w.chat_id) AS due
+FROM waiting w WHERE w.chat_id IS NOT NULL ORDER BY w.chat_id
+"""
+
 
 class Outbox:
-    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, db: Engine, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self.clock = clock
+        self.head = 0
+        """The newest event id this process knows of: a chat whose cursor is here has nothing to read."""
+
+    async def refresh_head(self) -> int:
+        row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) FROM events")
+        self.head = max(self.head, int(row[0]) if row is not None else 0)
+        return self.head
 
     async def accept(self, events: Sequence[Event]) -> list[AcceptResult]:
-        """Store new events and their deliveries in ONE transaction; a known key is a replay and is skipped.
+        """Store new events in the log in ONE transaction; a known key is a replay and is skipped.
 
-        After this returns, the alerts are on disk: a crash, restart, 429 or network fault cannot lose
-        them, and accepting the same events again changes nothing. A threaded event supersedes its thread's
-        older revisions still waiting in the same chats.
+        After this returns the alerts are on disk: a crash, restart, 429 or network fault cannot lose them,
+        and accepting the same events again changes nothing. The cost is one row per event, whatever the
+        number of chats that will hear of it.
         """
+        if not events:
+            return []
         now = self.clock.now()
-        stamp = to_db_time(now)
+        values: list[Any] = []
+        for event in events:
+            values.extend(
+                (
+                    event.key,
+                    event.topic.value,
+                    event.source,
+                    event.venue.value if event.venue else None,
+                    event.symbol,
+                    base_asset(event.symbol) if event.symbol else None,
+                    format(event.usd, "f") if event.usd is not None else None,
+                    to_cents(event.usd) if event.usd is not None else None,
+                    event.occurred_at,
+                    now,
+                    event.model_dump_json(),
+                    event.subject,
+                    event.thread,
+                    event.revision,
+                    BODY_SCHEMA,
+                    max(event.due_at, now) if event.due_at is not None else None,
+                    event.expires_at,
+                )
+            )
+        async with self.db.transaction() as tx:
+            await tx.serialize("event_log")
+            rows = await tx.fetch(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES {','.join([_EVENT_MARKS] * len(events))} "  # noqa: S608
+                # Only a known key is a replay; OR IGNORE would also swallow a NOT NULL violation.
+                "ON CONFLICT (key) DO NOTHING RETURNING id, key",
+                values,
+            )
+        ids = {str(r["key"]): int(r["id"]) for r in rows}
+        if ids:
+            self.head = max(self.head, *ids.values())
         results: list[AcceptResult] = []
-        with self.db.transaction() as conn:
-            for event in events:
-                usd_cents = to_cents(event.usd) if event.usd is not None else None
-                cur = conn.execute(
-                    "INSERT INTO events (key, topic, source, venue, symbol, usd, usd_cents, occurred_at, "
-                    "accepted_at, body, subject, thread, revision, body_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    # Only a known key is a replay; OR IGNORE would also swallow a NOT NULL violation.
-                    "ON CONFLICT (key) DO NOTHING",
-                    (
-                        event.key,
-                        event.topic.value,
-                        event.source,
-                        event.venue.value if event.venue else None,
-                        event.symbol,
-                        format(event.usd, "f") if event.usd is not None else None,
-                        usd_cents,
-                        to_db_time(event.occurred_at),
-                        stamp,
-                        event.model_dump_json(),
-                        event.subject,
-                        event.thread,
-                        event.revision,
-                        BODY_SCHEMA,
-                    ),
-                )
-                if cur.rowcount == 0:
-                    results.append(AcceptResult(key=event.key, new=False, deliveries=0))
-                    continue
-                event_id = cur.lastrowid
-                due = to_db_time(max(event.due_at, now)) if event.due_at is not None else stamp
-                fanned = conn.execute(
-                    _FAN_OUT,
-                    {
-                        "event_id": event_id,
-                        "now": stamp,
-                        "due": due,
-                        "expires": to_db_time(event.expires_at) if event.expires_at is not None else None,
-                        "thread": event.thread,
-                        "revision": event.revision,
-                        "topic": event.topic.value,
-                        "venue": event.venue.value if event.venue else None,
-                        "symbol": event.symbol.upper() if event.symbol else None,
-                        "base": base_asset(event.symbol) if event.symbol else None,
-                        "usd_cents": usd_cents,
-                        "subject": event.subject,
-                    },
-                )
-                chat_ids = {int(r[0]) for r in fanned.fetchall()}
-                if event.thread is not None and chat_ids:
-                    thread = {"event_id": event_id, "thread": event.thread, "revision": event.revision}
-                    chat_ids -= {int(r[0]) for r in conn.execute(_STALE_REVISION, thread).fetchall()}
-                    conn.execute(_SUPERSEDE_OLDER, thread)
-                ordered = tuple(sorted(chat_ids))
-                results.append(AcceptResult(key=event.key, new=True, deliveries=len(ordered), chat_ids=ordered))
+        for event in events:
+            event_id = ids.pop(event.key, None)  # a key twice in one batch: the second is the replay
+            results.append(AcceptResult(key=event.key, new=event_id is not None, event_id=event_id))
         return results
 
     async def withdraw(self, thread: str, *, reason: str) -> int:
-        """The thread's event moved or was cancelled: its alerts still waiting are withdrawn, never sent."""
-        return await self.db.write(
-            "UPDATE deliveries SET status='withdrawn', last_error=? WHERE status='pending' AND thread=?",
-            (f"withdrawn: {reason}", thread),
-        )
+        """The thread's event moved or was cancelled: no chat reads it from the log any more, and its
+        alerts already waiting are withdrawn, never sent. Returns the events withdrawn."""
+        async with self.db.transaction() as tx:
+            withdrawn = await tx.execute(
+                "UPDATE events SET withdrawn = TRUE WHERE thread = ? AND NOT withdrawn", (thread,)
+            )
+            await tx.execute(
+                "UPDATE deliveries SET status='withdrawn', last_error=? WHERE status='pending' AND thread=?",
+                (f"withdrawn: {reason}", thread),
+            )
+        return withdrawn
 
     async def expire(self, ids: Sequence[int]) -> int:
         """Rows the dispatcher found past their `expires_at` leave the queue unsent: a stale alert helps
         nobody. (It finds them among the rows it reads anyway, so no statement is added per send.)"""
-        return await self.db.write(
+        return await self.db.execute(
             f"UPDATE deliveries SET status='expired', last_error='expired before it could be sent' "  # noqa: S608
             f"WHERE status='pending' AND id IN ({_marks(ids)})",
             tuple(ids),
@@ -154,54 +193,97 @@ class Outbox:
 
     async def probe(self) -> None:
         """A write lock taken and given back: raises StorageUnavailable while storage is still away."""
-        with self.db.transaction():
-            pass
+        async with self.db.transaction() as tx:
+            await tx.serialize("probe")
 
     async def make_room(self) -> None:
-        """Between commits of a flood: see `Database.make_room`."""
+        """Between commits of a flood: see `Engine.make_room`."""
         await self.db.make_room()
 
-    async def pending_chats(self, *, platforms: Sequence[str]) -> list[tuple[int, datetime]]:
-        """Each chat with pending deliveries and when its earliest falls due, earliest first.
+    # --- a chat's reading of the log -------------------------------------------------------------------
+    async def read_log(
+        self, chat_id: int, *, want: int, start_after: int = 0, now: datetime | None = None
+    ) -> tuple[int, int]:
+        """Write the chat's next deliveries from the log until it has `want` pending or has read to the
+        head; returns the rows written and the chat's cursor after. `start_after` lets a caller that knows the chat matched nothing
+        before an event (the dispatcher's index) skip the log up to it; it never moves a cursor back.
 
-        One query serves both of the dispatcher's questions (whom to send to now, when to wake next). It
-        hops through the partial index of pending rows from one chat to the next (a skip scan), so it
-        costs a few seeks per chat with pending rows, whatever the number of rows or of quiet chats.
-        Measured: 10 ms for 1,000 chats with 1M pending rows (a scan of the rows took 450-530 ms), 0.1 ms
-        for 10 waiting chats among 100,000 (a seek into every chat took 51 ms), 76 ms when all of 20,000
-        chats wait.
-        """
-        marks = ",".join("?" for _ in platforms)
-        rows = await self.db.fetch(
-            "WITH RECURSIVE waiting(chat_id) AS ("  # noqa: S608 - placeholders only
-            "SELECT MIN(chat_id) FROM deliveries WHERE status = 'pending' "
-            "UNION ALL SELECT (SELECT MIN(d.chat_id) FROM deliveries d "
-            "WHERE d.status = 'pending' AND d.chat_id > waiting.chat_id) FROM waiting WHERE waiting.chat_id IS NOT NULL"
-            ") SELECT w.chat_id, (SELECT MIN(d.next_attempt_at) FROM deliveries d "
-            "WHERE d.status = 'pending' AND d.chat_id = w.chat_id) AS due "
-            f"FROM waiting w JOIN chats c ON c.id = w.chat_id WHERE c.platform IN ({marks}) ORDER BY due, w.chat_id",
-            tuple(platforms),
-        )
-        return [(int(r[0]), from_db_time(r[1])) for r in rows]
+        Each chunk is its own transaction and visits at most `LOG_SPAN` events, with a turn for every
+        other task between chunks."""
+        written = 0
+        head = self.head
+        stamp = now or self.clock.now()
+        while True:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchone(
+                    # Locks the chat's row (PostgreSQL) so two readers of one chat take turns; changes nothing.
+                    "UPDATE chats SET log_cursor = log_cursor WHERE id = ? RETURNING log_cursor, status",
+                    (chat_id,),
+                )
+                if row is None or row["status"] != "active":
+                    return written, head
+                after = max(int(row["log_cursor"]), min(start_after, head))
+                if after >= head:
+                    if after > int(row["log_cursor"]):
+                        await tx.execute("UPDATE chats SET log_cursor = ? WHERE id = ?", (after, chat_id))
+                    return written, after
+                pending = int(
+                    await tx.fetchval(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE chat_id = ? AND status = 'pending' "
+                        "LIMIT ?) AS p",
+                        (chat_id, want),
+                    )
+                )
+                need = want - pending
+                if need <= 0:
+                    if after > int(row["log_cursor"]):
+                        await tx.execute("UPDATE chats SET log_cursor = ? WHERE id = ?", (after, chat_id))
+                    return written, after
+                upto = min(after + LOG_SPAN, head)
+                inserted = await tx.fetch(
+                    _READ_LOG,
+                    {"chat": chat_id, "after": after, "upto": upto, "limit": need, "now": stamp},
+                )
+                if any(r["thread"] is not None for r in inserted):
+                    await tx.execute(_SUPERSEDE, {"chat": chat_id})
+                cursor = max(int(r["event_id"]) for r in inserted) if len(inserted) >= need else upto
+                await tx.execute("UPDATE chats SET log_cursor = ? WHERE id = ?", (cursor, chat_id))
+            written += len(inserted)
+            if len(inserted) >= need or cursor >= head:
+                return written, cursor
+            start_after = cursor
+            await self.db.make_room()
 
     async def due_for_chat(
-        self, chat_id: int, now: datetime, *, limit: int
+        self, chat_id: int, now: datetime, *, limit: int, start_after: int = 0, read: bool = True
     ) -> tuple[Chat | None, list[PendingDelivery]]:
         """The chat (as stored now: quiet hours, status) and its deliveries that may be tried at `now`, in
-        the order they were accepted, each with the message its thread last sent (its edit target).
+        the order they were accepted, each with the message its thread last sent (its edit target). What
+        the chat has yet to read of the log is read first, up to `limit` rows waiting (unless the caller
+        just did: `read=False`).
 
-        One query: the dispatcher's worker needs both for every batch it sends, and a separate chat lookup
-        was one more query per alert. A row whose body no longer decodes comes back with `event=None` and
-        the reason, so one bad row cannot jam its chat.
-        """
-        rows = await self.db.fetch(
-            _DUE_FOR_CHAT,
-            (chat_id, to_db_time(now), limit),
-        )
-        if not rows:
+        A row whose body no longer decodes comes back with `event=None` and the reason, so one bad row
+        cannot jam its chat."""
+        chat_row = await self.db.fetchone("SELECT * FROM chats WHERE id = ?", (chat_id,))
+        if chat_row is None:
             return None, []
-        chat = chat_from_row(rows[0], chat_id=chat_id)
+        chat = chat_from_row(chat_row)
+        if read and chat.status == "active" and max(chat.log_cursor, start_after) < self.head:
+            await self.read_log(chat_id, want=limit, start_after=start_after, now=now)
+        rows = await self.db.fetch(_DUE_FOR_CHAT, (chat_id, now, limit))
         return chat, [_pending(r, chat_id) for r in rows]
+
+    async def next_due(self, chat_id: int) -> datetime | None:
+        """When the chat's earliest waiting row may be tried (None: nothing waits)."""
+        row = await self.db.fetchone(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE chat_id = ? AND status = 'pending'", (chat_id,)
+        )
+        return as_time(row[0]) if row is not None and row[0] is not None else None
+
+    async def pending_chats(self, *, after: int = 0, limit: int = 500) -> list[tuple[int, datetime]]:
+        """Chats with pending rows after chat id `after`, with when their earliest may be tried, by chat id."""
+        rows = await self.db.fetch(_PENDING_CHATS, {"after": after, "limit": limit})
+        return [(int(r[0]), as_time(r[1])) for r in rows]
 
     async def mark_sent(self, ids: Sequence[int], *, message_ref: str | None, now: datetime) -> None:
         """The platform accepted the message; with several ids they were merged into one summary.
@@ -209,127 +291,146 @@ class Outbox:
         A thread's newest sent revision is remembered with where its message lives, so the next revision
         edits it; a revision that went out inside a summary leaves nothing to edit (the next one is sent).
         """
-        stamp = to_db_time(now)
-        with self.db.transaction() as conn:
-            sent = conn.execute(
+        ref = message_ref if len(ids) == 1 else None
+        async with self.db.transaction() as tx:
+            sent = await tx.fetch(
                 f"UPDATE deliveries SET status='sent', sent_at=?, message_ref=?, attempts=attempts+1 "  # noqa: S608
                 f"WHERE status='pending' AND id IN ({_marks(ids)}) RETURNING chat_id, thread, revision",
-                (stamp, message_ref if len(ids) == 1 else None, *ids),
-            ).fetchall()
-            for chat_id, thread, revision in sent:
-                if thread is None:
+                (now, ref, *ids),
+            )
+            for row in sent:
+                if row["thread"] is None:
                     continue
-                conn.execute(
+                await tx.execute(
                     "INSERT INTO threads (chat_id, thread, revision, message_ref, updated_at) VALUES (?,?,?,?,?) "
                     "ON CONFLICT (chat_id, thread) DO UPDATE SET revision=excluded.revision, "
                     "message_ref=excluded.message_ref, updated_at=excluded.updated_at "
                     "WHERE excluded.revision >= threads.revision",
-                    (chat_id, thread, revision, message_ref if len(ids) == 1 else None, stamp),
+                    (row["chat_id"], row["thread"], row["revision"], ref, now),
                 )
 
     async def reschedule(self, ids: Sequence[int], *, at: datetime, error: str, count_attempt: bool) -> None:
-        await self.db.write(
-            f"UPDATE deliveries SET next_attempt_at=MAX(due_at, ?), last_error=?, attempts=attempts+? "  # noqa: S608
-            f"WHERE status='pending' AND id IN ({_marks(ids)})",
-            (to_db_time(at), error, 1 if count_attempt else 0, *ids),
+        await self.db.execute(
+            "UPDATE deliveries SET next_attempt_at=CASE WHEN due_at > :at THEN due_at ELSE :at END, "  # noqa: S608
+            f"last_error=:error, attempts=attempts+:counted WHERE status='pending' AND id IN ({_named(ids)})",
+            {"at": at, "error": error, "counted": 1 if count_attempt else 0, **_named_ids(ids)},
         )
 
     async def hold_chat(self, chat_id: int, *, until: datetime, error: str, quiet: bool = False) -> None:
-        """Nothing goes to this chat before `until`: its pending rows wait, and so do rows accepted later.
+        """Nothing goes to this chat before `until`: its pending rows wait, and so do rows written later.
 
         A platform's retry_after, a retry backoff and quiet hours all hold the whole chat, which keeps the
         chat's alerts in order and never sends into a flood ban. `quiet` marks the rows due in the window
-        for the digest; rows due after it are not touched.
+        for the digest (and the events accepted before it ends, when the chat reads them); rows due after
+        it are not touched.
         """
-        stamp = to_db_time(until)
-        with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE chats SET held_until=MAX(COALESCE(held_until, ?), ?) WHERE id=?", (stamp, stamp, chat_id)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE chats SET held_until=CASE WHEN held_until > :until THEN held_until ELSE :until END, "
+                "held_quiet=:quiet WHERE id=:chat",
+                {"until": until, "quiet": quiet, "chat": chat_id},
             )
-            conn.execute(
-                "UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?), last_error=?, "
-                "quiet_held=MAX(quiet_held, ?) WHERE chat_id=? AND status='pending' AND due_at < ?",
-                (stamp, error, int(quiet), chat_id, stamp),
+            await tx.execute(
+                "UPDATE deliveries SET next_attempt_at=CASE WHEN next_attempt_at > :until THEN next_attempt_at "
+                "ELSE :until END, last_error=:error, quiet_held=(quiet_held OR :quiet) "
+                "WHERE chat_id=:chat AND status='pending' AND due_at < :until",
+                {"until": until, "error": error, "quiet": quiet, "chat": chat_id},
             )
 
     async def release_held(self, chat_id: int) -> None:
         """Quiet hours were switched off: what they held is due now (still sent as one digest). Rows due
         later (a reminder before its event) stay scheduled for their own time."""
-        now = to_db_time(self.clock.now())
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE chats SET held_until=NULL WHERE id=?", (chat_id,))
-            conn.execute(
-                "UPDATE deliveries SET next_attempt_at=MAX(due_at, MIN(next_attempt_at, ?)) "
-                "WHERE chat_id=? AND status='pending'",
-                (now, chat_id),
+        now = self.clock.now()
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                # The hold ends now; events accepted during it still go out in the digest when read.
+                "UPDATE chats SET held_until=CASE WHEN held_until > :now THEN :now ELSE held_until END WHERE id=:chat",
+                {"now": now, "chat": chat_id},
+            )
+            await tx.execute(
+                "UPDATE deliveries SET next_attempt_at=CASE WHEN due_at > :now THEN due_at "
+                "WHEN next_attempt_at < :now THEN next_attempt_at ELSE :now END "
+                "WHERE chat_id=:chat AND status='pending'",
+                {"now": now, "chat": chat_id},
             )
 
     async def park(self, ids: Sequence[int], *, reason: str) -> None:
-        await self.db.write(
+        await self.db.execute(
             f"UPDATE deliveries SET status='parked', last_error=?, attempts=attempts+1 "  # noqa: S608
             f"WHERE id IN ({_marks(ids)})",
             (reason, *ids),
         )
 
     async def backlog(self) -> Backlog:
-        """Pending, scheduled and parked counts from the partial indexes: cheap however long the history grows.
+        """Pending, scheduled and parked counts, and the chats still reading the log. These visit every
+        waiting row, so they run off the loop (`Engine.fetch_slow`): /status, which anyone may send, must
+        not stop the bot however long the queue grows.
 
         Rows due in the future (a reminder before its event) are scheduled, not backlog."""
-        now = to_db_time(self.clock.now())
-        [pending] = await self.db.fetch(
-            "SELECT COALESCE(SUM(due_at <= ?), 0), COALESCE(SUM(due_at > ?), 0), MIN(CASE WHEN due_at <= ? "
-            "THEN created_at END) FROM deliveries WHERE status='pending'",
-            (now, now, now),
+        now = self.clock.now()
+        [pending] = await self.db.fetch_slow(
+            "SELECT COUNT(*) FILTER (WHERE due_at <= :now), COUNT(*) FILTER (WHERE due_at > :now), "
+            "MIN(CASE WHEN due_at <= :now THEN created_at END) FROM deliveries WHERE status='pending'",
+            {"now": now},
         )
-        [parked] = await self.db.fetch("SELECT COUNT(*) FROM deliveries WHERE status='parked'")
+        [parked] = await self.db.fetch_slow("SELECT COUNT(*) FROM deliveries WHERE status='parked'")
+        [behind] = await self.db.fetch_slow(
+            "SELECT COUNT(*) FROM chats WHERE status='active' AND log_cursor < ?", (self.head,)
+        )
         return Backlog(
             pending=int(pending[0]),
             scheduled=int(pending[1]),
             parked=int(parked[0]),
-            oldest_pending_at=from_db_time(pending[2]) if pending[2] else None,
+            oldest_pending_at=as_time(pending[2]) if pending[2] else None,
+            behind=int(behind[0]),
         )
 
     async def prune(self, *, before: datetime, batch: int = 500) -> tuple[int, int]:
         """Forget delivered history older than `before`: (deliveries, events) removed.
 
-        Pending rows are never touched, and an event goes only once no delivery of it is left. Events are
-        also the replay memory, so the retention must stay far longer than any venue re-sends (minutes).
+        Pending rows are never touched, and an event goes only once no delivery of it is left and every
+        active chat has read past it. Events are also the replay memory, so the retention must stay far
+        longer than any venue re-sends (minutes).
         """
-        cutoff = to_db_time(before)
         deliveries = await self._prune_prefix(
-            "deliveries", "created_at", "status <> 'pending'", cutoff=cutoff, batch=batch
+            "deliveries", "created_at", "status <> 'pending'", cutoff=before, batch=batch
         )
+        row = await self.db.fetchone(
+            f"SELECT COALESCE(MIN(log_cursor), {self.head}) FROM chats WHERE status = 'active'"  # noqa: S608 - an int
+        )
+        read_by_all = int(row[0]) if row is not None else 0
         events = await self._prune_prefix(
             "events",
             "accepted_at",
-            "NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-            cutoff=cutoff,
+            f"id <= {read_by_all} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+            cutoff=before,
             batch=batch,
         )
         return deliveries, events
 
-    async def _prune_prefix(self, table: str, stamped: str, removable: str, *, cutoff: str, batch: int) -> int:
+    async def _prune_prefix(self, table: str, stamped: str, removable: str, *, cutoff: datetime, batch: int) -> int:
         """Delete the removable rows among the table's oldest, walking ids upwards `batch` rows at a time.
 
         Ids grow with the time each row was stamped, so the rows older than the cutoff come first: the walk
         reads each id range once and stops at the first range with none of them, without an index on the
         time column (one more index to write for every delivery) and without scanning what is kept. A row
         stamped out of order (the clock was stepped) neither stops the walk nor is removed early; an old
-        row behind a whole range of newer ones waits for a later prune. Between ranges the WAL is given back
-        to the disk off the loop (`Database.make_room`): the first prune after a busy month removes
-        millions of rows, and the loop must not stop for it.
+        row behind a whole range of newer ones waits for a later prune. Between ranges the engine gets a
+        turn (`Engine.make_room`): the first prune after a busy month removes millions of rows, and the
+        loop must not stop for it.
         """
         removed = 0
         after = 0
         while True:
             rows = await self.db.fetch(
-                f"SELECT id, {stamped} < ? FROM {table} WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608 - fixed names
+                f"SELECT id, CASE WHEN {stamped} < ? THEN 1 ELSE 0 END AS old FROM {table} "  # noqa: S608 - fixed names
+                "WHERE id > ? ORDER BY id LIMIT ?",
                 (cutoff, after, batch),
             )
             if not any(row[1] for row in rows):
                 return removed
             last = int(rows[-1][0])
-            removed += await self.db.write(
+            removed += await self.db.execute(
                 f"DELETE FROM {table} WHERE id > ? AND id <= ? AND {stamped} < ? AND {removable}",  # noqa: S608
                 (after, last, cutoff),
             )
@@ -346,6 +447,16 @@ def _marks(ids: Sequence[int]) -> str:
     return ",".join("?" * len(ids))
 
 
+def _named(ids: Sequence[int]) -> str:
+    if not ids:
+        raise ValueError("no delivery ids")
+    return ",".join(f":id{i}" for i in range(len(ids)))
+
+
+def _named_ids(ids: Sequence[int]) -> dict[str, int]:
+    return {f"id{i}": v for i, v in enumerate(ids)}
+
+
 def _pending(row: Row, chat_id: int) -> PendingDelivery:
     event: Event | None = None
     error: str | None = None
@@ -358,9 +469,9 @@ def _pending(row: Row, chat_id: int) -> PendingDelivery:
         chat_id=chat_id,
         attempts=row["attempts"],
         event=event,
-        due_at=from_db_time(row["due_at"]),
-        expires_at=from_db_time(row["expires_at"]) if row["expires_at"] else None,
-        quiet_held=bool(row["quiet_held"]),
+        due_at=as_time(row["due_at"]),
+        expires_at=as_time(row["expires_at"]) if row["expires_at"] else None,
+        quiet_held=as_bool(row["quiet_held"]),
         thread=row["thread"],
         revision=row["revision"],
         edit_ref=row["edit_ref"],

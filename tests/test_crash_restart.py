@@ -91,7 +91,7 @@ async def run_until_killed(
 
 async def one_pending_delivery(settings: Settings) -> None:
     """What the killed process left: the event accepted, its delivery pending, nothing recorded as sent."""
-    async with Store(settings.database_path) as store:
+    async with Store(settings.database_url) as store:
         backlog = await store.outbox.backlog()
         assert (backlog.pending, backlog.parked) == (1, 0)
 
@@ -189,7 +189,7 @@ async def test_discord_killed_after_accept_shows_the_alert_once(
         discord_gateway_url=fake.gateway_url,
         binance_ws_url=binance.url,
     )
-    async with Store(settings.database_path) as store:
+    async with Store(settings.database_url) as store:
         chat = await store.chats.upsert("discord", str(channel), kind="group", title="perpwatch test #alerts")
         await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import Database, StorageUnavailable
-from storage.database import ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
+from storage.sqlite import SqliteEngine as Database
+from storage import StorageUnavailable
+from storage.sqlite import ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with Store(tmp_path / "d.db", clock=clock) as store:
         platform = RecordingPlatform(clock)
         dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
-        pipeline = Pipeline(store.outbox, on_deliveries=dispatcher.notify)
+        pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted)
         task = asyncio.create_task(dispatcher.run())
         await clock.advance(0)
         yield Rig(clock, store, pipeline, dispatcher, platform)

@@ -271,7 +271,7 @@ async def seeded_settings(
     settings = make_settings(
         telegram_bot_token=TG_TOKEN, telegram_api_url=telegram.base_url, binance_ws_url=binance.url
     )
-    async with Store(settings.database_path) as store:
+    async with Store(settings.database_url) as store:
         chat = await store.chats.upsert("telegram", str(CHAT), kind="private", title=None)
         await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
         for frame in frames:

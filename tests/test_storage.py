@@ -256,7 +256,7 @@ async def test_a_failing_checkpoint_does_not_stop_the_pipeline(store: Store, mon
     import asyncio
 
     from bot.pipeline import Pipeline
-    from storage import Database
+    from storage.sqlite import SqliteEngine as Database
 
     def failing(self: Database) -> tuple[int, int]:
         raise sqlite3.OperationalError("disk I/O error")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from storage import Database, StorageStartError
+from storage.sqlite import SqliteEngine as Database
+from storage import StorageStartError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,11 @@
-"""Drains the outbox to the platforms: one worker per chat, in order, paced, restart-safe.
+"""Drains the outbox to the platforms: one worker per chat at a time, in order, paced, restart-safe.
 
-Each chat with due deliveries (or a command answer waiting) gets one worker task that sends in order, so
-per-chat order holds and one slow or rate-limited chat never stalls another. A delivery row leaves
+Each chat with something to send (new events it may hear of, due deliveries, a command answer) gets a
+worker that sends in order, so per-chat order holds and one slow or rate-limited chat never stalls another.
+Workers are a bounded pool: a chat waits its turn in a queue, and a chat that may not send yet (a 429, a
+pacing slot, quiet hours, a reminder due later) waits on a timer, not in a task. So one pass of scheduling
+costs what the chats that can be sent to now cost, whatever the number that wait. Which chats an accepted
+event concerns the in-memory `InterestIndex` tells, without a query. A delivery row leaves
 'pending' only after the platform accepted the message, so a crash at any point re-sends at most the one
 message in flight (and, while the database cannot be written, the one message per chat it could not yet
 record), and a restart simply finds the rows still pending.
@@ -17,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
 from bot.dispatch import batching
+from bot.dispatch.interest import InterestIndex
 from bot.dispatch.outage import StorageOutage, Unrecorded
 from bot.dispatch.pacing import Pacer
 from bot.families import render_event, render_summary
@@ -44,8 +50,9 @@ from bot.quiet import QUIET_HOLD, QuietHours
 from bot.render import Alert, Reply
 from perpwatch.backoff import half_jitter
 from perpwatch.clock import SYSTEM_CLOCK, Clock
+from perpwatch.events import Event
 from storage import ChatRepo, Outbox, StorageUnavailable
-from storage.models import Chat, PendingDelivery
+from storage.models import AcceptResult, Chat, PendingDelivery
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,17 @@ MERGE_MAX = 5000
 
 PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute."""
+
+SWEEP_PAGE = 500
+"""Chats a sweep of the outbox reads per query (restart, storage back, the slow safety sweep)."""
+
+SWEEP_EVERY_S = 60.0
+"""The outbox is swept for chats nobody woke this often: timers and wake-ups do the real work, and a sweep
+costs a page per 500 waiting chats."""
+
+RATE_LIMIT_LOG_EVERY_S = 30.0
+"""429s are logged once per platform per this long, with the count: a flood ban on 10,000 chats is one
+line, not 10,000."""
 
 LATENCY_TARGET_S = 4.0
 """Every due alert is represented in a message within this long when the platform allows it (a Telegram
@@ -101,7 +119,7 @@ class Dispatcher:
         backoff_initial_s: float = 2.0,
         backoff_max_s: float = 600.0,
         max_workers: int = 256,
-        idle_poll_s: float = 5.0,
+        idle_poll_s: float = SWEEP_EVERY_S,
         latency_target_s: float = LATENCY_TARGET_S,
         shutdown_grace_s: float = 6.0,
         rand: Callable[[], float] = random.random,
@@ -122,9 +140,24 @@ class Dispatcher:
         self.pacers = {p.name: Pacer(p.limits, clock) for p in platforms}
         self.disabled: dict[str, str] = {}
         """Platforms that refused our token mid-run, with the reason: nothing is sent there until restart."""
+        self.max_workers = max_workers
+        self.interest = InterestIndex(chats)
+        chats.listeners.append(self._chat_changed)
         self._wake = asyncio.Event()
         self._workers: dict[int, asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(max_workers)
+        self._queue: deque[int] = deque()
+        self._queued: set[int] = set()
+        self._timers: list[tuple[float, int]] = []
+        self._timer_at: dict[int, float] = {}
+        self._first_match: dict[int, int] = {}
+        """Chats woken by an event, and the first such event since the chat last read the log."""
+        self._read_to_head: set[int] = set()
+        """Chats this process saw read the log to its head: every later event went through `interest`, so
+        such a chat may skip the log up to its first match."""
+        self._refreshing: set[asyncio.Task[None]] = set()
+        self._sweep_due = True
+        self._next_sweep = 0.0
+        self._rate_limits: dict[str, tuple[float, int]] = {}
         self._answers: dict[int, _Answers] = {}
         self._gone_logged: set[int] = set()
         self._dirty: set[int] = set()
@@ -132,21 +165,77 @@ class Dispatcher:
 
     # --- what the pipeline and the chat front ends call ----------------------------------------------
     def notify(self, chat_ids: Iterable[int] = ()) -> None:
-        """New deliveries were committed for these chats: start their workers now, no query needed.
+        """Something may be waiting for these chats: give them a worker (or a place in the queue) now.
 
         A chat whose worker is busy is marked dirty so the worker reads again before it stops. With no ids,
-        wake the scheduler to look at the whole outbox.
+        sweep the whole outbox on the next pass.
         """
         if self._stopping:
             return
         ids = list(chat_ids)
         if not ids:
+            self._sweep_due = True
             self._wake.set()
         for chat_id in ids:
+            self._enqueue(chat_id)
+
+    def accepted(self, events: Sequence[Event], results: Sequence[AcceptResult]) -> None:
+        """The pipeline committed these events: wake the chats that may hear of them.
+
+        A chat already woken and not yet read is skipped at the cost of a set difference, so a flood costs
+        per event what its newly concerned chats cost, not what every concerned chat does."""
+        woken: set[int] = set()
+        for event, result in zip(events, results, strict=True):
+            if result.event_id is None:
+                continue
+            fresh = self.interest.match(event) - self._first_match.keys()
+            for chat_id in fresh:
+                self._first_match[chat_id] = result.event_id
+            woken |= fresh
+        for chat_id in woken:
             if chat_id in self._workers:
                 self._dirty.add(chat_id)
-            else:
-                self._start_worker(chat_id)
+            elif chat_id not in self._timer_at:  # a held chat reads all of it once its hold ends
+                self._enqueue(chat_id)
+
+    def _chat_changed(self, chat_id: int) -> None:
+        """What the chat hears changed: index it anew, then let it read the log from its own cursor."""
+        self._read_to_head.discard(chat_id)
+        task = asyncio.get_running_loop().create_task(self._refresh(chat_id), name=f"dispatch:interest:{chat_id}")
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
+    async def _refresh(self, chat_id: int) -> None:
+        try:
+            await self.interest.refresh(chat_id)
+        except StorageUnavailable as exc:
+            self._storage_fault(exc, chat_id)
+            self._sweep_due = True  # reloaded whole once storage is back
+            self.interest.loaded = False
+            return
+        self._read_to_head.discard(chat_id)
+        self.notify([chat_id])
+
+    def _enqueue(self, chat_id: int) -> None:
+        if self._stopping:
+            return
+        if chat_id in self._workers:
+            self._dirty.add(chat_id)
+        elif len(self._workers) < self.max_workers:
+            self._start_worker(chat_id)
+        elif chat_id not in self._queued:
+            self._queued.add(chat_id)
+            self._queue.append(chat_id)
+
+    def _timer(self, chat_id: int, after_s: float) -> None:
+        """Look at the chat again in `after_s` (the earliest of its timers wins)."""
+        at = self.clock.monotonic() + max(after_s, 0.0)
+        current = self._timer_at.get(chat_id)
+        if current is not None and current <= at:
+            return
+        self._timer_at[chat_id] = at
+        heapq.heappush(self._timers, (at, chat_id))
+        self._wake.set()
 
     async def reply(self, chat: Chat, reply: Reply, reply_to: str | None) -> None:
         """Queue a command's answer in front of the chat's alerts (the front ends' `ReplySender`)."""
@@ -156,19 +245,28 @@ class Dispatcher:
         self.notify([chat.id])
 
     def _start_worker(self, chat_id: int) -> None:
+        self._timer_at.pop(chat_id, None)  # its timer, if any, is stale now
         task = asyncio.create_task(self._drain(chat_id), name=f"dispatch:chat:{chat_id}")
         self._workers[chat_id] = task
         task.add_done_callback(functools.partial(self._worker_done, chat_id))
 
     def _worker_done(self, chat_id: int, _task: asyncio.Task[None]) -> None:
         self._workers.pop(chat_id, None)
-        if chat_id in self._dirty and not self._stopping:  # new rows arrived as the worker was finishing: go again
+        if self._stopping:
+            return
+        if chat_id in self._dirty:  # new rows arrived as the worker was finishing: go again
             self._dirty.discard(chat_id)
             self._start_worker(chat_id)
+        while self._queue and len(self._workers) < self.max_workers:
+            queued = self._queue.popleft()
+            self._queued.discard(queued)
+            if queued not in self._workers:
+                self._start_worker(queued)
 
     # --- the scheduler ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Until cancelled: start a worker for each chat with due rows, then sleep until more fall due."""
+        """Until cancelled: index who hears what, sweep the outbox once, then start the chats whose timers
+        fall due and sleep until the next timer or wake-up."""
         try:
             while True:
                 self._wake.clear()
@@ -179,38 +277,75 @@ class Dispatcher:
 
     async def _schedule(self) -> float:
         """One pass: returns how long the scheduler may sleep before the next one."""
-        timeout = self.idle_poll_s
         probe_in = self.outage.probe_in_s()
         if probe_in is not None:
             if probe_in > 0:
-                return min(timeout, probe_in)
+                return min(self.idle_poll_s, probe_in)
             try:
                 await self.outbox.probe()
             except StorageUnavailable as exc:
                 self.outage.probe_failed(exc)
-                return self.outage.probe_in_s() or timeout
+                return self.outage.probe_in_s() or self.idle_poll_s
             self.outage.ended()
-        now = self.clock.now()
-        try:
-            pending = await self.outbox.pending_chats(platforms=[p for p in self.platforms if p not in self.disabled])
-        except StorageUnavailable as exc:
-            self._storage_fault(exc)
-            return 0.0
-        except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
-            log.exception("dispatch scheduler failed")
-            return timeout
-        for chat_id, due_at in pending:
-            if due_at > now:
-                timeout = min(timeout, (due_at - now).total_seconds())
-            elif chat_id not in self._workers:
-                self._start_worker(chat_id)
+            self._sweep_due = True  # what the outage stopped is picked up again
+        mono = self.clock.monotonic()
+        if self._sweep_due or mono >= self._next_sweep:
+            try:
+                await self._sweep()
+            except StorageUnavailable as exc:
+                self._storage_fault(exc)
+                return 0.0
+            except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
+                log.exception("dispatch sweep failed")
+            self._next_sweep = self.clock.monotonic() + self.idle_poll_s
+        mono = self.clock.monotonic()
+        while self._timers and self._timers[0][0] <= mono:
+            at, chat_id = heapq.heappop(self._timers)
+            if self._timer_at.get(chat_id) == at:
+                del self._timer_at[chat_id]
+                self._enqueue(chat_id)
+        timeout = self._next_sweep - mono
+        if self._timers:
+            timeout = min(timeout, self._timers[0][0] - mono)
         for chat_id, answers in list(self._answers.items()):
             held_for = self._held_for(answers.chat)
             if held_for > 0:
                 timeout = min(timeout, held_for)
             elif chat_id not in self._workers:
-                self._start_worker(chat_id)
+                self._enqueue(chat_id)
         return max(timeout, 0.0)
+
+    async def _sweep(self) -> None:
+        """Every chat with rows waiting, and every chat behind the log's head, a page at a time: at start,
+        when storage is back, and now and then in case a wake-up was missed."""
+        self._sweep_due = False
+        if not self.interest.loaded:
+            await self.interest.load()
+        await self.outbox.refresh_head()
+        now = self.clock.now()
+        after = 0
+        while True:
+            page = await self.outbox.pending_chats(after=after, limit=SWEEP_PAGE)
+            for chat_id, due_at in page:
+                wait_s = (due_at - now).total_seconds()
+                if wait_s > 0:
+                    self._timer(chat_id, wait_s)
+                else:
+                    self._enqueue(chat_id)
+            if len(page) < SWEEP_PAGE:
+                break
+            after = page[-1][0]
+            await asyncio.sleep(0)
+        after = 0
+        while True:
+            behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE)
+            for chat_id in behind:
+                if chat_id not in self._timer_at:
+                    self._enqueue(chat_id)
+            if len(behind) < SWEEP_PAGE:
+                break
+            after = behind[-1]
+            await asyncio.sleep(0)
 
     async def _shut_down(self) -> None:
         """Let each worker finish the send in flight (and record it), then cancel what is left.
@@ -219,6 +354,8 @@ class Dispatcher:
         have delivered; workers stop before their next send once `_stopping` is set.
         """
         self._stopping = True
+        for task in list(self._refreshing):
+            task.cancel()
         workers = list(self._workers.values())
         if workers:
             await asyncio.wait(workers, timeout=self.shutdown_grace_s)
@@ -236,34 +373,43 @@ class Dispatcher:
             log.warning("stopping with command answers not sent answers=%d", unanswered)
 
     async def idle(self) -> bool:
-        """True when nothing is being sent and nothing is due: for tests and the demo's exit."""
+        """True when nothing is being sent and nothing is due: for tests and the demo's exit. Chats still
+        behind the log read it first (what their worker would do), so what they hear counts."""
+        if self._workers or self._answers or self._queue:
+            return False
+        for chat_id in await self.chats.active_behind(self.outbox.head, after=0, limit=10_000):
+            await self.outbox.read_log(chat_id, want=PAGE)
         now = self.clock.now()
-        pending = await self.outbox.pending_chats(platforms=list(self.platforms))
-        return not self._workers and not self._answers and all(due_at > now for _, due_at in pending)
+        pending = await self.outbox.pending_chats(limit=10_000)
+        return not self._workers and all(due_at > now for _, due_at in pending)
 
     # --- one chat ------------------------------------------------------------------------------------
     async def _drain(self, chat_id: int) -> None:
-        async with self._slots:
-            try:
-                await self._drain_chat(chat_id)
-            except asyncio.CancelledError:
-                raise
-            except StorageUnavailable as exc:  # the scheduler starts the chat again when storage is back
-                self._storage_fault(exc, chat_id)
-            except Exception:
-                # A bug must not kill the dispatcher; the rows stay pending and are tried again.
-                log.exception("dispatch worker failed chat=%d", chat_id)
-                await self.clock.sleep(1.0)
+        try:
+            await self._drain_chat(chat_id)
+        except asyncio.CancelledError:
+            raise
+        except StorageUnavailable as exc:  # the sweep after the outage starts the chat again
+            self._storage_fault(exc, chat_id)
+        except Exception:
+            # A bug must not kill the dispatcher; the rows stay pending and are tried again.
+            log.exception("dispatch worker failed chat=%d", chat_id)
+            self._timer(chat_id, 1.0)
 
     async def _drain_chat(self, chat_id: int) -> None:
-        """Send the chat's answers and due rows in order until none are left; stop early on a hold or park."""
+        """Send the chat's answers and due rows in order until none are left; stop early on a hold or park,
+        leaving a timer for when the chat may go on."""
         while not self._stopping:
             if self.outage.paused():
-                return  # the rows stay pending; the scheduler wakes when storage is back
+                return  # the rows stay pending; the sweep after the outage picks the chat up
             await self._record_all_unrecorded()  # before anything is read, or it would be sent again
             self._dirty.discard(chat_id)
             now = self.clock.now()
-            chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE)
+            first = self._first_match.pop(chat_id, None)
+            skip_to = first - 1 if first is not None and chat_id in self._read_to_head else 0
+            self._read_to_head.discard(chat_id)
+            _, cursor = await self.outbox.read_log(chat_id, want=PAGE, start_after=skip_to, now=now)
+            chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE, read=False)
             due = await self._drop_expired(due, now)
             answers = self._answers.get(chat_id)
             if chat is None:
@@ -273,16 +419,25 @@ class Dispatcher:
             platform = self.platforms.get(chat.platform)
             if platform is None or platform.name in self.disabled:
                 return  # e.g. its token was removed or revoked: the rows wait for the platform to return
-            if self._held_for(chat) > 0:  # a 429 or a back-off: alerts and answers alike wait it out
-                self._wake.set()  # the scheduler times the hold's end for the answers waiting
+            held_for = self._held_for(chat)
+            if held_for > 0:  # a 429 or a back-off: alerts and answers alike wait it out
+                self._timer(chat_id, held_for)
                 return
-            if await self._pace_wait(chat, platform):
-                continue  # time passed: the backlog may have changed, so decide again
+            if self.pacing and (due or (answers is not None and answers.queue)):
+                wait_s = self.pacers[platform.name].wait_s(chat.id, group=chat.is_group)
+                if wait_s > 0:  # its next slot is later: wait on a timer, not in a worker
+                    self._timer(chat_id, wait_s)
+                    return
             if answers is not None and answers.queue:
                 if await self._send_answers(chat, platform, answers) is _Outcome.STOP:
                     return
                 continue
             if not due:
+                if cursor >= self.outbox.head and chat_id not in self._dirty:
+                    self._read_to_head.add(chat_id)
+                next_due = await self.outbox.next_due(chat_id)
+                if next_due is not None:
+                    self._timer(chat_id, (next_due - self.clock.now()).total_seconds())
                 return
             undecodable = [d for d in due if d.event is None]
             if undecodable:
@@ -294,13 +449,14 @@ class Dispatcher:
             if quiet is not None and quiet.active(now):
                 until = quiet.ends_after(now)
                 await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD, quiet=True)
-                self._wake.set()
+                self._timer(chat_id, (until - self.clock.now()).total_seconds())
                 log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
                 return
             decision = self._plan(chat, platform, due)
             rows = decision.rows
             if decision.read_all:
-                _, everything = await self.outbox.due_for_chat(chat_id, now, limit=MERGE_MAX)
+                await self.outbox.read_log(chat_id, want=MERGE_MAX, now=now)
+                _, everything = await self.outbox.due_for_chat(chat_id, now, limit=MERGE_MAX, read=False)
                 everything = await self._drop_expired(everything, now)
                 rows = [d for d in everything if d.event is not None and d.edit_ref is None]
             outcome = await self._send(chat, platform, decision.shape, rows)
@@ -317,16 +473,6 @@ class Dispatcher:
             pacer = self.pacers[platform.name]
             slots = pacer.slots_within(chat.id, group=chat.is_group, horizon_s=horizon, at_most=len(due))
         return batching.plan(due, slots=slots, page_full=len(due) >= PAGE)
-
-    async def _pace_wait(self, chat: Chat, platform: Platform) -> bool:
-        """Wait until the chat may send; True when that took time (the caller re-reads the backlog)."""
-        if not self.pacing:
-            return False
-        wait_s = self.pacers[platform.name].wait_s(chat.id, group=chat.is_group)
-        if wait_s <= 0:
-            return False
-        await self.clock.sleep(wait_s)
-        return True
 
     async def _drop_expired(self, due: list[PendingDelivery], now: datetime) -> list[PendingDelivery]:
         """Rows past their expiry leave the outbox unsent, counted; the rest are returned in order."""
@@ -358,10 +504,7 @@ class Dispatcher:
         try:
             await platform.send(chat, reply, nonce=f"pwr{chat.id}-{answers.attempts}-{len(queue)}", reply_to=reply_to)
         except RetryLater as exc:
-            self.stats.rate_limited += 1
-            log.warning(
-                "rate limited on an answer platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s
-            )
+            self._rate_limited(platform, chat, exc.after_s)
             await self._hold(chat, exc.after_s, str(exc))
             return _Outcome.STOP
         except (TransientFailure, ChatMoved) as exc:
@@ -369,7 +512,7 @@ class Dispatcher:
             delay = half_jitter(self._backoff_s(answers.attempts), self._rand)
             log.warning("could not send an answer, will retry chat=%d delay_s=%.1f error=%s", chat.id, delay, exc)
             self.pacers[platform.name].hold(chat.id, self.clock.monotonic() + delay)
-            self._wake.set()
+            self._timer(chat.id, delay)
             return _Outcome.STOP
         except Unauthorized as exc:
             self._disable(platform, exc)
@@ -399,8 +542,7 @@ class Dispatcher:
             else:
                 ref = await platform.send(chat, alert, nonce=_nonce(ids))
         except RetryLater as exc:
-            self.stats.rate_limited += 1
-            log.warning("rate limited platform=%s chat=%d retry_after_s=%g", platform.name, chat.id, exc.after_s)
+            self._rate_limited(platform, chat, exc.after_s)
             await self._hold(chat, exc.after_s, str(exc))
             return _Outcome.STOP
         except ChatMoved as exc:
@@ -467,6 +609,23 @@ class Dispatcher:
         self.outage.fault(exc, chat_id)
         self._wake.set()  # the scheduler times the probe
 
+    def _rate_limited(self, platform: Platform, chat: Chat, after_s: float) -> None:
+        """Counted always; logged once per platform per `RATE_LIMIT_LOG_EVERY_S`, with how many came since."""
+        self.stats.rate_limited += 1
+        mono = self.clock.monotonic()
+        logged_at, since = self._rate_limits.get(platform.name, (float("-inf"), 0))
+        if mono - logged_at < RATE_LIMIT_LOG_EVERY_S:
+            self._rate_limits[platform.name] = (logged_at, since + 1)
+            return
+        self._rate_limits[platform.name] = (mono, 0)
+        log.warning(
+            "rate limited platform=%s chat=%d retry_after_s=%g more_since_last_line=%d",
+            platform.name,
+            chat.id,
+            after_s,
+            since,
+        )
+
     def _disable(self, platform: Platform, exc: Unauthorized) -> None:
         """The token was refused: nothing more is tried on this platform; its deliveries stay pending."""
         if platform.name not in self.disabled:
@@ -478,7 +637,7 @@ class Dispatcher:
         self.pacers[chat.platform].hold(chat.id, self.clock.monotonic() + after_s)
         until = self.clock.now() + timedelta(seconds=after_s)
         await self.outbox.hold_chat(chat.id, until=until, error=reason)
-        self._wake.set()  # the scheduler sets its timer for the hold's end
+        self._timer(chat.id, after_s)
 
     async def _retry(self, chat: Chat, batch: Sequence[PendingDelivery], exc: TransientFailure) -> None:
         attempts = max(d.attempts for d in batch) + 1

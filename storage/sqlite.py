@@ -14,10 +14,10 @@ would grow without end; bulk writers therefore wait for the worker's checkpoint 
 `ROWS_BEFORE_CHECKPOINT` rows (`make_room`). SQLite's own checkpoint after a commit stays on as the hard
 bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
 
-Repositories keep `async` methods: callers stay the same should a backend ever need real I/O waits.
-Transactions are synchronous blocks, so no other task's statement can land inside one; `_busy` turns an
-`await` slipped into a transaction block into a loud error (in whichever statement comes next, in that task
-or another) instead of an interleaving.
+Transactions are `async with` blocks (the contract in `storage.engine`), but every statement inside runs
+synchronously and never yields, so no other task's statement can land inside one. Should a transaction
+body await something that does yield, a statement from another task raises at once instead of
+interleaving (`_busy`).
 """
 
 from __future__ import annotations
@@ -26,18 +26,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from storage.engine import (
+    DATABASE_SETTING,
+    Engine,
+    Params,
+    Row,
+    StorageStartError,
+    StorageUnavailable,
+    Tx,
+    migration_scripts,
+)
 
-Row = sqlite3.Row
-Params = Sequence[Any] | Mapping[str, Any]
+log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_S = 0.25
 """How often the worker thread copies the WAL back into the database file (the only step that syncs)."""
@@ -55,12 +61,6 @@ WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 """A WAL that grew past this in a burst is cut back to it once it is checkpointed, so the disk is returned."""
 
 
-class StorageUnavailable(Exception):
-    """SQLite could not do the work now for a reason outside the statement: a lock another process holds, a
-    full disk, an I/O error, a file made read-only. Nothing of the failed work stayed, and the same work may
-    succeed later (once an operator frees the disk or the lock)."""
-
-
 _UNAVAILABLE = frozenset(
     {
         sqlite3.SQLITE_BUSY,  # another process holds the lock
@@ -72,18 +72,6 @@ _UNAVAILABLE = frozenset(
     }
 )
 """Not SQLITE_LOCKED: on our single connection it means a statement was left unfinished, a bug to raise."""
-
-
-DATABASE_SETTING = "PERPWATCH_DATABASE_URL"
-"""The setting an operator changes when the database cannot be used; named here so the refusal is complete."""
-
-
-class StorageStartError(Exception):
-    """The database cannot be used at all, so the bot must not start. The message is one line for the
-    operator (the setting, the path, what to do), and no engine error type leaves storage with it."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(re.sub(r"[\x00-\x1f\x7f]+", " ", message).strip())  # a path may hold a newline
 
 
 _WRITABLE = f"make the file and its folder writable by this user, or point {DATABASE_SETTING} at a writable place"
@@ -151,13 +139,40 @@ def to_db_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def from_db_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _adapt(params: Params) -> Params:
+    """Datetimes as the fixed ISO text (SQLite has no timestamp type); everything else as it is."""
+    if isinstance(params, Mapping):
+        if any(isinstance(v, datetime) for v in params.values()):
+            return {k: to_db_time(v) if isinstance(v, datetime) else v for k, v in params.items()}
+        return params
+    if any(isinstance(v, datetime) for v in params):
+        return [to_db_time(v) if isinstance(v, datetime) else v for v in params]
+    return params
 
 
-class Database:
+class _SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self.conn.execute(sql, _adapt(params)).rowcount
+
+    async def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self.conn.executemany(sql, [_adapt(r) for r in rows])
+
+    async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
+        return self.conn.execute(sql, _adapt(params)).fetchall()
+
+    async def serialize(self, name: str) -> None:
+        """BEGIN IMMEDIATE already holds the one write lock: writers commit one after another."""
+
+
+class SqliteEngine(Engine):
+    kind = "sqlite"
+
     def __init__(self, path: Path | str, *, checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.path = str(path)
+        self.display = f"sqlite:///{self.path}"
         self.checkpoint_every_s = checkpoint_every_s
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -172,7 +187,7 @@ class Database:
             raise RuntimeError("database is not open")
         return self._conn
 
-    async def open(self) -> None:
+    async def open(self, *, migrate: bool = True) -> None:
         """Connect, check and migrate. A database that cannot be used at all (no way to create it, read-only,
         not a database, damaged) raises StorageStartError, and nothing stays open. The quick check reads every
         page once: a damaged database refused here would otherwise start and fail on every write."""
@@ -192,7 +207,8 @@ class Database:
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._check_usable(conn)
-            self.migrate()
+            if migrate:
+                self._migrate()
         except BaseException as exc:
             if self._conn is not None:
                 self._conn.close()
@@ -261,28 +277,35 @@ class Database:
             self._conn.close()  # the last connection to close checkpoints what is left and removes the WAL
             self._conn = None
 
-    def migrate(self) -> None:
-        """Apply `migrations/NNNN_*.sql` in order, each in its own transaction, recording the version."""
+    def _migrate(self) -> list[int]:
+        """Apply `migrations/sqlite/NNNN_*.sql` in order, each in its own transaction, recording the version."""
         conn = self.conn
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
         current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
-        folder = resources.files("storage").joinpath("migrations")
-        scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
-        for script in scripts:
-            version = int(script.name.split("_", 1)[0])
+        applied: list[int] = []
+        for version, _name, sql in migration_scripts("sqlite"):
             if version <= current:
                 continue
-            log.info("migrating database path=%s version=%d", self.path, version)
-            sql = script.read_text(encoding="utf-8")
+            log.info("migrating database engine=sqlite path=%s version=%d", self.path, version)
             conn.executescript(f"BEGIN;\n{sql}\nINSERT INTO schema_version VALUES ({version});\nCOMMIT;")
+            applied.append(version)
+        return applied
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT; on any failure, ROLLBACK. Use it with `with`, and never await inside."""
+    async def migrate(self) -> list[int]:
+        with self._unit():
+            return self._migrate()
+
+    async def schema_version(self) -> int:
+        rows = await self.fetch("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(rows[0][0])
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """BEGIN IMMEDIATE … COMMIT; on any failure, ROLLBACK."""
         with self._unit() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield _SqliteTx(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # some errors (a full disk) already rolled it back
@@ -290,14 +313,37 @@ class Database:
                         conn.execute("ROLLBACK")
                 raise
 
-    async def write(self, sql: str, params: Params = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement on its own (atomic without BEGIN/COMMIT). Returns the rows changed."""
         with self._unit() as conn:
-            return conn.execute(sql, params).rowcount
+            return conn.execute(sql, _adapt(params)).rowcount
 
     async def fetch(self, sql: str, params: Params = ()) -> list[Row]:
         with self._unit() as conn:
-            return conn.execute(sql, params).fetchall()
+            return conn.execute(sql, _adapt(params)).fetchall()
+
+    async def fetch_slow(self, sql: str, params: Params = ()) -> list[Row]:
+        """On a thread with a connection of its own (WAL lets it read beside the loop's writes). An
+        in-memory database has only the one connection, so there it runs here."""
+        if self.path == ":memory:":
+            return await self.fetch(sql, params)
+        adapted = _adapt(params)
+
+        def read() -> list[Row]:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout=1000")
+                return conn.execute(sql, adapted).fetchall()
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            if (unavailable := _unavailable(exc)) is not None:
+                raise unavailable from exc
+            raise
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[sqlite3.Connection]:
