@@ -12,7 +12,6 @@ from storage.engine import (
     StorageStartError,
     StorageUnavailable,
     mask_url,
-    open_engine,
     parse_database_url,
 )
 from storage.outbox import Outbox
@@ -30,8 +29,21 @@ __all__ = [
     "Store",
     "WatcherStateRepo",
     "mask_url",
+    "open_engine",
     "parse_database_url",
 ]
+
+
+def open_engine(url: str) -> Engine:
+    """The engine for a database URL (not yet open). asyncpg is imported only for PostgreSQL."""
+    parsed = parse_database_url(url)
+    if parsed.kind == "postgresql":
+        from storage.postgres import PostgresEngine
+
+        return PostgresEngine(parsed)
+    from storage.sqlite import SqliteEngine
+
+    return SqliteEngine(parsed.path)
 
 
 class Store:

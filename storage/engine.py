@@ -203,18 +203,6 @@ def parse_database_url(url: str) -> DatabaseUrl:
     )
 
 
-def open_engine(url: str) -> Engine:
-    """The engine for a database URL (not yet open)."""
-    parsed = parse_database_url(url)
-    if parsed.kind == "postgresql":
-        from storage.postgres import PostgresEngine
-
-        return PostgresEngine(parsed)
-    from storage.sqlite import SqliteEngine
-
-    return SqliteEngine(parsed.path)
-
-
 def migration_scripts(kind: str) -> list[tuple[int, str, str]]:
     """(version, name, sql) of the engine's migrations, in order."""
     from importlib import resources

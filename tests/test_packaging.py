@@ -62,7 +62,8 @@ def test_the_wheel_ships_no_tests_and_carries_the_demo_and_the_migrations(wheel:
         "bot/demo.py",
         "bot/demo_venue.py",
         "bot/demo_frames/forceorder_replay.jsonl",
-        "storage/migrations/0001_init.sql",
+        "storage/migrations/sqlite/0001_init.sql",
+        "storage/migrations/postgresql/0001_init.sql",
         "watchers/registry.py",
         "bot/families/__init__.py",
     ):
