@@ -112,7 +112,10 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: str) -> str:
         if "://" not in value:
             raise ValueError("expected sqlite:///path/to/file.db or postgresql://user:password@host:port/dbname")
-        parse_database_url(value)  # its ValueError names the setting and masks the password
+        try:
+            parse_database_url(value)
+        except ValueError as exc:  # its message masks the password; the setting is named by the caller
+            raise ValueError(str(exc).removeprefix("PERPWATCH_DATABASE_URL ")) from None
         return value
 
     @field_validator("telegram_api_url", "discord_api_url", "discord_gateway_url", *URL_SETTINGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,21 +18,76 @@ TG_TOKEN = "123456:TEST-TOKEN"
 
 MakeSettings = Callable[..., Settings]
 
+POSTGRES_URL = os.environ.get("PERPWATCH_TEST_POSTGRES_URL")
+"""An admin URL of the throwaway PostgreSQL server `make test` starts (tests/pgserver.py); read before any
+test's environment is cleared. Unset: the PostgreSQL half of the engine tests is skipped."""
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A developer's real token or database must never leak into a test run."""
-    for name in list(os.environ):
-        if name.startswith("PERPWATCH_") or name in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"):
-            monkeypatch.delenv(name)
-    yield
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines: run on SQLite and on PostgreSQL (the `database_url` fixture)")
+    config.addinivalue_line("markers", "sqlite_only: a test of SQLite itself (a lock held by a sqlite3 shell)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `engines` that use a database run once per engine; `sqlite_only` ones on SQLite alone."""
+    if "engine" not in metafunc.fixturenames or metafunc.definition.get_closest_marker("engines") is None:
+        return
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    metafunc.parametrize("engine", ENGINES[:1] if only_sqlite else ENGINES)
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> MakeSettings:
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def database_url(engine: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of the engine under test, dropped afterwards."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'perpwatch.db'}"
+        return
+    if POSTGRES_URL is None:
+        pytest.skip("no PostgreSQL server for this run (PERPWATCH_TEST_POSTGRES_URL is unset)")
+    with postgres_database(POSTGRES_URL) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A new database on the test server, dropped (with its connections) on the way out. Sync, on a thread
+    with a loop of its own, so sync tests and fixtures can use it as well as async ones."""
+    import asyncio
+    import concurrent.futures
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    name = f"pw_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, admin(f'CREATE DATABASE "{name}"')).result()
+        try:
+            yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+        finally:
+            pool.submit(asyncio.run, admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')).result()
+
+
+@pytest.fixture
+def make_settings(database_url: str) -> MakeSettings:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "database_url": f"sqlite:///{tmp_path / 'perpwatch.db'}",
+            "database_url": database_url,
             "watchers": "binance",
             "ws_probe_after_s": 5.0,
             "ws_probe_timeout_s": 2.0,
@@ -92,6 +148,14 @@ async def eventually(predicate: Callable[[], object], *, timeout_s: float = 10.0
         if loop.time() > deadline:
             pytest.fail(f"{what} never held")
         await asyncio.sleep(0.01)
+
+
+async def read_logs(store: Any) -> int:
+    """Every active chat reads the event log to its head, as its dispatcher worker would: the rows written."""
+    written = 0
+    for chat_id in await store.chats.active_behind(store.outbox.head, after=0, limit=100_000):
+        written += (await store.outbox.read_log(chat_id, want=100_000))[0]
+    return written
 
 
 async def scalar(store: Any, sql: str) -> Any:

@@ -1,4 +1,4 @@
-"""The database's own promises: atomic transactions on the loop's thread, and checkpoints off it."""
+"""The SQLite engine's own promises: atomic transactions on the loop's thread, and checkpoints off it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from storage.sqlite import SqliteEngine as Database
 from storage import StorageUnavailable
+from storage.engine import Tx
 from storage.sqlite import ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
+from storage.sqlite import SqliteEngine as Database
 
 
 @pytest.fixture
@@ -31,24 +32,26 @@ async def _count(db: Database) -> int:
     return int(row[0])
 
 
-def _insert(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES (?, 0, 'now')", (name,))
+async def _insert(tx: Tx, name: str) -> None:
+    await tx.execute("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES (?, FALSE, 'now')", (name,))
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(db: Database) -> None:
-    with pytest.raises(sqlite3.IntegrityError), db.transaction() as conn:
-        _insert(conn, "a")
-        _insert(conn, "a")  # primary key clash after the first insert succeeded
+    with pytest.raises(sqlite3.IntegrityError):
+        async with db.transaction() as tx:
+            await _insert(tx, "a")
+            await _insert(tx, "a")  # primary key clash after the first insert succeeded
     assert await _count(db) == 0
-    with db.transaction() as conn:  # and the connection is usable again
-        _insert(conn, "a")
+    async with db.transaction() as tx:  # and the connection is usable again
+        await _insert(tx, "a")
     assert await _count(db) == 1
 
 
 async def test_a_statement_awaited_inside_a_transaction_is_refused_and_rolls_it_back(db: Database) -> None:
-    with pytest.raises(RuntimeError, match="while a transaction was open"), db.transaction() as conn:
-        _insert(conn, "a")
-        await db.write("DELETE FROM watcher_state")
+    with pytest.raises(RuntimeError, match="while a transaction was open"):
+        async with db.transaction() as tx:
+            await _insert(tx, "a")
+            await db.execute("DELETE FROM watcher_state")
     assert await _count(db) == 0
 
 
@@ -58,10 +61,11 @@ async def test_a_lock_held_by_another_process_is_a_passing_fault_and_changes_not
     db.conn.execute("PRAGMA busy_timeout=1")
     other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"), db.transaction() as conn:
-        _insert(conn, "a")
     with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"):
-        await db.write("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES ('b', 0, 'now')")
+        async with db.transaction() as tx:
+            await _insert(tx, "a")
+    with pytest.raises(StorageUnavailable, match="SQLITE_BUSY"):
+        await db.execute("INSERT INTO watcher_state (watcher, paused, updated_at) VALUES ('b', 0, 'now')")
     other.execute("COMMIT")
     other.close()
     assert await _count(db) == 0
@@ -69,8 +73,8 @@ async def test_a_lock_held_by_another_process_is_a_passing_fault_and_changes_not
 
 async def test_the_worker_thread_copies_the_wal_back(db: Database) -> None:
     for index in range(50):
-        with db.transaction() as conn:
-            _insert(conn, f"w{index}")
+        async with db.transaction() as tx:
+            await _insert(tx, f"w{index}")
     frames, copied = await db.checkpoint()
     assert frames >= 50  # each commit appended to the WAL, and 50 commits are far below the loop's bound
     assert copied == frames
@@ -81,8 +85,8 @@ async def _largest_wal_in_frames(db: Database, tmp_path: Path, *, make_room: boo
     wal = tmp_path / "t.db-wal"
     largest = 0
     for index in range(3 * WAL_CHECKPOINT_PAGES):
-        with db.transaction() as conn:
-            _insert(conn, f"w{index}")
+        async with db.transaction() as tx:
+            await _insert(tx, f"w{index}")
         if make_room:
             await db.make_room()
         largest = max(largest, wal.stat().st_size)
@@ -113,14 +117,14 @@ async def test_the_checkpointer_keeps_running_and_reports_failures(
 
     monkeypatch.setattr(Database, "_checkpoint_once", failing)
     database = Database(tmp_path / "t.db", checkpoint_every_s=0.001)
-    with caplog.at_level(logging.ERROR, logger="storage.database"):
+    with caplog.at_level(logging.ERROR, logger="storage.sqlite"):
         await database.open()
         try:
             async with asyncio.timeout(10):  # a hang guard only
                 while len(calls) < 3:  # noqa: ASYNC110 - waiting for the task under test
                     await asyncio.sleep(0.005)
-            with database.transaction() as conn:  # the database still works
-                _insert(conn, "a")
+            async with database.transaction() as tx:  # the database still works
+                await _insert(tx, "a")
         finally:
             await database.close()
     assert threading.main_thread().name not in calls

@@ -16,8 +16,11 @@ from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
 from storage import Store
 from storage.models import Chat, PendingDelivery
-from tests.conftest import scalar
+from storage.engine import as_time
+from tests.conftest import read_logs, scalar
 from tests.factories import liquidation
+
+pytestmark = pytest.mark.engines
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -28,8 +31,8 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: FrozenClock) -> AsyncIterator[Store]:
-    async with Store(tmp_path / "t.db", clock=clock) as s:
+async def store(database_url: str, clock: FrozenClock) -> AsyncIterator[Store]:
+    async with Store(database_url, clock=clock) as s:
         yield s
 
 
@@ -44,6 +47,7 @@ async def _due(store: Store, chat: Chat, at: datetime | None = None) -> list[Pen
 
 
 async def _statuses(store: Store) -> list[tuple[str, str]]:
+    await read_logs(store)
     rows = await store.db.fetch(
         "SELECT e.key, d.status FROM deliveries d JOIN events e ON e.id=d.event_id ORDER BY d.id"
     )
@@ -71,7 +75,7 @@ async def test_a_revision_arriving_after_a_newer_one_is_superseded_on_arrival(st
     chat = await _subscribed(store, "1")
     await store.outbox.accept([_rev("r3", 3)])
     [result] = await store.outbox.accept([_rev("r2", 2)])
-    assert result.new and result.chat_ids == ()  # stored (a replay stays a replay) but nobody is woken
+    assert result.new  # stored (a replay stays a replay), and superseded when the chat reads it
     assert await _statuses(store) == [("r3", "pending"), ("r2", "superseded")]
     assert [d.revision for d in await _due(store, chat)] == [3]
 
@@ -113,19 +117,25 @@ async def test_threads_are_kept_apart_per_chat(store: Store) -> None:
 async def test_withdrawing_a_thread_cancels_its_pending_rows_only(store: Store) -> None:
     chat = await _subscribed(store, "1")
     await store.outbox.accept([_rev("unlock-7d", 1, thread="unlock:hype:2026-12-06"), liquidation(key="plain")])
+    await read_logs(store)  # both are the chat's rows now
     assert await store.outbox.withdraw("unlock:hype:2026-12-06", reason="event moved") == 1
     assert await _statuses(store) == [("unlock-7d", "withdrawn"), ("plain", "pending")]
     assert [d.event.key for d in await _due(store, chat) if d.event] == ["plain"]
+    # Withdrawn before the chat read it: no row is ever written for it.
+    await store.outbox.accept([_rev("unlock-1d", 2, thread="unlock:hype:2026-12-06")])
+    assert await store.outbox.withdraw("unlock:hype:2026-12-06", reason="event moved") == 1
+    assert await read_logs(store) == 0
 
 
 async def test_rows_due_later_are_not_backlog_and_fall_due_on_time(store: Store, clock: FrozenClock) -> None:
     chat = await _subscribed(store, "1")
     remind_at = T0 + timedelta(hours=6)
     await store.outbox.accept([_with(liquidation(key="later"), due_at=remind_at)])
+    await read_logs(store)
     backlog = await store.outbox.backlog()
     assert (backlog.pending, backlog.scheduled) == (0, 1)
     assert await _due(store, chat) == []
-    assert await store.outbox.pending_chats(platforms=["telegram"]) == [(chat.id, remind_at)]
+    assert await store.outbox.pending_chats() == [(chat.id, remind_at)]
     await store.outbox.release_held(chat.id)  # /quiet off does not release what is not due yet
     assert await _due(store, chat) == []
     clock.set_wall(remind_at)
@@ -138,10 +148,23 @@ async def test_quiet_hours_hold_only_what_falls_due_inside_them(store: Store) ->
     await store.outbox.accept(
         [liquidation(key="now"), _with(liquidation(key="tomorrow"), due_at=T0 + timedelta(days=1))]
     )
+    await read_logs(store)
     await store.outbox.hold_chat(chat.id, until=T0 + timedelta(hours=8), error="held: quiet hours", quiet=True)
     rows = await store.db.fetch("SELECT quiet_held, next_attempt_at FROM deliveries ORDER BY id")
-    assert [r[0] for r in rows] == [1, 0]
-    assert rows[1][1] == (T0 + timedelta(days=1)).isoformat(timespec="microseconds")
+    assert [bool(r[0]) for r in rows] == [True, False]
+    assert as_time(rows[1][1]) == T0 + timedelta(days=1)
+
+
+async def test_events_accepted_during_quiet_hours_are_read_into_the_digest(store: Store, clock: FrozenClock) -> None:
+    chat = await _subscribed(store, "1")
+    await store.outbox.hold_chat(chat.id, until=T0 + timedelta(hours=8), error="held: quiet hours", quiet=True)
+    await store.outbox.accept([liquidation(key="at-night")])
+    clock.set_wall(T0 + timedelta(hours=9))
+    await store.outbox.accept([liquidation(key="morning")])
+    assert [(d.event.key, d.quiet_held) for d in await _due(store, chat) if d.event] == [
+        ("at-night", True),
+        ("morning", False),
+    ]
 
 
 async def test_a_row_carries_its_expiry_and_leaves_the_queue_once_expired(store: Store) -> None:
@@ -158,7 +181,7 @@ async def test_a_row_carries_its_expiry_and_leaves_the_queue_once_expired(store:
 async def test_a_body_that_no_longer_decodes_comes_back_with_its_reason(store: Store) -> None:
     chat = await _subscribed(store, "1")
     await store.outbox.accept([liquidation(key="bad"), liquidation(key="good")])
-    await store.db.write("UPDATE events SET body='{\"kind\": \"martian\"}' WHERE key='bad'")
+    await store.db.execute("UPDATE events SET body='{\"kind\": \"martian\"}' WHERE key='bad'")
     bad, good = await _due(store, chat)
     assert bad.event is None and bad.decode_error is not None and "does not decode" in bad.decode_error
     assert good.event is not None and good.event.key == "good"
@@ -174,10 +197,12 @@ async def test_watchlist_scope_matches_the_subject_against_the_chats_list(store:
 
     about_wallet = _with(liquidation(key="w1"), topic=Topic.WHALE, subject=wallet.upper())
     about_other = _with(liquidation(key="w2"), topic=Topic.WHALE, subject="0x" + "cd" * 20)
-    [first, second] = await store.outbox.accept([about_wallet, about_other])
-    assert set(first.chat_ids) == {watching.id, everyone.id}
-    assert set(second.chat_ids) == {everyone.id}
-    assert not_watching.id not in first.chat_ids
+    await store.outbox.accept([about_wallet, about_other])
+    await read_logs(store)
+    rows = await store.db.fetch("SELECT e.key, d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id")
+    heard = {(r[0], int(r[1])) for r in rows}
+    assert heard == {("w1", watching.id), ("w1", everyone.id), ("w2", everyone.id)}
+    assert not_watching.id not in {chat_id for _, chat_id in heard}
 
 
 async def test_subscription_parameters_are_stored_as_data(store: Store) -> None:
@@ -192,7 +217,7 @@ async def test_subscription_parameters_are_stored_as_data(store: Store) -> None:
 
 def _v1_database(path: Path) -> None:
     """A database as release 1 left it: schema v1, with one row in each delivery state it knew."""
-    sql = resources.files("storage").joinpath("migrations/0001_init.sql").read_text(encoding="utf-8")
+    sql = resources.files("storage").joinpath("migrations/sqlite/0001_init.sql").read_text(encoding="utf-8")
     conn = sqlite3.connect(path)
     conn.executescript(
         f"CREATE TABLE schema_version (version INTEGER PRIMARY KEY);\nBEGIN;\n{sql}\n"
@@ -245,7 +270,9 @@ async def test_a_live_v1_database_upgrades_and_loses_nothing(tmp_path: Path, clo
     path = tmp_path / "v1.db"
     _v1_database(path)
     async with Store(path, clock=clock) as store:
-        assert await scalar(store, "SELECT MAX(version) FROM schema_version") == 2
+        assert await scalar(store, "SELECT MAX(version) FROM schema_version") >= 3
+        [cursor] = await store.db.fetch("SELECT log_cursor FROM chats WHERE id = 1")
+        assert cursor[0] == 4  # its deliveries were all written: nothing of the log is read again
         rows = await store.db.fetch(
             "SELECT id, status, quiet_held, due_at, next_attempt_at, message_ref, last_error "
             "FROM deliveries ORDER BY id"

@@ -52,7 +52,14 @@ def test_fixed_setting_names_and_real_defaults() -> None:
         ("PERPWATCH_CONSOLE_FORMAT", "xml", "bad setting PERPWATCH_CONSOLE_FORMAT: Input should be 'text' or 'jsonl'"),
         ("PERPWATCH_WATCHERS", "binance,ftx", "bad setting PERPWATCH_WATCHERS: unknown watcher(s) ftx"),
         ("PERPWATCH_CONSOLE_MIN_USD", "lots", "bad setting PERPWATCH_CONSOLE_MIN_USD"),
-        ("PERPWATCH_DATABASE_URL", "postgres://x", "bad setting PERPWATCH_DATABASE_URL: expected sqlite:///"),
+        ("PERPWATCH_DATABASE_URL", "postgres://x", "bad setting PERPWATCH_DATABASE_URL: names no database"),
+        ("PERPWATCH_DATABASE_URL", "mysql://db/x", "bad setting PERPWATCH_DATABASE_URL: has an unknown scheme 'mysql'"),
+        ("PERPWATCH_DATABASE_URL", "data/x.db", "bad setting PERPWATCH_DATABASE_URL: expected sqlite:///"),
+        (
+            "PERPWATCH_DATABASE_URL",
+            "postgresql://bot:s3cret@db:port/x",
+            "bad setting PERPWATCH_DATABASE_URL: is not a valid PostgreSQL URL: postgresql://bot:***@db:port/x",
+        ),
         ("PERPWATCH_ADMIN_IDS", "alice", "bad setting PERPWATCH_ADMIN_IDS: bad admin id 'alice'"),
         ("PERPWATCH_TELEGRAM_API_URL", "api.telegram.org", "bad setting PERPWATCH_TELEGRAM_API_URL: expected"),
         ("PERPWATCH_WS_PROBE_AFTER_S", "-1", "bad setting PERPWATCH_WS_PROBE_AFTER_S"),
@@ -72,6 +79,7 @@ def test_bad_setting_stops_startup_with_one_clear_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith(f"perpwatch: {expected}")
+    assert "s3cret" not in err
 
 
 def test_config_masks_tokens(

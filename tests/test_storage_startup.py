@@ -36,9 +36,9 @@ def _healthy(path: Path, *, rows: int = 3000) -> None:
         db = Database(path, checkpoint_every_s=3600)
         await db.open()
         try:
-            with db.transaction() as conn:
-                conn.execute("CREATE TABLE filler (n INTEGER PRIMARY KEY, text TEXT)")
-                conn.executemany("INSERT INTO filler VALUES (?, ?)", ((n, f"row {n} " * 20) for n in range(rows)))
+            async with db.transaction() as tx:
+                await tx.execute("CREATE TABLE filler (n INTEGER PRIMARY KEY, text TEXT)")
+                await tx.executemany("INSERT INTO filler VALUES (?, ?)", [(n, f"row {n} " * 20) for n in range(rows)])
         finally:
             await db.close()
 
