@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint setup clean
+.PHONY: run demo test test-sqlite lint setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/perpwatch demo
 
+# Both engines: tests/pgserver.py starts a throwaway PostgreSQL for the run (or says in one line why not).
 test: $(STAMP)
+	$(BIN)/python -m tests.pgserver -- $(BIN)/pytest -q
+
+# SQLite alone, no server.
+test-sqlite: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -36,6 +36,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
     metafunc.parametrize("engine", ENGINES[:1] if only_sqlite else ENGINES)
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A developer's real token or database must never leak into a test run.
+
+    Except the two that describe the run itself: the throwaway server tests/pgserver.py started for it (and
+    nothing else's), and whether CI demanded one.
+    """
+    for name in list(os.environ):
+        if name in ("PERPWATCH_TEST_POSTGRES_URL", "PERPWATCH_REQUIRE_POSTGRES"):
+            continue
+        if name.startswith("PERPWATCH_") or name in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"):
+            monkeypatch.delenv(name)
+    yield
 
 
 @pytest.fixture
