@@ -36,6 +36,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
     metafunc.parametrize("engine", ENGINES[:1] if only_sqlite else ENGINES)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A developer's real token or database must never leak into a test run.

@@ -32,6 +32,8 @@ from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import FakeTelegramApi
 from tests.test_e2e_telegram import CHAT, alerts, sample_frame, seeded_settings, wait_alerts
 
+pytestmark = pytest.mark.engines
+
 REPO = Path(__file__).resolve().parents[1]
 DISCORD_TOKEN = "FAKE.DISCORD.TOKEN"
 HANG_GUARD_S = 30.0

@@ -8,7 +8,6 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +18,15 @@ from bot.render import Alert, Reply
 from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
 from storage import Store
+from storage.engine import as_time
 from storage.models import Chat
 from tests.factories import liquidation
 from tests.fakes.recording_platform import RecordingPlatform, Sent
+
+# SQLite alone: these tests step a frozen clock and let tasks settle between steps, which holds only when
+# every statement completes without real I/O waits. PostgreSQL's round trips take real time while frozen
+# time moves on, so the same figures would measure the test, not the dispatcher. The outbox under these
+# tests is engine-agnostic and is tested on both engines in test_storage.py and test_outbox_v2.py.
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -45,13 +50,13 @@ class Rig:
 
     async def latencies(self) -> list[float]:
         rows = await self.store.db.fetch("SELECT created_at, sent_at FROM deliveries WHERE status='sent'")
-        return [(datetime.fromisoformat(r[1]) - datetime.fromisoformat(r[0])).total_seconds() for r in rows]
+        return [(as_time(r[1]) - as_time(r[0])).total_seconds() for r in rows]
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(database_url: str) -> AsyncIterator[Rig]:
     clock = FrozenClock(T0)
-    async with Store(tmp_path / "d.db", clock=clock) as store:
+    async with Store(database_url, clock=clock) as store:
         platform = RecordingPlatform(clock)
         dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
         pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted)
@@ -180,7 +185,7 @@ async def test_a_newer_revision_edits_the_message_its_thread_sent(rig: Rig) -> N
 async def test_an_undecodable_row_is_parked_and_the_chat_goes_on(rig: Rig) -> None:
     chat = await rig.chat("12")
     await rig.store.outbox.accept(_events("x", 1) + _events("y", 1))  # stored; the dispatcher not yet told
-    await rig.store.db.write("UPDATE events SET body='{}' WHERE key='x-0'")  # a body no release can read
+    await rig.store.db.execute("UPDATE events SET body='{}' WHERE key='x-0'")  # a body no release can read
     rig.dispatcher.notify([chat.id])
     await rig.run(3)
     rows = await rig.store.db.fetch("SELECT status, last_error FROM deliveries ORDER BY id")
@@ -223,13 +228,14 @@ async def test_a_reminder_due_later_goes_out_when_it_falls_due(rig: Rig) -> None
     assert len(rig.platform.sent) == 1
 
 
-async def test_sending_resumes_within_a_probe_of_the_lock_being_released(rig: Rig, tmp_path: Path) -> None:
+@pytest.mark.sqlite_only
+async def test_sending_resumes_within_a_probe_of_the_lock_being_released(rig: Rig, database_url: str) -> None:
     """Issue 10.10: after a 10 s lock, sending resumed 18 s after the lock was released (a pause ladder up
     to 30 s). Now a write probe each second notices the database is back."""
     import sqlite3
 
     await rig.chat("16")
-    other = sqlite3.connect(tmp_path / "d.db", isolation_level=None)  # an operator's sqlite3 shell
+    other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)  # an operator's shell
 
     def lock_on_first_send(sent: Sent) -> Exception | None:
         if not other.in_transaction:

@@ -54,6 +54,8 @@ ADMIN_COMMAND_OPTIONS: dict[str, dict[str, OptionValue]] = {
 
 from tests.test_e2e_telegram import RUN_MS, sample_frame  # noqa: E402 - one docs frame, stamped now, for both platforms
 
+pytestmark = pytest.mark.engines
+
 RUN_TIME = f"{datetime.fromtimestamp(RUN_MS / 1000, UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 

@@ -29,6 +29,8 @@ from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
 from watchers.forceorder import parse
 
+pytestmark = pytest.mark.engines
+
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 USER = 4242
 CHAT = 4242  # a private chat's id is the user's id
@@ -308,6 +310,7 @@ async def test_retry_after_holds_the_whole_chat_and_keeps_order(
         assert app.dispatcher.stats.rate_limited == 1  # the hold's timing is tested on a frozen clock
 
 
+@pytest.mark.sqlite_only
 async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
     make_settings: MakeSettings,
     telegram: FakeTelegramApi,
@@ -339,6 +342,7 @@ async def test_a_sent_alert_the_outbox_cannot_record_is_not_sent_again(
         assert len(alerts(telegram)) == 1
 
 
+@pytest.mark.sqlite_only
 async def test_one_storage_outage_pauses_sending_once_however_many_sends_it_caught(
     make_settings: MakeSettings,
     telegram: FakeTelegramApi,

@@ -15,8 +15,8 @@ import pytest
 from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
 from storage import Store
-from storage.models import Chat, PendingDelivery
 from storage.engine import as_time
+from storage.models import Chat, PendingDelivery
 from tests.conftest import read_logs, scalar
 from tests.factories import liquidation
 

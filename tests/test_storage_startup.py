@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.sqlite import SqliteEngine as Database
 from storage import StorageStartError
+from storage.sqlite import SqliteEngine as Database
 
 ROOT = Path(__file__).resolve().parent.parent
 
