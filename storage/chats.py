@@ -281,9 +281,7 @@ class ChatRepo:
         if sub_id is not None:
             removed = await self.db.execute("DELETE FROM subscriptions WHERE chat_id=? AND id=?", (chat_id, sub_id))
         elif topic is not None:
-            removed = await self.db.execute(
-                "DELETE FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic)
-            )
+            removed = await self.db.execute("DELETE FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic))
         else:
             removed = await self.db.execute("DELETE FROM subscriptions WHERE chat_id=?", (chat_id,))
         self._changed(chat_id)
@@ -326,9 +324,7 @@ class ChatRepo:
         """Add an address (or relabel it). Returns True when the address is new to this chat."""
         async with self.db.transaction() as tx:
             await _check_label_free(tx, chat_id, address, label)
-            existing = await tx.fetchone(
-                "SELECT id FROM watchlist WHERE chat_id=? AND address=?", (chat_id, address)
-            )
+            existing = await tx.fetchone("SELECT id FROM watchlist WHERE chat_id=? AND address=?", (chat_id, address))
             if existing is not None:
                 if label is not None:
                     await tx.execute("UPDATE watchlist SET label=? WHERE id=?", (label, existing["id"]))

@@ -265,6 +265,18 @@ class ThrowawayServer:
             raise Unavailable(f"the server did not start (pg_ctl exit {done.returncode}); its log:", self._log_tail())
         return f"postgresql://{SUPERUSER}:{quote(password, safe='')}@127.0.0.1:{self.port}/postgres"
 
+    def stop(self) -> None:
+        """Stop the server, keeping its data (a test restarts it to see the bot ride out the outage)."""
+        args = [str(self.programs.pg_ctl), "stop", "-m", "fast", "-w", "-t", "30", "-s", "-D", str(self.data)]
+        if self._pg(args, timeout=45).returncode != 0:
+            raise Unavailable("the server did not stop; its log:", self._log_tail())
+
+    def resume(self) -> None:
+        """Start the stopped server again on the same port, with the same data."""
+        args = [str(self.programs.pg_ctl), "start", "-w", "-t", "60", "-s", "-D", str(self.data), "-l", str(self.log)]
+        if self._pg(args, timeout=90).returncode != 0:
+            raise Unavailable("the server did not start again; its log:", self._log_tail())
+
     def _log_tail(self) -> list[str]:
         try:
             return self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
