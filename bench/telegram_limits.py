@@ -45,7 +45,7 @@ import aiohttp
 from bot.app import PerpwatchApp
 from bot.settings import Settings
 from storage import Store
-from storage.sqlite import from_db_time
+from storage.engine import as_time
 
 TOKEN = "123456:BENCH-TOKEN"
 API_LATENCY_S = 0.05
@@ -145,9 +145,7 @@ async def run(scenario: Scenario) -> None:
                     resp.raise_for_status()
                 deadline = wall0 + scenario.push_s + 60
                 while time.monotonic() < deadline:
-                    if app.pipeline.stats.accepted >= scenario.total and not await app.store.outbox.pending_chats(
-                        platforms=["telegram"]
-                    ):
+                    if app.pipeline.stats.accepted >= scenario.total and await app.dispatcher.idle():
                         break
                     await asyncio.sleep(0.05)
                 cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -187,7 +185,7 @@ def report(
         statuses[status] += 1
         if status == "sent" and sent_at is not None:
             sends[sent_at].append((ref, created_at, key))
-    ordered = [sends[k] for k in sorted(sends, key=from_db_time)]
+    ordered = [sends[k] for k in sorted(sends, key=as_time)]
     mismatched = abs(len(ordered) - len(messages))
     latency: list[float] = []
     in_bot: list[float] = []  # frame → committed to the outbox
@@ -198,7 +196,7 @@ def report(
             mismatched += 1
         for _, created_at, key in group:
             frame_at = pushed[_frame_number(key)]
-            committed = from_db_time(created_at).timestamp() - wall_minus_mono
+            committed = as_time(created_at).timestamp() - wall_minus_mono
             latency.append(message.at - frame_at)
             in_bot.append(committed - frame_at)
             waiting.append(message.at - committed)

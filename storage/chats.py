@@ -98,7 +98,7 @@ class ChatRepo:
                 if before.kind == kind:
                     return before
             await tx.execute(
-                "INSERT INTO chats (platform, platform_chat_id, kind, title, created_at, log_cursor) "
+                "INSERT INTO chats (platform, platform_chat_id, kind, title, created_at, log_cursor) "  # noqa: S608
                 f"VALUES (?,?,?,?,?,{LOG_HEAD}) "
                 "ON CONFLICT (platform, platform_chat_id) DO UPDATE SET kind=excluded.kind, "
                 "title=COALESCE(excluded.title, chats.title), status='active', gone_reason=NULL, "
@@ -182,7 +182,8 @@ class ChatRepo:
         first, last = int(chats[0]["id"]), int(chats[-1]["id"])
         platform = {int(r["id"]): str(r["platform"]) for r in chats}
         subs = await self.db.fetch(
-            "SELECT s.chat_id, s.topic, s.venue, s.symbol, s.scope, COALESCE(s.min_usd_cents, t.min_usd_cents) AS min_cents "
+            "SELECT s.chat_id, s.topic, s.venue, s.symbol, s.scope, "
+            "COALESCE(s.min_usd_cents, t.min_usd_cents) AS min_cents "
             "FROM subscriptions s LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic "
             "WHERE s.chat_id >= ? AND s.chat_id <= ? ORDER BY s.chat_id, s.id",
             (first, last),
@@ -235,7 +236,7 @@ class ChatRepo:
                 if count >= limit:
                     raise LimitReached(f"this chat has {count} subscriptions, the limit is {limit}")
                 sub_id = await tx.fetchval(
-                    "INSERT INTO subscriptions (chat_id, topic, venue, symbol, scope, min_usd, min_usd_cents, "
+                    "INSERT INTO subscriptions (chat_id, topic, venue, symbol, scope, min_usd, min_usd_cents, "  # noqa: S608
                     f"params, created_at, since_event) VALUES (?,?,?,?,?,?,?,?,?,{LOG_HEAD}) RETURNING id",
                     (
                         chat_id,

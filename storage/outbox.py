@@ -205,8 +205,9 @@ class Outbox:
         self, chat_id: int, *, want: int, start_after: int = 0, now: datetime | None = None
     ) -> tuple[int, int]:
         """Write the chat's next deliveries from the log until it has `want` pending or has read to the
-        head; returns the rows written and the chat's cursor after. `start_after` lets a caller that knows the chat matched nothing
-        before an event (the dispatcher's index) skip the log up to it; it never moves a cursor back.
+        head; returns the rows written and the chat's cursor after. `start_after` lets a caller that knows
+        the chat matched nothing before an event (the dispatcher's index) skip the log up to it; it never
+        moves a cursor back.
 
         Each chunk is its own transaction and visits at most `LOG_SPAN` events, with a turn for every
         other task between chunks."""
@@ -402,7 +403,7 @@ class Outbox:
         events = await self._prune_prefix(
             "events",
             "accepted_at",
-            f"id <= {read_by_all} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+            f"id <= {int(read_by_all)} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",  # noqa: S608
             cutoff=before,
             batch=batch,
         )

@@ -63,10 +63,10 @@ def _translate(sql: str, named: bool) -> tuple[str, tuple[str, ...]]:
 
     def swap(match: re.Match[str]) -> str:
         nonlocal position
-        token = match.group(0)
-        if token.startswith("'") or token == "::":
-            return token
-        if token == "?":
+        text = match.group(0)
+        if text.startswith("'") or text == "::":
+            return text
+        if text == "?":
             position += 1
             return f"${position}"
         name = match.group(1)

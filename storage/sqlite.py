@@ -30,7 +30,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from storage.engine import (
     DATABASE_SETTING,

@@ -18,6 +18,7 @@ from bot.pipeline import Pipeline
 from perpwatch.clock import FrozenClock
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from storage import Store
+from storage.sqlite import SqliteEngine
 from tests.fakes.clock import RecordingClock
 from watchers.base import EventRejected, SinkUnavailable, WatcherHealth
 from watchers.handoff import Handoff
@@ -167,6 +168,7 @@ async def test_events_read_while_another_process_locks_the_database_are_stored_w
     tmp_path: Path,
 ) -> None:
     async with Store(tmp_path / "t.db") as store:
+        assert isinstance(store.db, SqliteEngine)
         store.db.conn.execute("PRAGMA busy_timeout=1")
         pipeline, health = Pipeline(store.outbox), WatcherHealth(name="t")
         other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)  # an operator's sqlite3 shell

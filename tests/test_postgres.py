@@ -93,7 +93,7 @@ def test_the_password_never_reaches_a_log_line(tmp_path: Path) -> None:
     with postgres_database(POSTGRES_URL) as url:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PERPWATCH_", "TELEGRAM_", "DISCORD_"))}
         env |= {"PERPWATCH_DATABASE_URL": url, "PERPWATCH_LOG_LEVEL": "DEBUG", "PERPWATCH_WATCHERS": ""}
-        bot = subprocess.Popen(  # noqa: S603 - our own CLI
+        bot = subprocess.Popen(
             [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 30
