@@ -17,6 +17,7 @@ rows keep the log's order.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,8 @@ class Outbox:
         self.clock = clock
         self.head = 0
         """The newest event id this process knows of: a chat whose cursor is here has nothing to read."""
+        self._backlog: tuple[float, Backlog] | None = None
+        self._counting: asyncio.Future[Backlog] | None = None
 
     async def refresh_head(self) -> int:
         row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) FROM events")
@@ -362,12 +365,23 @@ class Outbox:
             (reason, *ids),
         )
 
-    async def backlog(self) -> Backlog:
+    async def backlog(self, *, max_age_s: float = 0.0) -> Backlog:
         """Pending, scheduled and parked counts, and the chats still reading the log. These visit every
         waiting row, so they run off the loop (`Engine.fetch_slow`): /status, which anyone may send, must
-        not stop the bot however long the queue grows.
+        not stop the bot however long the queue grows. Callers asking at once share one count, and one
+        younger than `max_age_s` is answered again, so a chat repeating /status costs nothing more.
 
         Rows due in the future (a reminder before its event) are scheduled, not backlog."""
+        mono = self.clock.monotonic()
+        if self._backlog is not None and mono - self._backlog[0] <= max_age_s:
+            return self._backlog[1]
+        if self._counting is None or self._counting.done():
+            self._counting = asyncio.ensure_future(self._count_backlog())
+        counted = await asyncio.shield(self._counting)
+        self._backlog = (mono, counted)
+        return counted
+
+    async def _count_backlog(self) -> Backlog:
         now = self.clock.now()
         [pending] = await self.db.fetch_slow(
             "SELECT COUNT(*) FILTER (WHERE due_at <= :now), COUNT(*) FILTER (WHERE due_at > :now), "

@@ -46,17 +46,22 @@ def _watcher_line(health: WatcherHealth, now: datetime) -> str:
     return " · ".join(parts)
 
 
+STATUS_COUNTS_MAX_AGE_S = 2.0
+"""/status answers with counts at most this old: anyone may send it, and counting a long queue takes time."""
+
+
 async def status(ctx: Context) -> Reply:
     now = ctx.services.clock.now()
     lines = [_watcher_line(h, now) for h in ctx.services.supervisor.health()]
     if not lines:
         lines.append("No watchers are enabled (PERPWATCH_WATCHERS).")
     lines += [f"{name}: unsupported — {why}" for name, why in UNSUPPORTED.items()]
-    backlog = await ctx.services.store.outbox.backlog()
+    backlog = await ctx.services.store.outbox.backlog(max_age_s=STATUS_COUNTS_MAX_AGE_S)
     oldest = f", oldest waiting {_ago(backlog.oldest_pending_at, now)}" if backlog.oldest_pending_at else ""
     dispatcher = ctx.services.dispatcher
     stats = dispatcher.stats
     scheduled = f", {backlog.scheduled} scheduled" if backlog.scheduled else ""
+    scheduled += f", {backlog.behind} chats still reading new events" if backlog.behind else ""
     lines.append(
         f"Deliveries: {backlog.pending} pending{oldest}{scheduled}, {backlog.parked} parked; {stats.sent} sent "
         f"({stats.merged} merged into summaries, {stats.edited} edits), "

@@ -1,18 +1,19 @@
-"""Who may hear of an event: the dispatcher's in-memory index of every subscription, so waking the chats
-an accepted event concerns costs a few dictionary lookups, not a query and not a row per chat.
+"""Who may hear of an event: the dispatcher's in-memory index of every subscription, so waking the chats an
+accepted event concerns costs a few dictionary lookups, not a query and not a row per chat.
+
+A chat is awake from the event that woke it until its worker reads the log (`sleep`); an event only
+looks at the chats asleep under its keys, grouped by their minimum, so it costs what the chats it newly
+wakes cost. In a flood nearly every chat is awake already, and an event costs a handful of lookups
+whether 1,000 or 100,000 chats hear of it.
 
 The index errs only one way: it may wake a chat that turns out to hear nothing (its read of the log finds
 no match and moves its cursor on), never miss one that does. The outbox's matching in SQL stays the truth.
-It also tells how far a chat may skip the log: once the dispatcher has seen a chat read to the head, every
-later event was shown to the index, so the events before the first one it matched are of no interest to
-that chat and its next read starts there instead of walking them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import defaultdict
 from collections.abc import Iterable
 
 from perpwatch.events import Event
@@ -24,44 +25,60 @@ LOAD_PAGE = 2000
 """Chats read per query while loading: each page is a short statement, with a turn for others between."""
 
 _Key = tuple[str, str, str]
+"""(topic, venue or '*', symbol or base asset or '*'), or ("@" + topic, address, "") for a watch list."""
 
 
 class _Bucket:
-    """The chats under one key, by their minimum in cents: an event wakes a prefix of them."""
+    """The chats under one key, asleep ones grouped by minimum (users pick a few round figures)."""
 
-    __slots__ = ("chats", "mins")
+    __slots__ = ("asleep", "levels", "members")
 
     def __init__(self) -> None:
-        self.mins: list[int] = []
-        self.chats: list[int] = []
+        self.members: dict[int, int] = {}
+        self.levels: list[int] = []
+        self.asleep: dict[int, set[int]] = {}
 
-    def add(self, min_cents: int, chat_id: int) -> None:
-        at = bisect.bisect_right(self.mins, min_cents)
-        self.mins.insert(at, min_cents)
-        self.chats.insert(at, chat_id)
+    def add(self, chat_id: int, min_cents: int) -> None:
+        self.members[chat_id] = min(min_cents, self.members.get(chat_id, min_cents))
+        level = self.members[chat_id]
+        if level not in self.asleep:
+            bisect.insort(self.levels, level)
+            self.asleep[level] = set()
+        self.asleep[level].add(chat_id)
 
     def remove(self, chat_id: int) -> None:
-        while chat_id in self.chats:
-            at = self.chats.index(chat_id)
-            del self.chats[at]
-            del self.mins[at]
+        level = self.members.pop(chat_id, None)
+        if level is not None:
+            self.asleep[level].discard(chat_id)
 
-    def upto(self, cents: int | None) -> list[int]:
-        return self.chats if cents is None else self.chats[: bisect.bisect_right(self.mins, cents)]
+    def wake(self, cents: int | None, into: set[int]) -> None:
+        top = len(self.levels) if cents is None else bisect.bisect_right(self.levels, cents)
+        for level in self.levels[:top]:
+            asleep = self.asleep[level]
+            if asleep:
+                into |= asleep
+                asleep.clear()
+
+    def sleep(self, chat_id: int) -> None:
+        level = self.members.get(chat_id)
+        if level is not None:
+            self.asleep[level].add(chat_id)
+
+    def stir(self, chat_id: int) -> None:
+        level = self.members.get(chat_id)
+        if level is not None:
+            self.asleep[level].discard(chat_id)
 
 
 class InterestIndex:
     def __init__(self, chats: ChatRepo) -> None:
         self.chats = chats
-        self._all: dict[_Key, _Bucket] = defaultdict(_Bucket)
-        """(topic, venue or '*', symbol or base or '*') of subscriptions that hear every matching event."""
-        self._watched: dict[tuple[str, str], set[int]] = defaultdict(set)
-        """(topic, address) of subscriptions scoped to the watch list (filters past these are left to SQL)."""
-        self._keys: dict[int, list[tuple[str, object]]] = defaultdict(list)
+        self._buckets: dict[_Key, _Bucket] = {}
+        self._keys: dict[int, set[_Key]] = {}
         self.loaded = False
 
     async def load(self) -> None:
-        """Every active chat's subscriptions, a page at a time."""
+        """Every active chat's subscriptions, a page at a time; every chat starts asleep."""
         after = 0
         while True:
             page = await self.chats.interests(after_chat=after, limit=LOAD_PAGE)
@@ -74,36 +91,29 @@ class InterestIndex:
         self.loaded = True
 
     async def refresh(self, chat_id: int) -> None:
-        """The chat's subscriptions, thresholds, watch list or status changed: index it anew."""
+        """The chat's subscriptions, thresholds, watch list or status changed: index it anew (asleep)."""
         fresh = await self.chats.interests(after_chat=0, limit=1, chat_id=chat_id)
-        self._drop(chat_id)
+        for key in self._keys.pop(chat_id, ()):
+            self._buckets[key].remove(chat_id)
         for interest in fresh:
             self._add(interest)
 
     def _add(self, interest: Interest) -> None:
-        keys = self._keys[interest.chat_id]
         if interest.scope == "all":
-            key = (interest.topic, interest.venue, interest.symbol)
-            self._all[key].add(interest.min_cents, interest.chat_id)
-            keys.append(("all", key))
-        else:
-            for address in interest.addresses:
-                watched = (interest.topic, address)
-                self._watched[watched].add(interest.chat_id)
-                keys.append(("watched", watched))
+            keys: Iterable[_Key] = ((interest.topic, interest.venue, interest.symbol),)
+        else:  # the venue, symbol and minimum of a watch-list subscription are left to the outbox
+            keys = [("@" + interest.topic, address, "") for address in interest.addresses]
+        mine = self._keys.setdefault(interest.chat_id, set())
+        for key in keys:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket()
+            bucket.add(interest.chat_id, interest.min_cents if interest.scope == "all" else 0)
+            mine.add(key)
 
-    def _drop(self, chat_id: int) -> None:
-        for kind, key in self._keys.pop(chat_id, []):
-            if kind == "all":
-                bucket = self._all.get(key)  # type: ignore[call-overload]
-                if bucket is not None:
-                    bucket.remove(chat_id)
-            else:
-                self._watched[key].discard(chat_id)  # type: ignore[index]
-
-    def match(self, event: Event) -> set[int]:
-        """The chats that may hear of the event (a superset of those that do)."""
-        chats: set[int] = set()
+    def wake(self, event: Event) -> set[int]:
+        """The chats asleep that may hear of the event (a superset of those that do), now awake."""
+        woken: set[int] = set()
         topic = event.topic.value
         cents = to_cents(event.usd) if event.usd is not None else None
         venues = ("*",) if event.venue is None else ("*", event.venue.value)
@@ -112,9 +122,19 @@ class InterestIndex:
             symbols = {"*", event.symbol.upper(), base_asset(event.symbol)}
         for venue in venues:
             for symbol in symbols:
-                bucket = self._all.get((topic, venue, symbol))
+                bucket = self._buckets.get((topic, venue, symbol))
                 if bucket is not None:
-                    chats.update(bucket.upto(cents))
+                    bucket.wake(cents, woken)
         if event.subject is not None:
-            chats.update(self._watched.get((topic, event.subject), ()))
-        return chats
+            watched = self._buckets.get(("@" + topic, event.subject, ""))
+            if watched is not None:
+                watched.wake(None, woken)
+        for chat_id in woken:  # awake under its other keys too
+            for key in self._keys.get(chat_id, ()):
+                self._buckets[key].stir(chat_id)
+        return woken
+
+    def sleep(self, chat_id: int) -> None:
+        """The chat's worker is reading the log: the next event it may hear of wakes it again."""
+        for key in self._keys.get(chat_id, ()):
+            self._buckets[key].sleep(chat_id)
