@@ -42,3 +42,6 @@ def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "aiohttp.access", "telegram.ext.Updater", "discord.gateway", "discord.client"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # While PostgreSQL is away asyncpg's pool logs a traceback for every reconnect it tries; the bot says
+    # once that storage is unavailable, and again while it stays so (bot/dispatch/outage.py).
+    logging.getLogger("asyncpg.pool").setLevel(max(logging.ERROR, root.level))

@@ -373,7 +373,7 @@ class Outbox:
 
         Rows due in the future (a reminder before its event) are scheduled, not backlog."""
         mono = self.clock.monotonic()
-        if self._backlog is not None and mono - self._backlog[0] <= max_age_s:
+        if max_age_s > 0 and self._backlog is not None and mono - self._backlog[0] <= max_age_s:
             return self._backlog[1]
         if self._counting is None or self._counting.done():
             self._counting = asyncio.ensure_future(self._count_backlog())

@@ -97,15 +97,18 @@ def _unavailable(exc: BaseException) -> StorageUnavailable | None:
         if state.startswith(_UNAVAILABLE_STATES):
             return StorageUnavailable(f"postgresql {state}: {exc}")
         return None
-    if isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError  # "connection is closed", a pool torn down under us
-        | asyncpg.exceptions.ConnectionDoesNotExistError,
+    if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError) or (
+        # "the underlying connection is closed" after a restart; any other InterfaceError is our bug
+        isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
     ):
         return StorageUnavailable(f"postgresql unreachable: {type(exc).__name__}: {exc}")
     return None
+
+
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    """The pool's default reset on every release (unlock all, CLOSE ALL, UNLISTEN *, RESET ALL) is a round
+    trip that doubled a pooled statement's latency (bench/pg_drivers.py); the bot leaves no session state
+    behind: its advisory locks are transaction-scoped, and migrate() unlocks its own."""
 
 
 class _PgTx(Tx):
@@ -156,6 +159,7 @@ class PostgresEngine(Engine):
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
                 server_settings={"application_name": "perpwatch", "timezone": "UTC"},
+                reset=_no_reset,
             )
         except BaseException as exc:
             raise self._start_error(exc) from None

@@ -182,15 +182,15 @@ class Dispatcher:
     def accepted(self, events: Sequence[Event], results: Sequence[AcceptResult]) -> None:
         """The pipeline committed these events: wake the chats that may hear of them.
 
-        A chat already woken and not yet read is skipped at the cost of a set difference, so a flood costs
-        per event what its newly concerned chats cost, not what every concerned chat does."""
+        A chat woken and not yet read costs nothing more (`InterestIndex.wake` looks only at sleeping
+        ones), so a flood costs per event what its newly woken chats cost, not what every concerned chat does."""
         woken: set[int] = set()
         for event, result in zip(events, results, strict=True):
             if result.event_id is None:
                 continue
-            fresh = self.interest.match(event) - self._first_match.keys()
+            fresh = self.interest.wake(event)
             for chat_id in fresh:
-                self._first_match[chat_id] = result.event_id
+                self._first_match.setdefault(chat_id, result.event_id)
             woken |= fresh
         for chat_id in woken:
             if chat_id in self._workers:
@@ -406,6 +406,7 @@ class Dispatcher:
             self._dirty.discard(chat_id)
             now = self.clock.now()
             first = self._first_match.pop(chat_id, None)
+            self.interest.sleep(chat_id)  # from here on a new event for it wakes it (and marks it dirty)
             skip_to = first - 1 if first is not None and chat_id in self._read_to_head else 0
             self._read_to_head.discard(chat_id)
             _, cursor = await self.outbox.read_log(chat_id, want=PAGE, start_after=skip_to, now=now)
