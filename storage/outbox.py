@@ -258,6 +258,17 @@ class Outbox:
             start_after = cursor
             await self.db.make_room()
 
+    async def advance_cursors(self, chat_ids: Sequence[int], *, to: int) -> int:
+        """Move these chats' cursors up to `to` without reading: the caller knows no event up to there is
+        for them (the dispatcher's index saw every one). Keeps the cursors of chats that hear little near
+        the head, so the log can be pruned behind them and a restart has little to read."""
+        if not chat_ids:
+            return 0
+        return await self.db.execute(
+            f"UPDATE chats SET log_cursor = ? WHERE log_cursor < ? AND id IN ({_marks(chat_ids)})",  # noqa: S608
+            (to, to, *chat_ids),
+        )
+
     async def due_for_chat(
         self, chat_id: int, now: datetime, *, limit: int, start_after: int = 0, read: bool = True
     ) -> tuple[Chat | None, list[PendingDelivery]]:

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,42 @@ async def test_sending_resumes_within_a_probe_of_the_lock_being_released(rig: Ri
     rows = await rig.store.db.fetch("SELECT status FROM deliveries")
     assert [r[0] for r in rows] == ["sent"]
     assert len(rig.platform.sent) == 1  # recorded, never sent again
+
+
+async def test_a_chat_that_hears_nothing_of_a_flood_is_not_read_and_its_cursor_still_moves_on(rig: Rig) -> None:
+    """The index wakes only the chats an event may concern; the sweep moves the others' cursors to the head
+    without a read, so the log behind them can be pruned and a restart has nothing to read for them."""
+    everything = await rig.chat("all")
+    eth_only = await rig.store.chats.upsert("telegram", "eth", kind="private", title=None)
+    await rig.store.chats.subscribe(eth_only.id, "liquidation", venue=None, symbol="ETH", min_usd=None, limit=10)
+    await rig.run(0.1)
+    reads: list[int] = []
+    real_read = rig.store.outbox.read_log
+
+    async def counting(chat_id: int, **kw: Any) -> tuple[int, int]:
+        reads.append(chat_id)
+        return await real_read(chat_id, **kw)
+
+    rig.store.outbox.read_log = counting  # type: ignore[method-assign]
+    for event in _events("btc", 30):  # BTCUSDT: nothing for the ETH chat
+        await rig.pipeline.accept([event])
+    await rig.run(40.0, step=0.5)
+    assert eth_only.id not in reads and everything.id in reads
+    await rig.run(rig.dispatcher.idle_poll_s, step=1.0)  # one safety sweep later
+    chats = {
+        c.id: c for c in [await rig.store.chats.by_id(everything.id), await rig.store.chats.by_id(eth_only.id)] if c
+    }
+    assert chats[eth_only.id].log_cursor == rig.store.outbox.head == chats[everything.id].log_cursor
+    await rig.pipeline.accept([liquidation(key="eth-1", symbol="ETHUSDT")])
+    await rig.run(2.0)
+    assert [s.chat for s in rig.platform.sent].count(eth_only.platform_chat_id) == 1
+
+
+async def test_a_subscription_made_while_running_hears_the_next_event(rig: Rig) -> None:
+    late = await rig.store.chats.upsert("telegram", "late", kind="private", title=None)
+    await rig.run(0.1)
+    await rig.store.chats.subscribe(late.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
+    await rig.run(0.1)  # the index takes the change in
+    await rig.pipeline.accept([liquidation(key="after")])
+    await rig.run(2.0)
+    assert [s.chat for s in rig.platform.sent] == [late.platform_chat_id]

@@ -297,6 +297,10 @@ class Dispatcher:
                 return 0.0
             except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
                 log.exception("dispatch sweep failed")
+            try:
+                await self._advance_sleepers()
+            except StorageUnavailable as exc:
+                self._storage_fault(exc)
             self._next_sweep = self.clock.monotonic() + self.idle_poll_s
         mono = self.clock.monotonic()
         while self._timers and self._timers[0][0] <= mono:
@@ -314,6 +318,14 @@ class Dispatcher:
             elif chat_id not in self._workers:
                 self._enqueue(chat_id)
         return max(timeout, 0.0)
+
+    async def _advance_sleepers(self) -> None:
+        """Chats this process saw read to the head and that no event woke since: nothing up to the head is
+        theirs, so their cursors move there without a read (a page of chats per statement)."""
+        head = self.outbox.head  # every event up to here has been through `accepted`: nothing awaited since
+        idle = [c for c in self._read_to_head if c not in self._first_match and c not in self._workers]
+        for start in range(0, len(idle), SWEEP_PAGE):
+            await self.outbox.advance_cursors(idle[start : start + SWEEP_PAGE], to=head)
 
     async def _sweep(self) -> None:
         """Every chat with rows waiting, and every chat behind the log's head, a page at a time: at start,
