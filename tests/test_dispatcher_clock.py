@@ -281,6 +281,7 @@ async def test_a_chat_that_hears_nothing_of_a_flood_is_not_read_and_its_cursor_s
         c.id: c for c in [await rig.store.chats.by_id(everything.id), await rig.store.chats.by_id(eth_only.id)] if c
     }
     assert chats[eth_only.id].log_cursor == rig.store.outbox.head == chats[everything.id].log_cursor
+    assert eth_only.id not in reads  # moved on without a read
     await rig.pipeline.accept([liquidation(key="eth-1", symbol="ETHUSDT")])
     await rig.run(2.0)
     assert [s.chat for s in rig.platform.sent].count(eth_only.platform_chat_id) == 1

@@ -291,16 +291,13 @@ class Dispatcher:
         mono = self.clock.monotonic()
         if self._sweep_due or mono >= self._next_sweep:
             try:
+                await self._advance_sleepers()  # first: the sweep then has only the chats really behind
                 await self._sweep()
             except StorageUnavailable as exc:
                 self._storage_fault(exc)
                 return 0.0
             except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
                 log.exception("dispatch sweep failed")
-            try:
-                await self._advance_sleepers()
-            except StorageUnavailable as exc:
-                self._storage_fault(exc)
             self._next_sweep = self.clock.monotonic() + self.idle_poll_s
         mono = self.clock.monotonic()
         while self._timers and self._timers[0][0] <= mono:
