@@ -22,11 +22,11 @@ demo: $(STAMP)
 
 # Both engines: tests/pgserver.py starts a throwaway PostgreSQL for the run (or says in one line why not).
 test: $(STAMP)
-	$(BIN)/python -m tests.pgserver -- $(BIN)/pytest -q
+	$(BIN)/python -m tests.pgserver -- $(BIN)/pytest -q -n 2
 
 # SQLite alone, no server.
 test-sqlite: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -145,7 +145,8 @@ async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
         await binance.push(sample_frame(T=1568014470000))  # a new alert after the restart waits too
         await eventually(lambda: app.pipeline.stats.accepted == 1)
         app.dispatcher.notify()
-        await _pending(app, 3, quiet_held_at_least=1)  # the held chat reads the new one when the hold ends
+        # The new one is read into the outbox now (the restart's sweep) or when the hold ends: either way it
+        # waits, and the digest below holds all four.
         assert len(telegram.sent) == before
         clock.set_wall(night.replace(hour=6, minute=1))
         app.dispatcher.notify()
