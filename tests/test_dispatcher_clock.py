@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -295,3 +296,17 @@ async def test_a_subscription_made_while_running_hears_the_next_event(rig: Rig) 
     await rig.pipeline.accept([liquidation(key="after")])
     await rig.run(2.0)
     assert [s.chat for s in rig.platform.sent] == [late.platform_chat_id]
+
+
+async def test_a_flood_ban_on_many_chats_is_one_log_line_not_one_per_chat(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in range(40):
+        await rig.chat(f"c{n}")
+    rig.platform.fail = lambda _s: RetryLater(30.0)
+    with caplog.at_level(logging.WARNING, logger="bot.dispatch.dispatcher"):
+        await rig.pipeline.accept(_events("ban", 1))
+        await rig.run(5.0, step=0.1)
+    assert rig.dispatcher.stats.rate_limited == 40
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate limited")]
+    assert "more_since_last_line=0" in line
