@@ -89,7 +89,7 @@ SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.expires_at, d.thread, d.revis
        t.message_ref AS edit_ref
 FROM deliveries d JOIN events e ON e.id = d.event_id
 LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision
-WHERE d.chat_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?
+WHERE d.chat_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? AND d.id > ? ORDER BY d.id LIMIT ?
 """
 
 # Chats with pending rows, a page at a time by chat id: the recursive step hops through the partial index
@@ -270,12 +270,19 @@ class Outbox:
         )
 
     async def due_for_chat(
-        self, chat_id: int, now: datetime, *, limit: int, start_after: int = 0, read: bool = True
+        self,
+        chat_id: int,
+        now: datetime,
+        *,
+        limit: int,
+        start_after: int = 0,
+        read: bool = True,
+        after_id: int = 0,
     ) -> tuple[Chat | None, list[PendingDelivery]]:
         """The chat (as stored now: quiet hours, status) and its deliveries that may be tried at `now`, in
         the order they were accepted, each with the message its thread last sent (its edit target). What
         the chat has yet to read of the log is read first, up to `limit` rows waiting (unless the caller
-        just did: `read=False`).
+        just did: `read=False`). `after_id` pages through a long backlog a few hundred rows at a time.
 
         A row whose body no longer decodes comes back with `event=None` and the reason, so one bad row
         cannot jam its chat."""
@@ -285,7 +292,7 @@ class Outbox:
         chat = chat_from_row(chat_row)
         if read and chat.status == "active" and max(chat.log_cursor, start_after) < self.head:
             await self.read_log(chat_id, want=limit, start_after=start_after, now=now)
-        rows = await self.db.fetch(_DUE_FOR_CHAT, (chat_id, now, limit))
+        rows = await self.db.fetch(_DUE_FOR_CHAT, (chat_id, now, after_id, limit))
         return chat, [_pending(r, chat_id) for r in rows]
 
     async def next_due(self, chat_id: int) -> datetime | None:
