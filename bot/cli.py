@@ -1,4 +1,4 @@
-"""`perpwatch run | demo | config`: the entry point."""
+"""`perpwatch run | demo | config | db`: the entry point."""
 
 from __future__ import annotations
 
@@ -46,6 +46,21 @@ def _config(settings: Settings) -> None:
         sys.stdout.write(f"{env_name(name)}={'' if shown is None else shown}\n")
 
 
+def _db(settings: Settings, command: str) -> int:
+    """`perpwatch db …`: 0 when done; what the database refuses raises StorageStartError."""
+    from bot import dbcli
+    from storage import StorageStartError, StorageUnavailable
+
+    try:
+        if command == "upgrade":
+            asyncio.run(dbcli.upgrade(settings.database_url, sys.stdout))
+        else:
+            asyncio.run(dbcli.status(settings.database_url, sys.stdout))
+    except StorageUnavailable as exc:  # locked by another process, a server restarting: nothing was changed
+        raise StorageStartError(f"the database cannot be used now ({exc}): try again") from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the real bot against loopback fakes, replaying recorded frames")
     demo.add_argument("--rate", type=float, default=8.0, help="frames per second to replay (default 8)")
     sub.add_parser("config", help="print the effective settings, secrets masked")
+    db = sub.add_parser("db", help="the database PERPWATCH_DATABASE_URL names: upgrade, status")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the pending migrations (the bot applies them at start too)")
+    db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
     args = parser.parse_args(argv)
 
     try:
@@ -63,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.logs import setup_logging
 
-    setup_logging(settings.log_level, _secrets(settings))
+    secrets = _secrets(settings)
+    setup_logging(settings.log_level, secrets)
     if args.command == "config":
         _config(settings)
         return 0
@@ -73,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             asyncio.run(_run(settings))
+        elif args.command == "db":
+            return _db(settings, args.db_command)
         else:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, rate=args.rate))
     except (PlatformStartError, StorageStartError) as exc:  # what the operator must fix, said in one line
         message = str(exc)
-        for secret in _secrets(settings):  # one more guard: this line bypasses the logging filter
+        for secret in secrets:  # one more guard: this line bypasses the logging filter
             message = message.replace(secret, "***")
         sys.stderr.write(f"perpwatch: {message}\n")
         return 1
