@@ -8,16 +8,22 @@ import contextlib
 import logging
 import signal
 import sys
+from urllib.parse import unquote, urlsplit
 
 from bot.settings import Settings, SettingsError, env_name, load_settings
-from storage.engine import mask_url
+from storage.engine import DATABASE_SETTING, mask_url, parse_database_url
 
 log = logging.getLogger("perpwatch")
 
 
-def _secrets(settings: Settings) -> list[str]:
+def _secrets(settings: Settings, *urls: str) -> list[str]:
+    """What no output may show: the tokens, the database's password, and those of other URLs given (--to)."""
     tokens = [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
-    return [*tokens, *([settings.database_password] if settings.database_password else [])]
+    passwords = [settings.database_password] if settings.database_password else []
+    for url in urls:
+        raw = urlsplit(url).password if "://" in url else None
+        passwords.extend({raw, unquote(raw)} if raw else ())  # as typed, and as the driver is given it
+    return [*tokens, *passwords]
 
 
 async def _run(settings: Settings) -> None:
@@ -46,16 +52,26 @@ def _config(settings: Settings) -> None:
         sys.stdout.write(f"{env_name(name)}={'' if shown is None else shown}\n")
 
 
-def _db(settings: Settings, command: str) -> int:
-    """`perpwatch db …`: 0 when done; what the database refuses raises StorageStartError."""
+def _db(settings: Settings, command: str, to: str) -> int:
+    """`perpwatch db …`: 0 when done, 2 for a bad --to; what the database refuses raises StorageStartError."""
     from bot import dbcli
     from storage import StorageStartError, StorageUnavailable
 
+    if command == "copy":
+        try:
+            if "://" not in to:
+                raise ValueError("--to must be a URL like postgresql://user:password@host:port/dbname")
+            parse_database_url(to)
+        except ValueError as exc:
+            sys.stderr.write(f"perpwatch: {str(exc).replace(DATABASE_SETTING, '--to')}\n")
+            return 2
     try:
         if command == "upgrade":
             asyncio.run(dbcli.upgrade(settings.database_url, sys.stdout))
-        else:
+        elif command == "status":
             asyncio.run(dbcli.status(settings.database_url, sys.stdout))
+        else:
+            asyncio.run(dbcli.copy(settings.database_url, to, sys.stdout))
     except StorageUnavailable as exc:  # locked by another process, a server restarting: nothing was changed
         raise StorageStartError(f"the database cannot be used now ({exc}): try again") from None
     return 0
@@ -68,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the real bot against loopback fakes, replaying recorded frames")
     demo.add_argument("--rate", type=float, default=8.0, help="frames per second to replay (default 8)")
     sub.add_parser("config", help="print the effective settings, secrets masked")
-    db = sub.add_parser("db", help="the database PERPWATCH_DATABASE_URL names: upgrade, status")
+    db = sub.add_parser("db", help="the database PERPWATCH_DATABASE_URL names: upgrade, status, copy")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply the pending migrations (the bot applies them at start too)")
     db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
+    copy = db_sub.add_parser("copy", help="copy the database into an empty one, e.g. PostgreSQL")
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
     args = parser.parse_args(argv)
+    to: str = getattr(args, "to", None) or ""
 
     try:
         settings = load_settings()
@@ -82,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.logs import setup_logging
 
-    secrets = _secrets(settings)
+    secrets = _secrets(settings, to)
     setup_logging(settings.log_level, secrets)
     if args.command == "config":
         _config(settings)
@@ -94,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             asyncio.run(_run(settings))
         elif args.command == "db":
-            return _db(settings, args.db_command)
+            return _db(settings, args.db_command, to)
         else:
             from bot.demo import run_demo
 
