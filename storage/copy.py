@@ -203,10 +203,13 @@ async def _source_version(src: Tx, source: Engine) -> int:
 
 
 async def _check_tables(db: Reader, engine: Engine, role: str) -> None:
+    """The source must have exactly the tables the copy knows (one it does not know would be left behind);
+    the target at least those (another application's tables beside them are none of its business)."""
     have = await table_names(db, engine.kind) - NOT_COPIED
     known = {table for table, _key in TABLES}
-    if have != known:
-        unknown, missing = sorted(have - known), sorted(known - have)
+    unknown = sorted(have - known) if role == "source" else []
+    missing = sorted(known - have)
+    if unknown or missing:
         raise CopyError(
             f"{role} database {engine.display} does not have the tables this release copies"
             + (f"; it has {', '.join(unknown)}, which the copy does not know" if unknown else "")

@@ -219,6 +219,21 @@ async def test_a_second_copy_changes_nothing(tmp_path: Path, pg_url: str) -> Non
     assert await _rows(pg_url) == first.rows
 
 
+async def test_tables_of_another_application_beside_them_do_not_stop_the_copy(tmp_path: Path, pg_url: str) -> None:
+    source = f"sqlite:///{tmp_path / 'bot.db'}"
+    await _fill(source)
+    engine = open_engine(pg_url)
+    await engine.open(migrate=False)
+    try:
+        await engine.execute("CREATE TABLE their_orders (id BIGINT PRIMARY KEY)")
+        await engine.execute("INSERT INTO their_orders VALUES (1)")
+    finally:
+        await engine.close()
+    report = await _copy(source, pg_url)
+    assert report.rows == await _rows(source)
+    assert (await _copy(source, pg_url)).already_copied
+
+
 async def test_a_target_in_use_is_refused_and_left_as_it_was(tmp_path: Path, pg_url: str) -> None:
     source = f"sqlite:///{tmp_path / 'bot.db'}"
     await _fill(source)
