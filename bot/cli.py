@@ -1,4 +1,4 @@
-"""`perpwatch run | demo | config`: the entry point."""
+"""`perpwatch run | demo | config | db`: the entry point."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ import contextlib
 import logging
 import signal
 import sys
+from urllib.parse import unquote, urlsplit
 
 from bot.settings import Settings, SettingsError, env_name, load_settings
-from storage.engine import mask_url
+from storage.engine import DATABASE_SETTING, mask_url, parse_database_url
 
 log = logging.getLogger("perpwatch")
 
 
-def _secrets(settings: Settings) -> list[str]:
+def _secrets(settings: Settings, *urls: str) -> list[str]:
+    """What no output may show: the tokens, the database's password, and those of other URLs given (--to)."""
     tokens = [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
-    return [*tokens, *([settings.database_password] if settings.database_password else [])]
+    passwords = [settings.database_password] if settings.database_password else []
+    for url in urls:
+        raw = urlsplit(url).password if "://" in url else None
+        passwords.extend({raw, unquote(raw)} if raw else ())  # as typed, and as the driver is given it
+    return [*tokens, *passwords]
 
 
 async def _run(settings: Settings) -> None:
@@ -46,6 +52,31 @@ def _config(settings: Settings) -> None:
         sys.stdout.write(f"{env_name(name)}={'' if shown is None else shown}\n")
 
 
+def _db(settings: Settings, command: str, to: str) -> int:
+    """`perpwatch db …`: 0 when done, 2 for a bad --to; what the database refuses raises StorageStartError."""
+    from bot import dbcli
+    from storage import StorageStartError, StorageUnavailable
+
+    if command == "copy":
+        try:
+            if "://" not in to:
+                raise ValueError("--to must be a URL like postgresql://user:password@host:port/dbname")
+            parse_database_url(to)
+        except ValueError as exc:
+            sys.stderr.write(f"perpwatch: {str(exc).replace(DATABASE_SETTING, '--to')}\n")
+            return 2
+    try:
+        if command == "upgrade":
+            asyncio.run(dbcli.upgrade(settings.database_url, sys.stdout))
+        elif command == "status":
+            asyncio.run(dbcli.status(settings.database_url, sys.stdout))
+        else:
+            asyncio.run(dbcli.copy(settings.database_url, to, sys.stdout))
+    except StorageUnavailable as exc:  # locked by another process, a server restarting: nothing was changed
+        raise StorageStartError(f"the database cannot be used now ({exc}): try again") from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the real bot against loopback fakes, replaying recorded frames")
     demo.add_argument("--rate", type=float, default=8.0, help="frames per second to replay (default 8)")
     sub.add_parser("config", help="print the effective settings, secrets masked")
+    db = sub.add_parser("db", help="the database PERPWATCH_DATABASE_URL names: upgrade, status, copy")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply the pending migrations (the bot applies them at start too)")
+    db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
+    copy = db_sub.add_parser("copy", help="copy the database into an empty one, e.g. PostgreSQL")
+    copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
     args = parser.parse_args(argv)
+    to: str = getattr(args, "to", None) or ""
 
     try:
         settings = load_settings()
@@ -63,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.logs import setup_logging
 
-    setup_logging(settings.log_level, _secrets(settings))
+    secrets = _secrets(settings, to)
+    setup_logging(settings.log_level, secrets)
     if args.command == "config":
         _config(settings)
         return 0
@@ -73,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             asyncio.run(_run(settings))
+        elif args.command == "db":
+            return _db(settings, args.db_command, to)
         else:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, rate=args.rate))
     except (PlatformStartError, StorageStartError) as exc:  # what the operator must fix, said in one line
         message = str(exc)
-        for secret in _secrets(settings):  # one more guard: this line bypasses the logging filter
+        for secret in secrets:  # one more guard: this line bypasses the logging filter
             message = message.replace(secret, "***")
         sys.stderr.write(f"perpwatch: {message}\n")
         return 1
