@@ -127,7 +127,6 @@ async def bench_accept(events: int, mix_name: str, producers: int = 1, *, shape:
     print(
         f"accept, {mix_name} mix, {producers} producer(s), {shape}: {events} events, 1,000 subscriptions over "
         f"1,000 chats: {events / wall:,.0f} events/s (wall {wall:.2f}s, process CPU {cpu:.2f}s), "
-        f"{pipeline.stats.deliveries / events:.1f} deliveries/event ({pipeline.stats.deliveries / wall:,.0f} rows/s), "
         f"{events / commits:.1f} events/commit; replaying 2,000 known events: {2000 / replay:,.0f}/s"
     )
 
@@ -193,7 +192,7 @@ async def bench_latency(seconds: float, rate: float, chats: int, fanout: int) ->
                     resp.raise_for_status()
                 deadline = time.monotonic() + seconds + 60
                 while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls the bot's own counters
-                    app.pipeline.stats.accepted < total or app.dispatcher.stats.sent < app.pipeline.stats.deliveries
+                    app.pipeline.stats.accepted < total or not await app.dispatcher.idle()
                 ):
                     await asyncio.sleep(0.05)
                 cpu = time.process_time() - cpu0
