@@ -310,3 +310,13 @@ async def test_a_flood_ban_on_many_chats_is_one_log_line_not_one_per_chat(
     assert rig.dispatcher.stats.rate_limited == 40
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate limited")]
     assert "more_since_last_line=0" in line
+
+
+async def test_a_new_alert_is_not_held_back_by_a_reminder_due_hours_later(rig: Rig) -> None:
+    chat = await rig.chat("r")
+    remind = Event.model_validate({**liquidation(key="reminder").model_dump(), "due_at": T0 + timedelta(hours=6)})
+    await rig.pipeline.accept([remind])
+    await rig.run(1.0)  # read: its row waits on a timer six hours out
+    await rig.pipeline.accept([liquidation(key="now")])
+    await rig.run(2.0)
+    assert [s.chat for s in rig.platform.sent] == [chat.platform_chat_id]

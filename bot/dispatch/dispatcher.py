@@ -195,11 +195,8 @@ class Dispatcher:
             for chat_id in fresh:
                 self._first_match.setdefault(chat_id, result.event_id)
             woken |= fresh
-        for chat_id in woken:
-            if chat_id in self._workers:
-                self._dirty.add(chat_id)
-            elif chat_id not in self._timer_at:  # a held chat reads all of it once its hold ends
-                self._enqueue(chat_id)
+        for chat_id in woken:  # a held chat's worker sees the hold and sets its timer again
+            self._enqueue(chat_id)
 
     def _chat_changed(self, chat_id: int) -> None:
         """What the chat hears changed: index it anew, then let it read the log from its own cursor."""
