@@ -47,7 +47,9 @@ class PerpwatchApp:
         self.store = Store(settings.database_url, clock=clock)
         self.platforms: list[Platform] = self._build_platforms(console_stream)
         self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing, clock=clock)
-        self.pipeline = Pipeline(self.store.outbox, on_accepted=self.dispatcher.accepted)
+        self.pipeline = Pipeline(
+            self.store.outbox, on_accepted=self.dispatcher.accepted, on_uncertain=self.dispatcher.forget_hints
+        )
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
         )

@@ -44,11 +44,15 @@ class Pipeline:
         outbox: Outbox,
         *,
         on_accepted: Callable[[Sequence[Event], Sequence[AcceptResult]], None] = lambda _events, _results: None,
+        on_uncertain: Callable[[], None] = lambda: None,
         max_events_per_commit: int = MAX_EVENTS_PER_COMMIT,
     ) -> None:
         self.outbox = outbox
         self.max_events_per_commit = max_events_per_commit
         self.on_accepted = on_accepted
+        self.on_uncertain = on_uncertain
+        """Told when a commit failed in a way that may have stored it after all (a lost answer), or when the
+        wake-up after one failed: the dispatcher stops trusting its hints until chats read the log again."""
         self.stats = PipelineStats()
         self._queue: list[_Waiter] = []
         self._writer: asyncio.Task[None] | None = None
@@ -85,6 +89,7 @@ class Pipeline:
             try:
                 results = await self.outbox.accept([e for events, _ in batch for e in events])
             except StorageUnavailable as exc:
+                self.on_uncertain()
                 for _, future in batch:  # committing each caller alone would meet the same fault
                     _fail(future, exc)
                 continue
@@ -97,6 +102,8 @@ class Pipeline:
                     try:
                         self._done(future, events, await self.outbox.accept(events))
                     except Exception as single:
+                        if isinstance(single, StorageUnavailable):
+                            self.on_uncertain()
                         _fail(future, single)
                 continue
             self.stats.commits += 1
@@ -116,6 +123,7 @@ class Pipeline:
                 self.on_accepted(events, results)
             except Exception:  # the events are stored: a chat not woken now is found by the next sweep
                 log.exception("waking the dispatcher failed")
+                self.on_uncertain()
         if not future.done():
             future.set_result(results)
 

@@ -53,7 +53,8 @@ INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, 
 SELECT e.id, c.id, COALESCE(e.due_at, :now),
        CASE WHEN c.held_until > COALESCE(e.due_at, :now) THEN c.held_until ELSE COALESCE(e.due_at, :now) END,
        e.expires_at, e.thread, e.revision,
-       CASE WHEN c.held_quiet AND c.held_until > e.accepted_at THEN TRUE ELSE FALSE END, :now
+       CASE WHEN c.held_quiet AND c.held_until > e.accepted_at AND c.held_until > COALESCE(e.due_at, e.accepted_at)
+            THEN TRUE ELSE FALSE END, :now
 FROM events e JOIN chats c ON c.id = :chat
 WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active'
   AND EXISTS (
@@ -86,7 +87,7 @@ WHERE chat_id = :chat AND status = 'pending' AND thread IS NOT NULL AND (
 
 _DUE_FOR_CHAT = """
 SELECT d.id, d.attempts, d.quiet_held, d.due_at, d.expires_at, d.thread, d.revision, e.body, e.body_version,
-       t.message_ref AS edit_ref
+       e.withdrawn, t.message_ref AS edit_ref
 FROM deliveries d JOIN events e ON e.id = d.event_id
 LEFT JOIN threads t ON t.chat_id = d.chat_id AND t.thread = d.thread AND t.revision < d.revision
 WHERE d.chat_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ? AND d.id > ? ORDER BY d.id LIMIT ?
@@ -231,11 +232,11 @@ class Outbox:
                     if after > int(row["log_cursor"]):
                         await tx.execute("UPDATE chats SET log_cursor = ? WHERE id = ?", (after, chat_id))
                     return written, after
-                pending = int(
+                pending = int(  # rows due later (a reminder days ahead) leave room for what is due now
                     await tx.fetchval(
                         "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE chat_id = ? AND status = 'pending' "
-                        "LIMIT ?) AS p",
-                        (chat_id, want),
+                        "AND due_at <= ? LIMIT ?) AS p",
+                        (chat_id, stamp, want),
                     )
                 )
                 need = want - pending
@@ -293,7 +294,14 @@ class Outbox:
         if read and chat.status == "active" and max(chat.log_cursor, start_after) < self.head:
             await self.read_log(chat_id, want=limit, start_after=start_after, now=now)
         rows = await self.db.fetch(_DUE_FOR_CHAT, (chat_id, now, after_id, limit))
-        return chat, [_pending(r, chat_id) for r in rows]
+        withdrawn = [int(r["id"]) for r in rows if as_bool(r["withdrawn"])]
+        if withdrawn:  # read in the instant its thread was withdrawn (PostgreSQL: another connection)
+            await self.db.execute(
+                f"UPDATE deliveries SET status='withdrawn', last_error='withdrawn: its event was' "  # noqa: S608
+                f"WHERE status='pending' AND id IN ({_marks(withdrawn)})",
+                withdrawn,
+            )
+        return chat, [_pending(r, chat_id) for r in rows if not as_bool(r["withdrawn"])]
 
     async def next_due(self, chat_id: int) -> datetime | None:
         """When the chat's earliest waiting row may be tried (None: nothing waits)."""
@@ -349,7 +357,9 @@ class Outbox:
         async with self.db.transaction() as tx:
             await tx.execute(
                 "UPDATE chats SET held_until=CASE WHEN held_until > :until THEN held_until ELSE :until END, "
-                "held_quiet=:quiet WHERE id=:chat",
+                # a 429 inside quiet hours leaves them quiet; one past their end (or quiet=TRUE) decides anew
+                "held_quiet=CASE WHEN :quiet THEN TRUE WHEN held_until > :until THEN held_quiet ELSE FALSE END "
+                "WHERE id=:chat",
                 {"until": until, "quiet": quiet, "chat": chat_id},
             )
             await tx.execute(
@@ -435,7 +445,10 @@ class Outbox:
         events = await self._prune_prefix(
             "events",
             "accepted_at",
-            f"id <= {int(read_by_all)} AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",  # noqa: S608
+            # The newest event stays, whatever its age: SQLite would hand its id out again, and a cursor past
+            # it would never see the next event.
+            f"id <= {int(read_by_all)} AND id < (SELECT MAX(id) FROM events) "  # noqa: S608
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
             cutoff=before,
             batch=batch,
         )

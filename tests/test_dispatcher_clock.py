@@ -19,7 +19,8 @@ from bot.platforms.delivery import RetryLater, Unauthorized
 from bot.render import Alert, Reply
 from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
-from storage import Store
+from perpwatch.sink import SinkUnavailable
+from storage import StorageUnavailable, Store
 from storage.engine import as_time
 from storage.models import Chat
 from tests.factories import liquidation
@@ -61,7 +62,7 @@ async def rig(database_url: str) -> AsyncIterator[Rig]:
     async with Store(database_url, clock=clock) as store:
         platform = RecordingPlatform(clock)
         dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
-        pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted)
+        pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted, on_uncertain=dispatcher.forget_hints)
         task = asyncio.create_task(dispatcher.run())
         await clock.advance(0)
         yield Rig(clock, store, pipeline, dispatcher, platform)
@@ -320,3 +321,123 @@ async def test_a_new_alert_is_not_held_back_by_a_reminder_due_hours_later(rig: R
     await rig.pipeline.accept([liquidation(key="now")])
     await rig.run(2.0)
     assert [s.chat for s in rig.platform.sent] == [chat.platform_chat_id]
+
+
+# --- regressions a review of the event-log design found ------------------------------------------------
+
+
+def _later(key: str, due: timedelta) -> Event:
+    return Event.model_validate({**liquidation(key=key).model_dump(), "due_at": T0 + due})
+
+
+async def test_many_reminders_due_later_leave_room_to_read_what_is_due_now(rig: Rig) -> None:
+    await rig.chat("s")
+    await rig.pipeline.accept([_later(f"later-{i}", timedelta(days=2)) for i in range(101)])
+    await rig.run(2.0)
+    await rig.pipeline.accept([liquidation(key="live")])
+    await rig.run(5.0)
+    assert len(rig.platform.sent) == 1
+
+
+async def test_after_a_restart_a_chat_waiting_on_a_reminder_still_reads_what_came_before_the_crash(
+    database_url: str,
+) -> None:
+    clock = FrozenClock(T0)
+    async with Store(database_url, clock=clock) as store:
+        chat = await store.chats.upsert("telegram", "1", kind="private", title=None)
+        await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
+        await store.outbox.accept([_later("r", timedelta(hours=6))])
+        await store.outbox.read_log(chat.id, want=101)  # the reminder's row waits, due in 6 h
+        await store.outbox.accept([liquidation(key="live", usd="900")])  # no worker read it before the crash
+    async with Store(database_url, clock=clock) as store:
+        platform = RecordingPlatform(clock)
+        dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
+        task = asyncio.create_task(dispatcher.run())
+        for _ in range(20):
+            await clock.advance(0.5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(platform.sent) == 1
+
+
+async def test_a_sweep_while_a_subscription_is_being_indexed_moves_no_cursor_past_what_it_now_hears(
+    rig: Rig,
+) -> None:
+    chats = rig.store.chats
+    chat = await chats.upsert("telegram", "c", kind="private", title=None)
+    await chats.subscribe(chat.id, "liquidation", venue=None, symbol="BTC", min_usd=None, limit=10)
+    await rig.run(1.0)
+    real, gate = chats.interests, asyncio.Event()
+
+    async def slow(**kw: Any) -> Any:  # the refresh's query is slow (PostgreSQL under load)
+        got = await real(**kw)
+        await gate.wait()
+        return got
+
+    chats.interests = slow  # type: ignore[method-assign]
+    await chats.subscribe(chat.id, "liquidation", venue=None, symbol="ETH", min_usd=None, limit=10)
+    rig.dispatcher.notify([chat.id])  # its worker reads to the head meanwhile
+    await rig.run(1.0)
+    await rig.pipeline.accept([liquidation(key="eth-1", symbol="ETHUSDT")])  # the old index does not wake it
+    await rig.run(rig.dispatcher.idle_poll_s, step=0.5)  # a sweep inside the window
+    gate.set()
+    chats.interests = real  # type: ignore[method-assign]
+    await rig.run(5.0, step=0.5)
+    assert len(rig.platform.sent) == 1
+
+
+async def test_two_changes_indexed_out_of_order_end_with_the_newest(rig: Rig) -> None:
+    chats = rig.store.chats
+    chat = await chats.upsert("telegram", "c", kind="private", title=None)
+    await rig.run(1.0)
+    real, first = chats.interests, asyncio.Event()
+    calls = 0
+
+    async def first_slow(**kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        got = await real(**kw)
+        if calls == 1:
+            await first.wait()  # the first refresh reads before the second change, answers after it
+        return got
+
+    chats.interests = first_slow  # type: ignore[method-assign]
+    await chats.subscribe(chat.id, "liquidation", venue=None, symbol="BTC", min_usd=None, limit=10)
+    await rig.run(0.1)
+    await chats.subscribe(chat.id, "liquidation", venue=None, symbol="ETH", min_usd=None, limit=10)
+    await rig.run(0.1)
+    first.set()
+    await rig.run(1.0)
+    chats.interests = real  # type: ignore[method-assign]
+    for key in ("eth-1", "eth-2"):
+        await rig.pipeline.accept([liquidation(key=key, symbol="ETHUSDT")])
+        await rig.run(rig.dispatcher.idle_poll_s, step=0.5)
+    assert len(rig.platform.sent) == 2
+
+
+async def test_a_commit_whose_answer_was_lost_is_neither_skipped_nor_left_behind(rig: Rig) -> None:
+    """The commit reached the server but its answer did not (a dropped connection): the pipeline reports the
+    events as unavailable, the watcher's retry is a replay, and the dispatcher never saw the event."""
+    await rig.chat("c")
+    await rig.run(1.0)
+    real_accept = rig.store.outbox.accept
+    lost = True
+
+    async def commits_then_fails(events: Any) -> Any:
+        nonlocal lost
+        results = await real_accept(events)
+        if lost:
+            lost = False
+            raise StorageUnavailable("postgresql unreachable: ConnectionResetError")
+        return results
+
+    rig.store.outbox.accept = commits_then_fails  # type: ignore[method-assign]
+    first = liquidation(key="first", usd="500")
+    with pytest.raises(SinkUnavailable):
+        await rig.pipeline.accept([first])
+    assert [r.new for r in await rig.pipeline.accept([first])] == [False]  # the watcher's retry
+    await rig.pipeline.accept([liquidation(key="second", usd="600")])
+    await rig.run(5.0)
+    await rig.run(rig.dispatcher.idle_poll_s, step=1.0)
+    keys = sorted(str(s.message) for s in rig.platform.sent)
+    assert len(rig.platform.sent) >= 1 and any("'first'" in k for k in keys) and any("'second'" in k for k in keys)

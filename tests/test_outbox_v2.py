@@ -294,3 +294,25 @@ async def test_a_live_v1_database_upgrades_and_loses_nothing(tmp_path: Path, clo
         assert [(d.id, d.quiet_held) for d in after_quiet] == [(11, False), (14, True)]
         # Known keys are still replays after the upgrade.
         assert [r.new for r in await store.outbox.accept([liquidation(key="v1-2")])] == [False]
+
+
+async def test_a_reminder_read_during_quiet_hours_but_due_after_them_is_not_put_in_the_digest(
+    store: Store, clock: FrozenClock
+) -> None:
+    chat = await _subscribed(store, "1")
+    await store.outbox.hold_chat(chat.id, until=T0 + timedelta(hours=8), error="held: quiet hours", quiet=True)
+    await store.outbox.accept([_with(liquidation(key="noon"), due_at=T0 + timedelta(hours=12))])
+    await read_logs(store)
+    clock.set_wall(T0 + timedelta(hours=12))
+    assert [(d.event.key, d.quiet_held) for d in await _due(store, chat) if d.event] == [("noon", False)]
+
+
+async def test_a_row_read_as_its_thread_was_withdrawn_is_withdrawn_not_sent(store: Store) -> None:
+    """PostgreSQL: a read on one connection can write the row while `withdraw` runs on another; the row is
+    caught when it is next read for sending."""
+    chat = await _subscribed(store, "1")
+    await store.outbox.accept([_rev("u", 1, thread="unlock:x"), liquidation(key="plain")])
+    await read_logs(store)
+    await store.db.execute("UPDATE events SET withdrawn = TRUE WHERE key = 'u'")  # the race's outcome
+    assert [d.event.key for d in await _due(store, chat) if d.event] == ["plain"]
+    assert ("u", "withdrawn") in await _statuses(store)

@@ -168,9 +168,25 @@ async def test_prune_walks_past_pending_and_out_of_order_rows(store: Store, cloc
     for delivery in await _due(store, chat.id, now + timedelta(days=400)):
         if _key(delivery) != "b-pending":
             await store.outbox.mark_sent([delivery.id], message_ref="1", now=now)
-    assert await store.outbox.prune(before=now - timedelta(days=30), batch=2) == (5, 5)
+    assert await store.outbox.prune(before=now - timedelta(days=30), batch=2) == (5, 4)
     keys = [r[0] for r in await store.db.fetch("SELECT key FROM events ORDER BY id")]
-    assert keys == ["b-pending", "d-ahead"]
+    assert keys == ["b-pending", "d-ahead", "g"]  # the newest stays, old as it is
+
+
+async def test_prune_keeps_the_newest_event_so_a_quiet_month_does_not_recycle_ids(
+    store: Store, clock: FrozenClock
+) -> None:
+    """SQLite hands out the highest id plus one: had prune removed every event, the next would get an id below
+    the cursors of the chats that read them, and no chat would ever read it."""
+    chat = await _chat(store, "eth")
+    await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol="ETH", min_usd=None, limit=10)
+    await store.outbox.accept([liquidation(key=f"btc-{i}") for i in range(5)])  # nothing for this chat
+    await read_logs(store)
+    clock.set_wall(clock.now() + timedelta(days=40))
+    assert await store.outbox.prune(before=clock.now() - timedelta(days=30)) == (0, 4)
+    [result] = await store.outbox.accept([liquidation(key="eth-1", symbol="ETHUSDT")])
+    assert result.event_id == 6
+    assert [_key(d) for d in await _due(store, chat.id, clock.now())] == ["eth-1"]
 
 
 async def test_concurrent_accepts_share_a_commit_and_a_bad_batch_fails_only_its_caller(store: Store) -> None:

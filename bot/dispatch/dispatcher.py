@@ -157,7 +157,12 @@ class Dispatcher:
         self._read_to_head: set[int] = set()
         """Chats this process saw read the log to its head: every later event went through `interest`, so
         such a chat may skip the log up to its first match."""
-        self._refreshing: set[asyncio.Task[None]] = set()
+        self._refreshing: dict[int, asyncio.Task[None]] = {}
+        self._unsettled: dict[int, int] = {}
+        """Chats whose subscriptions changed and are not yet indexed anew, with the change's generation: the
+        index may miss what they hear now, so they neither skip the log nor have their cursor moved."""
+        self._accepted_upto = 0
+        """The newest event id `accepted` was told of: idle cursors move no further than this."""
         self._sweep_due = True
         self._next_sweep = 0.0
         self._rate_limits: dict[str, tuple[float, int]] = {}
@@ -195,24 +200,40 @@ class Dispatcher:
             for chat_id in fresh:
                 self._first_match.setdefault(chat_id, result.event_id)
             woken |= fresh
+            self._accepted_upto = max(self._accepted_upto, result.event_id)
         for chat_id in woken:  # a held chat's worker sees the hold and sets its timer again
             self._enqueue(chat_id)
+
+    def forget_hints(self) -> None:
+        """An accept whose outcome is unknown (its commit may have gone through while its answer was lost) or
+        whose wake-up failed: some event may be in the log without `accepted` having seen it, so no chat
+        skips the log or has its cursor moved until it has read to the head again."""
+        self._read_to_head.clear()
 
     def _chat_changed(self, chat_id: int) -> None:
         """What the chat hears changed: index it anew, then let it read the log from its own cursor."""
         self._read_to_head.discard(chat_id)
+        self._unsettled[chat_id] = self._unsettled.get(chat_id, 0) + 1
+        self._start_refresh(chat_id)
+
+    def _start_refresh(self, chat_id: int) -> None:
+        if chat_id in self._refreshing or self._stopping:
+            return  # the running refresh sees the newer generation and goes round again
         task = asyncio.get_running_loop().create_task(self._refresh(chat_id), name=f"dispatch:interest:{chat_id}")
-        self._refreshing.add(task)
-        task.add_done_callback(self._refreshing.discard)
+        self._refreshing[chat_id] = task
+        task.add_done_callback(lambda _t: self._refreshing.pop(chat_id, None))
 
     async def _refresh(self, chat_id: int) -> None:
-        try:
-            await self.interest.refresh(chat_id)
-        except StorageUnavailable as exc:
-            self._storage_fault(exc, chat_id)
-            self._sweep_due = True  # reloaded whole once storage is back
-            self.interest.loaded = False
-            return
+        """Until what it read is the newest change: two changes close together end with the second indexed."""
+        while (generation := self._unsettled.get(chat_id)) is not None:
+            try:
+                fresh = await self.interest.fetch(chat_id)
+            except StorageUnavailable as exc:  # stays unsettled; the sweep after the outage tries again
+                self._storage_fault(exc, chat_id)
+                return
+            if self._unsettled.get(chat_id) == generation:
+                self.interest.replace(chat_id, fresh)
+                del self._unsettled[chat_id]
         self._read_to_head.discard(chat_id)
         self.notify([chat_id])
 
@@ -319,8 +340,14 @@ class Dispatcher:
     async def _advance_sleepers(self) -> None:
         """Chats this process saw read to the head and that no event woke since: nothing up to the head is
         theirs, so their cursors move there without a read (a page of chats per statement)."""
-        head = self.outbox.head  # every event up to here has been through `accepted`: nothing awaited since
-        idle = [c for c in self._read_to_head if c not in self._first_match and c not in self._workers]
+        if not self.interest.loaded:
+            return
+        head = self._accepted_upto  # not the log's head: an event committed but not yet shown to `accepted`
+        idle = [
+            c
+            for c in self._read_to_head
+            if c not in self._first_match and c not in self._workers and c not in self._unsettled
+        ]
         for start in range(0, len(idle), SWEEP_PAGE):
             await self.outbox.advance_cursors(idle[start : start + SWEEP_PAGE], to=head)
 
@@ -329,7 +356,10 @@ class Dispatcher:
         when storage is back, and now and then in case a wake-up was missed."""
         self._sweep_due = False
         if not self.interest.loaded:
+            self._read_to_head.clear()  # the hints rest on the index: none until chats read to the head again
             await self.interest.load()
+        for chat_id in list(self._unsettled):  # a refresh an outage cut short
+            self._start_refresh(chat_id)
         await self.outbox.refresh_head()
         now = self.clock.now()
         after = 0
@@ -348,9 +378,8 @@ class Dispatcher:
         after = 0
         while True:
             behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE)
-            for chat_id in behind:
-                if chat_id not in self._timer_at:
-                    self._enqueue(chat_id)
+            for chat_id in behind:  # a chat on a timer reads too: what it waits for may be hours away
+                self._enqueue(chat_id)
             if len(behind) < SWEEP_PAGE:
                 break
             after = behind[-1]
@@ -363,7 +392,7 @@ class Dispatcher:
         have delivered; workers stop before their next send once `_stopping` is set.
         """
         self._stopping = True
-        for task in list(self._refreshing):
+        for task in list(self._refreshing.values()):
             task.cancel()
         workers = list(self._workers.values())
         if workers:
@@ -443,7 +472,12 @@ class Dispatcher:
                     return
                 continue
             if not due:
-                if cursor >= self.outbox.head and chat_id not in self._dirty:
+                if (
+                    cursor >= self.outbox.head
+                    and chat_id not in self._dirty
+                    and chat_id not in self._unsettled
+                    and self.interest.loaded
+                ):
                     self._read_to_head.add(chat_id)
                 next_due = await self.outbox.next_due(chat_id)
                 if next_due is not None:

@@ -78,7 +78,9 @@ class InterestIndex:
         self.loaded = False
 
     async def load(self) -> None:
-        """Every active chat's subscriptions, a page at a time; every chat starts asleep."""
+        """Every active chat's subscriptions, a page at a time, into an index built anew (every chat asleep)."""
+        self.loaded = False
+        self._buckets, self._keys = {}, {}
         after = 0
         while True:
             page = await self.chats.interests(after_chat=after, limit=LOAD_PAGE)
@@ -90,9 +92,12 @@ class InterestIndex:
             await asyncio.sleep(0)
         self.loaded = True
 
-    async def refresh(self, chat_id: int) -> None:
-        """The chat's subscriptions, thresholds, watch list or status changed: index it anew (asleep)."""
-        fresh = await self.chats.interests(after_chat=0, limit=1, chat_id=chat_id)
+    async def fetch(self, chat_id: int) -> list[Interest]:
+        """The chat's subscriptions as stored now (its thresholds and watch list folded in)."""
+        return await self.chats.interests(after_chat=0, limit=1, chat_id=chat_id)
+
+    def replace(self, chat_id: int, fresh: Iterable[Interest]) -> None:
+        """Index the chat anew (asleep) from what `fetch` returned."""
         for key in self._keys.pop(chat_id, ()):
             self._buckets[key].remove(chat_id)
         for interest in fresh:
