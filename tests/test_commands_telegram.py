@@ -271,7 +271,7 @@ async def test_quiet_off_sends_everything_held_as_one_digest_now(
         await _pending(app, 1, quiet_held_at_least=1)
         await binance.push(sample_frame(T=1568014460894))  # accepted during the hold: waits for its end
         await eventually(lambda: app.pipeline.stats.accepted == 2)
-        await _pending(app, 1)
+        await _pending(app, 2, quiet_held_at_least=2)  # read at once, and held for the digest too
         clock.set_wall(night.replace(hour=8))  # morning: the window is over, /quiet off releases the rest
         reply = await command(telegram, "/quiet off")
         assert "Quiet hours off" in reply.body
