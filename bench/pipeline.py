@@ -5,6 +5,10 @@
     .venv/bin/python -m bench.pipeline --database-url postgresql://user:pw@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.pipeline --quick                           # smaller counts, same shape
 
+Sizes (full / --quick): accept 10,000 / 3,000 events; drain bursts of 2,000 / 500 events (at 100,000 chats a
+burst of 20,000 would be tens of millions of alerts); ~1,000,000 / 100,000 pending rows for /status; 10 / 3 s
+of latency. A drain not done by `--deadline` seconds is cut and reported as such (drained False).
+
 Every scenario runs in a process of its own (the bench re-invokes itself with `--only SCENARIO`), so peak
 RSS is per scenario and per chat count; the parent prints one table at the end (and each row as it comes).
 
@@ -31,6 +35,8 @@ Scenarios (N = `--chats`):
                       "alerts" counts the deliveries marked sent, "expected" the (event, chat) matches).
   due1                N chats each holding one due alert (bulk-inserted rows), a dispatcher started on them:
                       the issue's "100,000 chats each holding one due alert".
+  due1-429            the same, the platform answering each chat's first message with a 429 (retry after
+                      1 s): "warn lines" counts what the dispatcher logged at WARNING or above.
   status              `Outbox.backlog()` (what /status runs) with ~1,000,000 pending rows.
   latency             frame-to-send at 200 events/s through the real bot (watcher → pipeline → outbox →
                       dispatcher → python-telegram-bot → loopback Bot API at 50 ms/call), 100 chats, pacing off.
@@ -64,7 +70,7 @@ import aiohttp
 from bot.app import PerpwatchApp
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
-from bot.platforms.delivery import Limits, Message, MessageRef, Platform, Rate
+from bot.platforms.delivery import Limits, Message, MessageRef, Platform, Rate, RetryLater
 from bot.platforms.telegram_http import AiohttpRequest
 from bot.render import Alert
 from bot.settings import Settings
@@ -167,6 +173,28 @@ class StallMonitor:
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class FloodPlatform(Platform):
+    """Answers each chat's first message with a 429 (retry after 1 s), then takes everything."""
+
+    name: ClassVar[str] = "telegram"
+    limits: ClassVar[Limits] = Limits(per_chat=Rate(1, 1.0))
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.refused: set[int] = set()
+        self.repeats = 0
+
+    async def send(self, chat: Chat, message: Message, *, nonce: str, reply_to: str | None = None) -> MessageRef:
+        if chat.id not in self.refused:
+            self.refused.add(chat.id)
+            raise RetryLater(1.0, "Too Many Requests")
+        self.sends += 1
+        return MessageRef(ids=(str(self.sends),))
+
+    async def edit(self, chat: Chat, ref: MessageRef, alert: Alert) -> MessageRef:
+        return ref
 
 
 class FastPlatform(Platform):
@@ -301,13 +329,16 @@ def _dispatcher(store: Store, platform: Platform) -> Dispatcher:
 
 
 def _count_worker_failures() -> list[int]:
-    """'dispatch worker failed' lines the dispatcher logs (each a worker that died on an exception)."""
-    counter = [0]
+    """[workers that died on an exception ('dispatch worker failed'), any dispatcher log line at WARNING or
+    above]: what the dispatcher logs, counted (and kept off stderr)."""
+    counter = [0, 0]
 
     class Counting(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage().startswith("dispatch worker failed"):
                 counter[0] += 1
+            if record.levelno >= logging.WARNING:
+                counter[1] += 1
 
     logging.getLogger("bot.dispatch.dispatcher").addHandler(Counting())
     return counter
@@ -432,6 +463,7 @@ async def run_drain(url: str, chats: int, mix_name: str, events: int, deadline_s
         "messages": platform.sends,
         "repeated_sends": platform.repeats,
         "worker_failures": dispatcher_failures[0],
+        "dispatcher_log_lines": dispatcher_failures[1],
         "drained": sent >= expected,
         "drain_s": round(elapsed, 1),
         "messages_per_s": round(platform.sends / elapsed),
@@ -442,7 +474,7 @@ async def run_drain(url: str, chats: int, mix_name: str, events: int, deadline_s
     }
 
 
-async def run_due1(url: str, chats: int, deadline_s: float) -> dict[str, Any]:
+async def run_due1(url: str, chats: int, deadline_s: float, *, flood: bool = False) -> dict[str, Any]:
     """Every chat holds one due alert (rows bulk-inserted, cursors at the head), then a dispatcher starts."""
     async with Store(url) as store:
         await make_chats(store, chats, "typical")
@@ -457,7 +489,7 @@ async def run_due1(url: str, chats: int, deadline_s: float) -> dict[str, Any]:
         await store.db.execute("UPDATE chats SET log_cursor = ?", (head,))
         if store.db.kind == "postgresql":
             await store.db.execute("ANALYZE")
-        platform = FastPlatform()
+        platform: FastPlatform | FloodPlatform = FloodPlatform() if flood else FastPlatform()
         dispatcher = _dispatcher(store, platform)
         counter = _count_marked_sent(store)
         dispatcher_failures = _count_worker_failures()
@@ -472,6 +504,7 @@ async def run_due1(url: str, chats: int, deadline_s: float) -> dict[str, Any]:
         "messages": platform.sends,
         "repeated_sends": platform.repeats,
         "worker_failures": dispatcher_failures[0],
+        "dispatcher_log_lines": dispatcher_failures[1],
         "drained": sent >= chats,
         "drain_s": round(elapsed, 1),
         "messages_per_s": round(platform.sends / elapsed),
@@ -629,6 +662,7 @@ SCENARIOS = [
     "drain-typical",
     "drain-broad",
     "due1",
+    "due1-429",
     "status",
     "latency",
 ]
@@ -656,8 +690,8 @@ async def run_one(scenario: str, url: str | None, chats: int, sizes: Sizes) -> d
             return await run_accept(db_url, chats, mix, int(producers), sizes.accept_events)
         if scenario.startswith("drain-"):
             return await run_drain(db_url, chats, scenario.split("-")[1], sizes.drain_events, sizes.deadline_s)
-        if scenario == "due1":
-            return await run_due1(db_url, chats, sizes.deadline_s)
+        if scenario in ("due1", "due1-429"):
+            return await run_due1(db_url, chats, sizes.deadline_s, flood=scenario == "due1-429")
         if scenario == "status":
             return await run_status(db_url, chats, sizes.status_rows)
         if scenario == "latency":
@@ -675,13 +709,14 @@ _COLUMNS = [
     ("messages", "messages"),
     ("drain_s", "drain s"),
     ("messages_per_s", "msgs/s"),
+    ("alerts_per_s", "alerts/s"),
     ("backlog_s", "backlog() s"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("max_hold_ms", "max hold ms"),
     ("holds_over_25ms", ">25ms"),
     ("worker_failures", "worker fails"),
-    ("log_lines", "log lines"),
+    ("dispatcher_log_lines", "warn lines"),
     ("rss_mib", "peak RSS MiB"),
 ]
 
