@@ -106,6 +106,10 @@ class Engine(ABC):
     display: str
     """Where the database is, as an operator may see it in a log line (no password)."""
 
+    concurrency: int = 1
+    """Units of work that can overlap: SQLite's run on the loop's thread one after another; PostgreSQL's as
+    many as its pool has connections."""
+
     @abstractmethod
     async def open(self, *, migrate: bool = True) -> None:
         """Connect and check; apply pending migrations unless told not to. StorageStartError when the

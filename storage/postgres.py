@@ -142,6 +142,7 @@ class PostgresEngine(Engine):
         self.url = url
         self.display = url.masked
         self.pool_size = pool_size
+        self.concurrency = pool_size
         self._pool: asyncpg.Pool | None = None
 
     @property
