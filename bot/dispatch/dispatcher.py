@@ -24,8 +24,9 @@ import functools
 import heapq
 import logging
 import random
+import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -64,6 +65,11 @@ SUMMARY_PAGE = 250
 
 PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute."""
+
+SLICE_S = 0.005
+"""Work the dispatcher's workers do in one pass of the event loop before the rest wait for the next pass.
+A worker that never waits on real I/O (SQLite, a fast platform) would otherwise run its whole backlog in
+one step, and 256 of them ready together held the loop for 75-190 ms (bench/pipeline.py, due1)."""
 
 SWEEP_PAGE = 500
 """Chats a sweep of the outbox reads per query (restart, storage back, the slow safety sweep)."""
@@ -167,6 +173,12 @@ class Dispatcher:
         """Workers take turns for their database work, as many at once as the engine can overlap (one on
         SQLite, whose statements never yield): 256 workers ready in one pass of the loop would otherwise run
         back to back before any socket or timer got a turn (measured: passes of 1.6-1.9 s)."""
+        self._slice_start = time.perf_counter()
+        self._slice_reset = False
+        self._slice_waiters: deque[asyncio.Future[None]] = deque()
+        self._step_s = 0.001
+        """What one worker let go by a slice recently cost the loop (a moving average), to size the next."""
+        self._let_go = 0
         self._accepted_upto = 0
         """The newest event id `accepted` was told of: idle cursors move no further than this."""
         self._sweep_due = True
@@ -440,13 +452,54 @@ class Dispatcher:
             log.exception("dispatch worker failed chat=%d", chat_id)
             self._timer(chat_id, 1.0)
 
+    @contextlib.asynccontextmanager
+    async def _unit(self) -> AsyncIterator[None]:
+        """One unit of a worker's database work: its turn in the loop's slices, then the engine's."""
+        await self._my_turn()
+        async with self._db_turns:
+            yield
+
+    async def _my_turn(self) -> None:
+        """Go on while this pass of the loop has run less than `SLICE_S` of dispatch work and nobody waits;
+        else wait in line. Each pass lets about a slice's worth of waiting workers go (by the recent cost of
+        a unit), then sockets and timers get their turn."""
+        if not self._slice_waiters and time.perf_counter() - self._slice_start <= SLICE_S:
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._slice_waiters.append(turn)
+        self._next_slice()
+        await turn
+
+    def _next_slice(self) -> None:
+        if not self._slice_reset:
+            self._slice_reset = True
+            asyncio.get_running_loop().call_soon(self._new_slice)
+
+    def _new_slice(self) -> None:
+        """Runs at the start of a pass: the workers let go by the last one ran in the pass before, so how long
+        that pass took, per worker, sizes this one."""
+        now = time.perf_counter()
+        if self._let_go:
+            self._step_s += ((now - self._slice_start) / self._let_go - self._step_s) * 0.3
+        self._slice_reset = False
+        self._slice_start = now
+        budget = max(1, int(SLICE_S / max(self._step_s, 1e-5)))
+        self._let_go = 0
+        while self._let_go < budget and self._slice_waiters:
+            turn = self._slice_waiters.popleft()
+            if not turn.done():  # a worker cancelled while waiting has left the line
+                turn.set_result(None)
+                self._let_go += 1
+        if self._slice_waiters:
+            self._next_slice()
+
     async def _drain_chat(self, chat_id: int) -> None:
         """Send the chat's answers and due rows in order until none are left; stop early on a hold or park,
         leaving a timer for when the chat may go on."""
         while not self._stopping:
             if self.outage.paused():
                 return  # the rows stay pending; the sweep after the outage picks the chat up
-            async with self._db_turns:
+            async with self._unit():
                 await self._record_all_unrecorded()  # before anything is read, or it would be sent again
                 self._dirty.discard(chat_id)
                 now = self.clock.now()
@@ -506,7 +559,7 @@ class Dispatcher:
             decision = self._plan(chat, platform, due)
             rows = decision.rows
             if decision.read_all:
-                async with self._db_turns:
+                async with self._unit():
                     rows = await self._everything_due(chat_id, now)
             outcome = await self._send(chat, platform, decision.shape, rows)
             if outcome is _Outcome.STOP:
@@ -568,6 +621,7 @@ class Dispatcher:
         reply = queue[0][0] if len(queue) == 1 else _merge_replies([r for r, _ in queue])
         reply_to = queue[-1][1]
         await self._acquire(chat, platform)
+        await self._my_turn()  # the pacer may have yielded: what follows is this slice's work too
         try:
             await platform.send(chat, reply, nonce=f"pwr{chat.id}-{answers.attempts}-{len(queue)}", reply_to=reply_to)
         except RetryLater as exc:
@@ -603,6 +657,7 @@ class Dispatcher:
             await self._park(chat, ids, f"cannot render: {type(exc).__name__}: {exc}", chat_gone=False)
             return _Outcome.NEXT
         await self._acquire(chat, platform)
+        await self._my_turn()  # the pacer may have yielded: what follows is this slice's work too
         try:
             if shape is batching.Shape.EDIT and batch[0].edit_ref is not None:
                 ref = await self._edit(chat, platform, MessageRef.load(batch[0].edit_ref), alert, ids)
@@ -637,7 +692,9 @@ class Dispatcher:
         self.outage.unrecorded[chat.id] = Unrecorded(ids=ids, message_ref=ref.dump(), sent_at=self.clock.now())
         if self.outage.paused():  # the database went away while this was in flight: one try per outage is enough
             return _Outcome.STOP
-        async with self._db_turns:
+        async with self._unit():
+            if self.outage.paused():  # it went away while this worker waited for its turn
+                return _Outcome.STOP
             await self._record_unrecorded(chat.id)
         return _Outcome.NEXT
 
