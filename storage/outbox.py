@@ -18,6 +18,7 @@ rows keep the log's order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -283,7 +284,8 @@ class Outbox:
         """The chat (as stored now: quiet hours, status) and its deliveries that may be tried at `now`, in
         the order they were accepted, each with the message its thread last sent (its edit target). What
         the chat has yet to read of the log is read first, up to `limit` rows waiting (unless the caller
-        just did: `read=False`). `after_id` pages through a long backlog a few hundred rows at a time.
+        just did: `read=False`); the chat comes back with its cursor after that read, and a chat already at
+        the head costs no write. `after_id` pages through a long backlog a few hundred rows at a time.
 
         A row whose body no longer decodes comes back with `event=None` and the reason, so one bad row
         cannot jam its chat."""
@@ -292,7 +294,10 @@ class Outbox:
             return None, []
         chat = chat_from_row(chat_row)
         if read and chat.status == "active" and max(chat.log_cursor, start_after) < self.head:
-            await self.read_log(chat_id, want=limit, start_after=start_after, now=now)
+            _, cursor = await self.read_log(chat_id, want=limit, start_after=start_after, now=now)
+            chat = dataclasses.replace(chat, log_cursor=cursor)
+        elif read and start_after > chat.log_cursor:  # skipped to the head: nothing to read, nothing written
+            chat = dataclasses.replace(chat, log_cursor=min(start_after, self.head))
         rows = await self.db.fetch(_DUE_FOR_CHAT, (chat_id, now, after_id, limit))
         withdrawn = [int(r["id"]) for r in rows if as_bool(r["withdrawn"])]
         if withdrawn:  # read in the instant its thread was withdrawn (PostgreSQL: another connection)

@@ -507,8 +507,8 @@ class Dispatcher:
                 self.interest.sleep(chat_id)  # from here on a new event for it wakes it (and marks it dirty)
                 skip_to = first - 1 if first is not None and chat_id in self._read_to_head else 0
                 self._read_to_head.discard(chat_id)
-                _, cursor = await self.outbox.read_log(chat_id, want=PAGE, start_after=skip_to, now=now)
-                chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE, read=False)
+                chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE, start_after=skip_to)
+                cursor = chat.log_cursor if chat is not None else self.outbox.head
                 due = await self._drop_expired(due, now)
             answers = self._answers.get(chat_id)
             if chat is None:
