@@ -30,7 +30,7 @@ from storage.chats import chat_from_row
 from storage.engine import Engine, Row, as_bool, as_time
 from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents
 
-LOG_SPAN = 2000
+LOG_SPAN = 500
 """Events of the log one chunk of a chat's read visits at most: each chunk is one short statement (a few
 milliseconds on SQLite), so a chat far behind catches up in many small steps, never in one long one."""
 
