@@ -5,17 +5,18 @@ and the rows they change (or, for bad input, do not change).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
 
 import pytest
 
 from bot.app import PerpwatchApp
 from bot.commands import COMMANDS
 from perpwatch.clock import FrozenClock
+from storage.models import Chat, Subscription, Threshold
 from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
-from tests.test_e2e_telegram import GROUP, USER, command, running_bot, sample_frame, subscribed
+from tests.test_e2e_telegram import CHAT, GROUP, USER, command, running_bot, sample_frame, subscribed
 
 pytestmark = pytest.mark.engines
 
@@ -23,8 +24,23 @@ WALLET = "0x" + "ab" * 20
 OTHER = "0x" + "cd" * 20
 
 
-async def rows(app: PerpwatchApp, sql: str) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in await app.store.db.fetch(sql)]
+async def stored(app: PerpwatchApp, chat_id: int = CHAT) -> Chat:
+    """The chat as the repositories have it (the tests check state through them, on either engine)."""
+    chat = await app.store.chats.get("telegram", str(chat_id))
+    assert chat is not None
+    return chat
+
+
+async def subscriptions(app: PerpwatchApp, chat_id: int = CHAT) -> list[Subscription]:
+    return await app.store.chats.subscriptions((await stored(app, chat_id)).id)
+
+
+async def watchlist(app: PerpwatchApp, chat_id: int = CHAT) -> list[tuple[str, str | None]]:
+    return [(w.address, w.label) for w in await app.store.chats.watchlist((await stored(app, chat_id)).id)]
+
+
+async def thresholds(app: PerpwatchApp, chat_id: int = CHAT) -> list[Threshold]:
+    return await app.store.chats.thresholds((await stored(app, chat_id)).id)
 
 
 async def test_start_and_help_list_every_command(
@@ -47,18 +63,18 @@ async def test_subscribe_list_unsubscribe(
         assert "Subscribed: #1 liquidation venue=aster symbol=BTC min=$250K" in reply.body
         again = await command(telegram, "/subscribe liquidation venue=aster symbol=BTC min=1m")
         assert "Updated: #1" in again.body and "min=$1.00M" in again.body
-        assert await rows(app, "SELECT topic, venue, symbol, min_usd FROM subscriptions") == [
-            ("liquidation", "aster", "BTC", "1000000")
+        assert [(s.topic, s.venue, s.symbol, s.min_usd) for s in await subscriptions(app)] == [
+            ("liquidation", "aster", "BTC", Decimal("1000000"))
         ]
         listed = await command(telegram, "/list")
         assert "#1 liquidation venue=aster symbol=BTC min=$1.00M" in listed.body
         assert "Removed 1 subscription." in (await command(telegram, "/unsubscribe liquidation")).body
-        assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(0,)]
+        assert await subscriptions(app) == []
         watched = await command(telegram, "/subscribe whale scope=watchlist min=100k")
         assert "whale min=$100K scope=watchlist" in watched.body
         bad = await command(telegram, "/subscribe whale scope=everyone")
         assert "scope" in bad.body and "Usage: /subscribe" in bad.body
-        assert await rows(app, "SELECT topic, scope FROM subscriptions") == [("whale", "watchlist")]
+        assert [(s.topic, s.scope) for s in await subscriptions(app)] == [("whale", "watchlist")]
 
 
 async def test_watch_label_watchlist_unwatch_and_bad_input(
@@ -73,10 +89,10 @@ async def test_watch_label_watchlist_unwatch_and_bad_input(
         assert "is not a label" in (await command(telegram, f"/label {WALLET} bad/label")).body
         assert f"{WALLET} is now labelled big" in (await command(telegram, f"/label {WALLET} big")).body
         assert f"{WALLET} — big" in (await command(telegram, "/watchlist")).body
-        assert await rows(app, "SELECT address, label FROM watchlist") == [(WALLET, "big")]
+        assert await watchlist(app) == [(WALLET, "big")]
         assert "Stopped watching big" in (await command(telegram, "/unwatch big")).body
         assert "is not on this chat's watch list" in (await command(telegram, "/unwatch big")).body
-        assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
+        assert await watchlist(app) == []
 
 
 async def test_watch_list_limit_is_a_setting(
@@ -85,7 +101,7 @@ async def test_watch_list_limit_is_a_setting(
     async with running_bot(make_settings, telegram, binance, max_watchlist_per_chat=1) as app:
         await command(telegram, f"/watch {WALLET}")
         assert "the limit is 1" in (await command(telegram, f"/watch {OTHER}")).body
-        assert await rows(app, "SELECT address FROM watchlist") == [(WALLET,)]
+        assert [address for address, _ in await watchlist(app)] == [WALLET]
 
 
 async def test_threshold_is_the_chat_floor(
@@ -94,7 +110,7 @@ async def test_threshold_is_the_chat_floor(
     async with running_bot(make_settings, telegram, binance) as app:
         assert "not an amount" in (await command(telegram, "/threshold liquidation lots")).body
         assert "unknown topic" in (await command(telegram, "/threshold weather 5")).body
-        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
+        assert await thresholds(app) == []
         assert "below $1.00K are skipped" in (await command(telegram, "/threshold liquidation 1k")).body
         await subscribed(telegram)
         await binance.push(sample_frame())  # $138.74: under the floor
@@ -103,7 +119,7 @@ async def test_threshold_is_the_chat_floor(
         assert "$9.91K" in sent[-1].body
         assert "threshold liquidation ≥ $1.00K" in (await command(telegram, "/list")).body
         assert "No default floor" in (await command(telegram, "/threshold liquidation off")).body
-        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
+        assert await thresholds(app) == []
 
 
 async def test_quiet_hours_command_validates_and_stores(
@@ -117,15 +133,14 @@ async def test_quiet_hours_command_validates_and_stores(
             ("/quiet 07:00-07:00", "must not start and end"),
         ):
             assert expected in (await command(telegram, text)).body, text
-        assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
+        assert (await stored(app)).quiet_start is None
         reply = await command(telegram, "/quiet 23:00-07:00 Europe/Berlin")
         assert "Quiet hours 23:00-07:00 Europe/Berlin" in reply.body
-        assert await rows(app, "SELECT quiet_start, quiet_end, quiet_tz FROM chats") == [
-            ("23:00", "07:00", "Europe/Berlin")
-        ]
+        chat = await stored(app)
+        assert (chat.quiet_start, chat.quiet_end, chat.quiet_tz) == ("23:00", "07:00", "Europe/Berlin")
         assert "quiet hours 23:00-07:00 Europe/Berlin" in (await command(telegram, "/list")).body
         assert "Quiet hours off" in (await command(telegram, "/quiet off")).body
-        assert await rows(app, "SELECT quiet_start FROM chats") == [(None,)]
+        assert (await stored(app)).quiet_start is None
 
 
 async def test_quiet_hours_hold_alerts_across_a_restart_and_send_one_digest(
@@ -172,11 +187,13 @@ async def _in_quiet_hours(app: PerpwatchApp, telegram: FakeTelegramApi) -> int:
 async def _pending(app: PerpwatchApp, n: int, *, quiet_held_at_least: int = 0) -> None:
     import asyncio
 
+    got: tuple[int, int] = (0, 0)
     for _ in range(500):
-        got = await rows(
-            app, "SELECT COUNT(*), COUNT(*) FILTER (WHERE quiet_held) FROM deliveries WHERE status='pending'"
-        )
-        if got[0][0] == n and got[0][1] >= quiet_held_at_least:
+        chat = await stored(app)
+        later = app.clock.now() + timedelta(days=400)  # every row waiting, whatever it waits for
+        _, waiting = await app.store.outbox.due_for_chat(chat.id, later, limit=10_000, read=False)
+        got = (len(waiting), sum(d.quiet_held for d in waiting))
+        if got[0] == n and got[1] >= quiet_held_at_least:
             return
         await asyncio.sleep(0.01)
     pytest.fail(f"expected {n} pending deliveries, got {got}")
@@ -204,7 +221,7 @@ async def test_operator_commands_answer_only_configured_ids(
         assert "unknown watcher 'bybit'" in (await command(telegram, "/pause bybit")).body
         assert "Watcher binance paused" in (await command(telegram, "/pause binance")).body
         assert "binance: paused" in (await command(telegram, "/status")).body
-        assert await rows(app, "SELECT watcher, paused FROM watcher_state") == [("binance", 1)]
+        assert await app.store.watchers.paused() == {"binance"}
     async with running_bot(make_settings, telegram, binance, admin_ids=str(USER)) as app:
         # Paused survives a restart: the watcher does not connect until resumed.
         assert app.supervisor.watchers["binance"].health.state.value == "paused"
@@ -230,10 +247,10 @@ async def test_group_member_cannot_change_watch_list_or_quiet_hours(
         ):
             reply = await command(telegram, text, chat=GROUP, user=8, chat_type="supergroup")
             assert "Only admins of this group" in reply.body, text
-        assert await rows(app, "SELECT COUNT(*) FROM watchlist") == [(0,)]
-        assert await rows(app, "SELECT COUNT(*) FROM chat_thresholds") == [(0,)]
-        assert await rows(app, "SELECT topic FROM subscriptions") == [("liquidation",)]  # the admin's, intact
-        assert await rows(app, "SELECT quiet_start FROM chats WHERE kind='group'") == [(None,)]
+        assert await watchlist(app, GROUP) == []
+        assert await thresholds(app, GROUP) == []
+        assert [s.topic for s in await subscriptions(app, GROUP)] == ["liquidation"]  # the admin's, intact
+        assert (await stored(app, GROUP)).quiet_start is None
 
 
 async def test_subscribing_to_what_no_watcher_produces_says_so(
@@ -245,7 +262,7 @@ async def test_subscribing_to_what_no_watcher_produces_says_so(
         uncovered = await command(telegram, "/subscribe liquidation venue=okx")
         assert "no enabled watcher produces liquidation alerts from okx yet" in uncovered.body
         assert "no enabled watcher produces whale alerts yet" in (await command(telegram, "/subscribe whale")).body
-        assert await rows(app, "SELECT COUNT(*) FROM subscriptions") == [(3,)]  # still stored: a note, not a refusal
+        assert len(await subscriptions(app)) == 3  # still stored: a note, not a refusal
 
 
 async def test_anonymous_group_admin_may_change_settings(
@@ -257,7 +274,7 @@ async def test_anonymous_group_admin_may_change_settings(
         reply = (await telegram.wait_for_sent(before + 1))[before]
         assert "Subscribed" in reply.body
         assert telegram.requests_for("getChatMember") == []  # posting as the group proves adminship
-        assert await rows(app, "SELECT topic FROM subscriptions") == [("liquidation",)]
+        assert [s.topic for s in await subscriptions(app, GROUP)] == ["liquidation"]
 
 
 async def test_quiet_off_sends_everything_held_as_one_digest_now(
