@@ -13,6 +13,7 @@ import pytest
 from bot.settings import Settings
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.stored import OutboxRows, deliveries, read_logs, scalar, until_outbox
 
 TG_TOKEN = "123456:TEST-TOKEN"
 
@@ -165,43 +166,4 @@ async def eventually(predicate: Callable[[], object], *, timeout_s: float = 10.0
         await asyncio.sleep(0.01)
 
 
-async def read_logs(store: Any) -> int:
-    """Every active chat reads the event log to its head, as its dispatcher worker would: the rows written."""
-    written = 0
-    for chat_id in await store.chats.active_behind(store.outbox.head, after=0, limit=100_000):
-        written += (await store.outbox.read_log(chat_id, want=100_000))[0]
-    return written
-
-
-async def scalar(store: Any, sql: str) -> Any:
-    """The single value a query returns, for checking rows after a command or a fault."""
-    rows = list(await store.db.fetch(sql))
-    return rows[0][0]
-
-
-OutboxRows = list[tuple[str, str | None]]
-
-
-async def deliveries(app: Any) -> OutboxRows:
-    """(status, last_error) of every delivery, oldest first."""
-    rows = await app.store.db.fetch("SELECT status, last_error FROM deliveries ORDER BY id")
-    return [(r[0], r[1]) for r in rows]
-
-
-async def until_outbox(
-    app: Any, check: Callable[[OutboxRows], bool], *, after_frames: int = 1, timeout_s: float = 10.0
-) -> None:
-    """Wait until the pipeline saw `after_frames` frames and the outbox passes `check`.
-
-    The dispatcher offers no wait of its own, so this re-reads the table; the timeout is only a hang guard.
-    """
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
-        if seen >= after_frames and check(await deliveries(app)):
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"outbox never reached the expected state: {await deliveries(app)}")
+__all__ = ["OutboxRows", "deliveries", "read_logs", "scalar", "until_outbox"]

@@ -26,10 +26,11 @@ from discord.http import Route
 from bot.app import PerpwatchApp
 from bot.settings import Settings
 from storage import Store
-from tests.conftest import TG_TOKEN, MakeSettings, deliveries, eventually, until_outbox
+from tests.conftest import TG_TOKEN, MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.stored import deliveries, message_refs, until_outbox
 from tests.test_e2e_telegram import CHAT, alerts, sample_frame, seeded_settings, wait_alerts
 
 pytestmark = pytest.mark.engines
@@ -219,8 +220,8 @@ async def test_discord_killed_after_accept_shows_the_alert_once(
         # The restarted bot did post again (the hung post is recorded only when the fake closes) ...
         posts = [r.status for r in fake.requests if r.method == "POST" and r.path.endswith(f"/{channel}/messages")]
         assert posts == [200]
-        refs = await app.store.db.fetch("SELECT message_ref FROM deliveries")
-        assert [r[0] for r in refs] == [str(posted.id)]  # ... and Discord answered with the first message
+        refs = await message_refs(app)
+        assert refs == [str(posted.id)]  # ... and Discord answered with the first message
         assert await deliveries(app) == [("sent", None)]
     assert fake.messages == [posted]  # the channel shows the alert once
 

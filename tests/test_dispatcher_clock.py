@@ -21,10 +21,10 @@ from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
 from perpwatch.sink import SinkUnavailable
 from storage import StorageUnavailable, Store
-from storage.engine import as_time
 from storage.models import Chat
 from tests.factories import liquidation
 from tests.fakes.recording_platform import RecordingPlatform, Sent
+from tests.stored import delivery_rows, sent_latencies, spoil_body
 
 # SQLite alone: these tests step a frozen clock and let tasks settle between steps, which holds only when
 # every statement completes without real I/O waits. PostgreSQL's round trips take real time while frozen
@@ -52,8 +52,7 @@ class Rig:
             await self.clock.advance(step)
 
     async def latencies(self) -> list[float]:
-        rows = await self.store.db.fetch("SELECT created_at, sent_at FROM deliveries WHERE status='sent'")
-        return [(as_time(r[1]) - as_time(r[0])).total_seconds() for r in rows]
+        return await sent_latencies(self.store)
 
 
 @pytest.fixture
@@ -188,12 +187,12 @@ async def test_a_newer_revision_edits_the_message_its_thread_sent(rig: Rig) -> N
 async def test_an_undecodable_row_is_parked_and_the_chat_goes_on(rig: Rig) -> None:
     chat = await rig.chat("12")
     await rig.store.outbox.accept(_events("x", 1) + _events("y", 1))  # stored; the dispatcher not yet told
-    await rig.store.db.execute("UPDATE events SET body='{}' WHERE key='x-0'")  # a body no release can read
+    await spoil_body(rig.store, "x-0")  # a body no release can read
     rig.dispatcher.notify([chat.id])
     await rig.run(3)
-    rows = await rig.store.db.fetch("SELECT status, last_error FROM deliveries ORDER BY id")
-    assert rows[0][0] == "parked" and "does not decode" in rows[0][1]
-    assert rows[1][0] == "sent"
+    rows = await delivery_rows(rig.store)
+    assert rows[0][1] == "parked" and "does not decode" in str(rows[0][2])
+    assert rows[1][1] == "sent"
     assert rig.dispatcher.stats.dropped["undecodable"] == 1
 
 
@@ -206,7 +205,7 @@ async def test_an_expired_alert_is_dropped_with_a_counted_reason(rig: Rig) -> No
     await rig.pipeline.accept([stale])
     rig.platform.fail = lambda _s: None
     await rig.run(125, step=0.5)
-    rows = await rig.store.db.fetch("SELECT e.key, d.status FROM deliveries d JOIN events e ON e.id=d.event_id")
+    rows = await delivery_rows(rig.store)
     assert sorted((r[0], r[1]) for r in rows) == [("first", "sent"), ("stale", "expired")]
     assert rig.dispatcher.stats.dropped["expired"] == 1
 
@@ -217,8 +216,8 @@ async def test_a_revoked_token_stops_that_platform_and_keeps_the_rows(rig: Rig) 
     await rig.pipeline.accept(_events("u", 3))
     await rig.run(5)
     assert "TELEGRAM_BOT_TOKEN" in rig.dispatcher.disabled["telegram"]
-    rows = await rig.store.db.fetch("SELECT status, attempts FROM deliveries")
-    assert [(r[0], r[1]) for r in rows] == [("pending", 0)] * 3
+    rows = await delivery_rows(rig.store)
+    assert [(r[1], r[3]) for r in rows] == [("pending", 0)] * 3
 
 
 async def test_a_reminder_due_later_goes_out_when_it_falls_due(rig: Rig) -> None:
@@ -254,8 +253,7 @@ async def test_sending_resumes_within_a_probe_of_the_lock_being_released(rig: Ri
     rig.platform.fail = lambda _s: None
     await rig.run(1.5, step=0.1)
     assert not rig.dispatcher.outage.paused()
-    rows = await rig.store.db.fetch("SELECT status FROM deliveries")
-    assert [r[0] for r in rows] == ["sent"]
+    assert [r[1] for r in await delivery_rows(rig.store)] == ["sent"]
     assert len(rig.platform.sent) == 1  # recorded, never sent again
 
 

@@ -24,10 +24,11 @@ from bot.app import PerpwatchApp
 from bot.commands import COMMANDS, Access
 from bot.commands.values import TOPICS, VENUES
 from bot.platforms.discord import INTERNAL_ERROR, STALE_COMMAND, DiscordPlatform
-from tests.conftest import TG_TOKEN, MakeSettings, until_outbox
+from tests.conftest import TG_TOKEN, MakeSettings
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import ADMINISTRATOR, FakeDiscord, FaultKind, InteractionReply, OptionValue
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.stored import chats, count, message_refs, settings_snapshot, until_outbox
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 TOKEN = "FAKE.DISCORD.TOKEN"
@@ -117,18 +118,6 @@ async def channel_chat(app: PerpwatchApp, fake: FakeDiscord, channel: int | None
     return chat
 
 
-async def settings_rows(app: PerpwatchApp) -> dict[str, list[tuple[Any, ...]]]:
-    """Everything a command may change, to prove a refused or bad command changed none of it."""
-    queries = {
-        "subscriptions": "SELECT chat_id, topic, venue, symbol, min_usd FROM subscriptions ORDER BY id",
-        "thresholds": "SELECT chat_id, topic, min_usd FROM chat_thresholds ORDER BY chat_id, topic",
-        "watchlist": "SELECT chat_id, address, label FROM watchlist ORDER BY id",
-        "quiet": "SELECT id, quiet_start, quiet_end, quiet_tz FROM chats ORDER BY id",
-        "watchers": "SELECT watcher, paused FROM watcher_state ORDER BY watcher",
-    }
-    return {name: [tuple(r) for r in await app.store.db.fetch(sql)] for name, sql in queries.items()}
-
-
 async def subscribed(fake: FakeDiscord, **options: OptionValue) -> None:
     reply = await slash(fake, "subscribe", {"topic": "liquidation", **options})
     assert text(reply).startswith("Subscribed"), reply.content
@@ -177,8 +166,7 @@ async def test_frame_becomes_embed_coloured_by_side(
         assert second.embeds[0]["color"] == GREEN
         assert second.embeds[0]["title"] == "🟩 BTCUSDT SHORT liquidated on Binance"
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"], after_frames=2)
-        sent_ids = await app.store.db.fetch("SELECT message_ref FROM deliveries ORDER BY id")
-        assert [r[0] for r in sent_ids] == [str(m.id) for m in fake.messages]
+        assert await message_refs(app) == [str(m.id) for m in fake.messages]
 
 
 # --- commands, one by one --------------------------------------------------------------------------
@@ -284,13 +272,13 @@ async def test_operator_commands_answer_only_admin_ids(
     fake = discord_api
     async with running_bot(make_settings, fake, binance, admin_ids=f"discord:{OPERATOR}") as app:
         await slash(fake, "list")  # registers the channel, so the snapshot below compares like with like
-        before = await settings_rows(app)
+        before = await settings_snapshot(app)
         for name in ("pause", "resume"):
             # Server admin rights do not make an operator.
             refused = await slash(fake, name, {"watcher": "binance"}, permissions=ADMINISTRATOR)
             assert text(refused) == f"/{name} is an operator command: only ids in PERPWATCH_ADMIN_IDS may use it."
             assert refused.ephemeral
-        assert await settings_rows(app) == before
+        assert await settings_snapshot(app) == before
 
         paused = await slash(fake, "pause", {"watcher": "binance"}, user=OPERATOR, permissions=0)
         assert text(paused).startswith("Watcher binance paused")
@@ -343,11 +331,11 @@ async def test_bad_input_is_answered_and_changes_nothing(
     async with running_bot(make_settings, fake, binance, admin_ids=str(MEMBER)) as app:
         await subscribed(fake)
         await slash(fake, "watch", {"address": ADDRESS, "label": "whale"})
-        before = await settings_rows(app)
+        before = await settings_snapshot(app)
         reply = await slash(fake, name, options)
         assert expected in text(reply), reply.content
         assert reply.ephemeral
-        assert await settings_rows(app) == before
+        assert await settings_snapshot(app) == before
 
 
 async def test_member_without_manage_server_is_refused_everywhere(
@@ -357,7 +345,7 @@ async def test_member_without_manage_server_is_refused_everywhere(
     async with running_bot(make_settings, fake, binance) as app:
         await subscribed(fake)
         await slash(fake, "watch", {"address": ADDRESS, "label": "whale"})
-        before = await settings_rows(app)
+        before = await settings_snapshot(app)
         for name, options in ADMIN_COMMAND_OPTIONS.items():
             reply = await slash(fake, name, options, permissions=PLAIN_MEMBER)
             assert text(reply) == (
@@ -365,7 +353,7 @@ async def test_member_without_manage_server_is_refused_everywhere(
                 f"/{name} changed nothing."
             ), name
             assert reply.ephemeral, name
-        assert await settings_rows(app) == before
+        assert await settings_snapshot(app) == before
         # Reading is for everyone.
         assert text(await slash(fake, "list", permissions=PLAIN_MEMBER)).startswith("**This chat's alerts**\n#1")
 
@@ -389,8 +377,7 @@ async def test_direct_message_is_a_private_chat_anyone_may_configure(
     async with running_bot(make_settings, fake, binance) as app:
         reply = await slash(fake, "subscribe", {"topic": "liquidation"}, guild=False, permissions=0)
         assert text(reply).startswith("Subscribed")
-        [chat] = [c for c in await app.store.db.fetch("SELECT kind, title FROM chats")]
-        assert tuple(chat) == ("private", None)
+        assert await chats(app) == [("discord", "private", None)]
         await binance.push(sample_frame())
         [message] = await fake.wait_for_messages(1)
         assert message.channel_id not in fake.channel_ids  # the DM channel, reached without a cache hit
@@ -598,11 +585,12 @@ async def test_telegram_and_discord_run_from_one_process_and_one_database(
         sent = await telegram.wait_for_sent(2)
         assert sent[1].text is not None and "BTCUSDT LONG liquidated" in sent[1].text
 
-        chats = await app.store.db.fetch("SELECT platform, kind FROM chats ORDER BY platform")
-        assert [tuple(r) for r in chats] == [("discord", "group"), ("telegram", "private")]
+        assert [(platform, kind) for platform, kind, _ in await chats(app)] == [
+            ("discord", "group"),
+            ("telegram", "private"),
+        ]
         await until_outbox(app, lambda rows: [s for s, _ in rows] == ["sent", "sent"])
-        [(events,)] = await app.store.db.fetch("SELECT COUNT(*) FROM events")
-        assert events == 1
+        assert await count(app.store, "events") == 1
 
 
 async def test_unreachable_gateway_fails_start_and_stop_is_idempotent(discord_api: FakeDiscord) -> None:

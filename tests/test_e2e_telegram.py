@@ -24,9 +24,10 @@ from bot.settings import Settings
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Venue
 from storage import Store
-from tests.conftest import TG_TOKEN, MakeSettings, deliveries, scalar, until_outbox
+from tests.conftest import TG_TOKEN, MakeSettings
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.telegram_api import FakeTelegramApi, SentMessage
+from tests.stored import count, deliveries, until_outbox
 from watchers.forceorder import parse
 
 pytestmark = pytest.mark.engines
@@ -210,7 +211,7 @@ async def test_malformed_frames_and_bad_commands_change_nothing(
         ):
             reply = await command(telegram, text)
             assert expected in reply.body, (text, reply.body)
-        assert await scalar(app.store, "SELECT COUNT(*) FROM subscriptions") == 0
+        assert await count(app.store, "subscriptions") == 0
         await subscribed(telegram)
         health = app.supervisor.watchers["binance"].health
         for bad in ("not json", '{"e":"forceOrder","o":{"s":"BTCUSDT"}}', '{"e":"forceOrder","o":{"S":"SIDEWAYS"}}'):
@@ -218,7 +219,7 @@ async def test_malformed_frames_and_bad_commands_change_nothing(
         await binance.push(sample_frame())
         await wait_alerts(telegram, 1)
         assert health.parse_errors == 3
-        assert await scalar(app.store, "SELECT COUNT(*) FROM events") == 1
+        assert await count(app.store, "events") == 1
 
 
 async def test_only_group_admins_change_subscriptions(

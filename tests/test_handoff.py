@@ -20,6 +20,7 @@ from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from storage import Store
 from storage.sqlite import SqliteEngine
 from tests.fakes.clock import RecordingClock
+from tests.stored import event_keys
 from watchers.base import EventRejected, SinkUnavailable, WatcherHealth
 from watchers.handoff import Handoff
 
@@ -183,8 +184,8 @@ async def test_events_read_while_another_process_locks_the_database_are_stored_w
             other.execute("COMMIT")
             await handoff.settled()
         other.close()
-        rows = await store.db.fetch("SELECT key FROM events ORDER BY id")
-    assert [r["key"] for r in rows] == ["test:1", "test:2", "test:3"]
+        keys = await event_keys(store)
+    assert keys == ["test:1", "test:2", "test:3"]
     assert (health.events, health.errors, pipeline.stats.accepted) == (3, 0, 3)
 
 
