@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import heapq
+import itertools
 import logging
 import random
 import time
@@ -215,12 +216,27 @@ class Dispatcher:
             if result.event_id is None:
                 continue
             fresh = self.interest.wake(event)
-            for chat_id in fresh:
-                self._first_match.setdefault(chat_id, result.event_id)
+            if len(fresh) > 1000:  # a wave: in bulk, the older first match kept where there is one
+                merged = dict.fromkeys(fresh, result.event_id)
+                merged.update(self._first_match)
+                self._first_match = merged
+            else:
+                for chat_id in fresh:
+                    self._first_match.setdefault(chat_id, result.event_id)
             woken |= fresh
             self._accepted_upto = max(self._accepted_upto, result.event_id)
-        for chat_id in woken:  # a held chat's worker sees the hold and sets its timer again
-            self._enqueue(chat_id)
+        if self._stopping or not woken:
+            return
+        # In bulk, with set operations: the first event of a flood wakes every chat at once (100,000 calls of
+        # _enqueue held the loop about 30 ms). A held chat's worker sees the hold and sets its timer again.
+        busy = woken & self._workers.keys()
+        self._dirty |= busy
+        waiting = woken - busy - self._queued
+        for chat_id in list(itertools.islice(waiting, max(0, self.max_workers - len(self._workers)))):
+            waiting.discard(chat_id)
+            self._start_worker(chat_id)
+        self._queue.extend(waiting)
+        self._queued |= waiting
 
     def forget_hints(self) -> None:
         """An accept whose outcome is unknown (its commit may have gone through while its answer was lost) or

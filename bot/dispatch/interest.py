@@ -75,6 +75,8 @@ class InterestIndex:
         self.chats = chats
         self._buckets: dict[_Key, _Bucket] = {}
         self._keys: dict[int, tuple[_Key, ...]] = {}
+        self._several: set[int] = set()
+        """Chats under more than one key: only they need waking under their other keys too."""
         """Each chat's keys: a tuple, as most chats have one or two (a set per chat cost ~17 MiB at 100,000)."""
         self.loaded = False
 
@@ -83,6 +85,7 @@ class InterestIndex:
         self.loaded = False
         self._buckets = {}
         self._keys = {}
+        self._several = set()
         after = 0
         while True:
             page = await self.chats.interests(after_chat=after, limit=LOAD_PAGE)
@@ -102,6 +105,7 @@ class InterestIndex:
         """Index the chat anew (asleep) from what `fetch` returned."""
         for key in self._keys.pop(chat_id, ()):
             self._buckets[key].remove(chat_id)
+        self._several.discard(chat_id)
         for interest in fresh:
             self._add(interest)
 
@@ -119,6 +123,8 @@ class InterestIndex:
             if key not in mine:
                 mine = (*mine, key)
         self._keys[interest.chat_id] = mine
+        if len(mine) > 1:
+            self._several.add(interest.chat_id)
 
     def wake(self, event: Event) -> set[int]:
         """The chats asleep that may hear of the event (a superset of those that do), now awake."""
@@ -138,8 +144,8 @@ class InterestIndex:
             watched = self._buckets.get(("@" + topic, event.subject, ""))
             if watched is not None:
                 watched.wake(None, woken)
-        for chat_id in woken:  # awake under its other keys too
-            for key in self._keys.get(chat_id, ()):
+        for chat_id in woken & self._several:  # awake under its other keys too
+            for key in self._keys[chat_id]:
                 self._buckets[key].stir(chat_id)
         return woken
 
