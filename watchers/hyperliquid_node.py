@@ -185,6 +185,7 @@ class _Part:
     size: Decimal
     notional: Decimal
     prices: set[Decimal]
+    closed_by_adl: bool = False
 
 
 def block_time(raw: object) -> datetime:
@@ -261,8 +262,13 @@ def parse_line(line: bytes | str) -> Block:
             known.notional += part.notional
             known.prices |= part.prices
             known.time_ms = min(known.time_ms, part.time_ms)
+    # The bankrupt side of an ADL carries the method of the liquidation that failed (e.g. "backstop"), yet its
+    # position was closed against the ADL'd accounts, so its note says that, not what the method would.
+    deleveraged = {(part.coin, part.liquidated_user) for part in parts.values() if part.kind == "adl"}
     built: list[Event] = []
     for part in parts.values():
+        if part.kind == "liquidation" and (part.coin, part.user) in deleveraged:
+            part.closed_by_adl = True
         try:
             built.append(_event(part))
         except Refused as exc:
@@ -378,6 +384,11 @@ def _note(part: _Part) -> str:
         return (
             f"Auto-deleveraged (ADL), not liquidated: a profitable position closed against the {part.method} "
             f"liquidation{against}{mark}. Read from a Hyperliquid node."
+        )
+    if part.closed_by_adl:
+        return (
+            f"Liquidation closed by auto-deleveraging (ADL) of profitable positions{mark}. "
+            "Read from a Hyperliquid node."
         )
     if part.method == "backstop":
         return f"Backstop liquidation: the liquidator vault took the position over{mark}. Read from a Hyperliquid node."
@@ -649,15 +660,20 @@ class NodeFillsTailer:
 
     async def _first_cursor(self, hourly: Path, files: Sequence[str]) -> None:
         """Without a cursor, the watcher starts at the end of what is there: an hour of history is no news.
-        A file that appears later is read from its start, because all of it was written since."""
-        if self.start_at_end and not self._empty_seen:
+        A file that appears while it watches is read from its start, because all of it was written since (if a
+        whole backlog appears at once, a mounted old directory, only its newest hour is read). Without
+        `start_at_end`, everything present is read from the oldest file on."""
+        if not self.start_at_end:
+            first = files[0]
+            self.cursor = Cursor(file=first, offset=0, inode=(hourly / first).stat().st_ino)
+        elif self._empty_seen:
+            newest = files[-1]
+            self.cursor = Cursor(file=newest, offset=0, inode=(hourly / newest).stat().st_ino)
+        else:
             newest = files[-1]
             stat = (hourly / newest).stat()
             offset = _last_line_end(hourly / newest, stat.st_size)
             self.cursor = Cursor(file=newest, offset=offset, inode=stat.st_ino)
-        else:
-            first = files[0]
-            self.cursor = Cursor(file=first, offset=0, inode=(hourly / first).stat().st_ino)
         logger.info("node fills starting venue=hyperliquid file=%s offset=%d", self.cursor.file, self.cursor.offset)
         await self._save(force=True)
 
@@ -717,9 +733,9 @@ class NodeFillsTailer:
                         break
                     piece = chunk[start:newline]
                     line_end = position + newline + 1
-                    if skipping:
+                    if skipping or len(partial) + len(piece) > self.max_line_bytes:
                         skipping = False
-                        self._unreadable(LINE_TOO_LONG, f"a line over {self.max_line_bytes} bytes", b"")
+                        self._unreadable(LINE_TOO_LONG, f"a line over {self.max_line_bytes} bytes", piece[:200])
                     else:
                         line = bytes(partial) + piece if partial else piece
                         self._take(line, pending)
