@@ -14,6 +14,7 @@ from storage.engine import (
     mask_url,
     parse_database_url,
 )
+from storage.history import History
 from storage.outbox import Outbox
 from storage.watchers import WatcherStateRepo
 
@@ -22,6 +23,7 @@ __all__ = [
     "ChatRepo",
     "Conflict",
     "Engine",
+    "History",
     "LimitReached",
     "Outbox",
     "StorageStartError",
@@ -56,6 +58,7 @@ class Store:
         self.chats = ChatRepo(self.db, clock=clock)
         self.outbox = Outbox(self.db, clock=clock)
         self.watchers = WatcherStateRepo(self.db, clock=clock)
+        self.history = History(self.db)
 
     async def open(self) -> Store:
         await self.db.open(migrate=self.migrate)

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from perpwatch.events import BODY_SCHEMA, Event
+from perpwatch.events import BODY_SCHEMA, Event, PositionSide
 from perpwatch.symbols import base_asset
 from storage.chats import chat_from_row
 from storage.engine import Engine, Row, as_bool, as_time
@@ -36,9 +36,9 @@ milliseconds on SQLite), so a chat far behind catches up in many small steps, ne
 
 _EVENT_COLUMNS = (
     "key, topic, source, venue, symbol, base, usd, usd_cents, occurred_at, accepted_at, body, subject, thread, "
-    "revision, body_version, due_at, expires_at"
+    "revision, body_version, due_at, expires_at, side"
 )
-_EVENT_MARKS = "(" + ",".join("?" * 17) + ")"
+_EVENT_MARKS = "(" + ",".join("?" * 18) + ")"
 
 # The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A
 # subscription matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC`
@@ -155,6 +155,7 @@ class Outbox:
                     BODY_SCHEMA,
                     max(event.due_at, now) if event.due_at is not None else None,
                     event.expires_at,
+                    side_of(event),
                 )
             )
         async with self.db.transaction() as tx:
@@ -528,6 +529,13 @@ def _pending(row: Row, chat_id: int) -> PendingDelivery:
         edit_ref=row["edit_ref"],
         decode_error=error,
     )
+
+
+def side_of(event: Event) -> str | None:
+    """The position side an event is about, where its body has one (a liquidation): a column, so a
+    window's totals by side are summed in the database."""
+    side = getattr(event.body, "side", None)
+    return side.value if isinstance(side, PositionSide) else None
 
 
 def decode_event(body: str, version: int) -> Event:

@@ -26,6 +26,7 @@ from bot.pipeline import Pipeline
 from bot.render import Reply
 from bot.settings import Settings
 from bot.supervisor import Supervisor
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Topic
 from storage import Store
 from storage.models import Chat
@@ -60,6 +61,7 @@ class _Services:
     store: Store
     settings: Settings
     supervisor: Supervisor
+    clock: Clock = SYSTEM_CLOCK
 
 
 def _context(services: _Services, chat: Chat, args: dict[str, str]) -> Context:

@@ -296,3 +296,25 @@ async def test_quiet_off_sends_everything_held_as_one_digest_now(
         sent = await telegram.wait_for_sent(before + 2)  # the reply, then the digest
         assert "Quiet-hours digest: 2 alerts" in sent[-1].body
         await _pending(app, 0)
+
+
+async def test_liqs_sums_the_stored_window_and_refuses_bad_windows(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        await binance.push(sample_frame())  # 0.014 BTC long at 9910: $138.74
+        await binance.push(sample_frame(T=1568014461893, S="BUY", q="1", z="1", l="1"))  # 1 BTC short: $9,910
+        await binance.push(sample_frame(T=1568014462893, s="ETHUSDT"))  # ETH long: $138.74
+        await eventually(lambda: app.pipeline.stats.accepted == 3)
+        text = (await command(telegram, "/liqs")).body
+        assert "Liquidations, last 1h (all symbols)" in text
+        assert "Total: $10.2K in 3 liquidations (longs $277.48, shorts $9.91K)" in text
+        assert "Binance: $10.2K (longs 2 · $277.48; shorts 1 · $9.91K)" in text
+        assert text.index("$9.91K BTCUSDT short") < text.index("$138.74 BTCUSDT long")
+        btc = (await command(telegram, "/liqs BTC 4h")).body
+        assert "last 4h (BTC)" in btc and "in 2 liquidations" in btc and "ETHUSDT" not in btc
+        assert "last 30m (all symbols)" in (await command(telegram, "/liqs 30m")).body
+        assert "No liquidations stored for SOL" in (await command(telegram, "/liqs SOL")).body
+        too_long = (await command(telegram, "/liqs BTC 31d")).body
+        assert "at most 30d" in too_long
+        assert "is not a window" in (await command(telegram, "/liqs BTC soon")).body

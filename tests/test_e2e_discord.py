@@ -24,7 +24,7 @@ from bot.app import PerpwatchApp
 from bot.commands import COMMANDS, Access
 from bot.commands.values import TOPICS, VENUES
 from bot.platforms.discord import INTERNAL_ERROR, STALE_COMMAND, DiscordPlatform
-from tests.conftest import TG_TOKEN, MakeSettings
+from tests.conftest import TG_TOKEN, MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import ADMINISTRATOR, FakeDiscord, FaultKind, InteractionReply, OptionValue
 from tests.fakes.telegram_api import FakeTelegramApi
@@ -192,6 +192,21 @@ async def test_start_help_and_status(
         assert status[-1].startswith("Deliveries: 0 pending, 0 parked; 0 sent")
 
 
+async def test_liqs_answers_the_window_from_stored_events(
+    make_settings: MakeSettings, discord_api: FakeDiscord, binance: FakeForceOrderServer
+) -> None:
+    fake = discord_api
+    async with running_bot(make_settings, fake, binance) as app:
+        await binance.push(sample_frame())
+        await binance.push(sample_frame(T=1568014461893, S="BUY"))
+        await eventually(lambda: app.pipeline.stats.accepted == 2)
+        answer = text(await slash(fake, "liqs", {"symbol": "BTC", "window": "2h"}, permissions=PLAIN_MEMBER))
+        assert answer.splitlines()[0] == "**Liquidations, last 2h (BTC)**"
+        assert "Binance: $277.48 (longs 1 · $138.74; shorts 1 · $138.74)" in answer
+        refused = await slash(fake, "liqs", {"window": "1y"}, permissions=PLAIN_MEMBER)
+        assert "'1y' is not a window" in text(refused)
+
+
 async def test_subscribe_list_unsubscribe(
     make_settings: MakeSettings, discord_api: FakeDiscord, binance: FakeForceOrderServer
 ) -> None:
@@ -292,7 +307,7 @@ async def test_operator_commands_answer_only_admin_ids(
 async def test_every_command_is_exercised_here() -> None:
     """Pins the list above: a new command needs its own e2e test in this file."""
     covered = {"start", "help", "status", "subscribe", "list", "unsubscribe", "watch", "label", "watchlist"}
-    covered |= {"unwatch", "threshold", "quiet", "pause", "resume"}
+    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs"}
     assert {c.name for c in COMMANDS} == covered
     assert set(ADMIN_COMMAND_OPTIONS) == {c.name for c in COMMANDS if c.access is Access.CHAT_ADMIN}
 

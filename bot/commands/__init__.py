@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import general, settings_cmds, subscriptions, watchlist
+from bot.commands import general, liqs, settings_cmds, subscriptions, watchlist
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
 from bot.render import Reply
@@ -98,6 +98,15 @@ COMMANDS: tuple[Command, ...] = (
         access=Access.CHAT_ADMIN,
     ),
     Command("status", "watcher health and the delivery backlog", general.status),
+    Command(
+        "liqs",
+        "liquidations by venue and side in a window, with the largest",
+        liqs.liqs,
+        params=(
+            Param("symbol", "only this symbol, e.g. BTC"),
+            Param("window", "how far back, e.g. 30m, 4h, 7d (default 1h)"),
+        ),
+    ),
     Command(
         "pause",
         "stop a watcher (operators)",

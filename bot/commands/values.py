@@ -6,6 +6,7 @@ amounts are plain (an exponent like `1e1000000` makes Decimal arithmetic raise),
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 from bot.commands.base import CommandError
@@ -98,3 +99,24 @@ def label(text: str) -> str:
             f"{shown(text)} is not a label; expected 1-32 letters, digits, '_', '-' or '.', not starting with 0x"
         )
     return cleaned
+
+
+_WINDOW = re.compile(r"([0-9]{1,5})(m|h|d)")
+_WINDOW_UNIT = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+def looks_like_window(text: str) -> bool:
+    return _WINDOW.fullmatch(text.strip().lower()) is not None
+
+
+def window(text: str, *, longest: timedelta) -> timedelta:
+    """`30m`, `4h`, `7d`: a look-back window, at most `longest` (what the log still holds)."""
+    match = _WINDOW.fullmatch(text.strip().lower())
+    if match is None:
+        raise CommandError(f"{shown(text)} is not a window; expected minutes, hours or days like 30m, 4h or 7d")
+    span = int(match.group(1)) * _WINDOW_UNIT[match.group(2)]
+    if span <= timedelta(0):
+        raise CommandError("the window must be longer than zero")
+    if span > longest:
+        raise CommandError(f"the window can be at most {longest.days}d: older events are no longer kept")
+    return span
