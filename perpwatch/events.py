@@ -94,6 +94,18 @@ class LiquidationBody(_Body):
     price: Decimal = Field(gt=0, description="Average fill price in quote units.")
     notional_usd: Decimal = Field(ge=MIN_USD, le=MAX_USD)
     account: str | None = Field(default=None, max_length=128)
+    cause: Literal["liquidation", "adl"] = Field(
+        default="liquidation",
+        description="adl: the position was closed by auto-deleveraging against a bankrupt one, not liquidated.",
+    )
+    method: Literal["market", "backstop"] | None = Field(
+        default=None, description="How the venue closed it, where it says: into the book, or taken by its vault."
+    )
+    sampled: bool = Field(
+        default=False,
+        description="The venue's feed omits some liquidations (one per symbol per second, or partial), so counts "
+        "and totals built from it are floors.",
+    )
     note: str | None = Field(
         default=None,
         max_length=300,

@@ -26,3 +26,13 @@ def test_a_family_renders_its_event_and_its_summary_line() -> None:
     summary = render_summary([event, liquidation(key="b", side="short")], reason="digest")
     assert "Quiet-hours digest: 2 alerts" in summary.title
     assert summary.items[0].startswith("$2.50M BTCUSDT long on Binance")
+
+
+def test_adl_and_method_are_said_never_called_a_liquidation() -> None:
+    base = liquidation(venue="hyperliquid", symbol="BTC", side="short")
+    adl = base.model_copy(update={"body": base.body.model_copy(update={"cause": "adl", "method": "backstop"})})
+    alert = render_event(adl)
+    assert alert.title == "🟧 BTC SHORT auto-deleveraged on Hyperliquid"
+    assert ("Method", "backstop (taken by the venue's vault)") in [(f.name, f.value) for f in alert.fields]
+    assert "liquidated" not in alert.title
+    assert render_event(base).title == "🟩 BTC SHORT liquidated on Hyperliquid"

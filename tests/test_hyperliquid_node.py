@@ -141,6 +141,8 @@ def test_the_samples_read_as_documented() -> None:
     assert adl.key.startswith("hyperliquid:adl:AVAX:194018286846:")
     assert adl.body.account == WINNER
     assert adl.body.side is PositionSide.SHORT  # B closes a short; startPosition -28.53 agrees
+    assert adl.body.cause == "adl" and market.body.cause == "liquidation"
+    assert (market.body.method, backstop.body.method) == ("market", "backstop")
     assert adl.body.note is not None and adl.body.note.startswith("Auto-deleveraged (ADL), not liquidated")
     assert VAULT in adl.body.note
     assert bankrupt.key.startswith("hyperliquid:liquidation:AVAX:")

@@ -156,7 +156,7 @@ def parse(frame: Mapping[str, Any], venue: Venue) -> list[Event]:
                 size=size,
                 price=price,
                 notional_usd=notional,
-                note=sampling_note(venue),
+                sampled=True,
             ),
         )
     ]

@@ -418,6 +418,8 @@ def _event(part: _Part) -> Event:
             price=price,
             notional_usd=notional,
             account=part.user,
+            cause="adl" if part.kind == "adl" else "liquidation",
+            method="market" if part.method == "market" else "backstop" if part.method == "backstop" else None,
             note=_note(part),
         ),
     )

@@ -24,19 +24,24 @@ def render(event: Event) -> Alert:
     venue = _venue(event)
     symbol = event.symbol or "?"
     side_word = "LONG" if body.side is PositionSide.LONG else "SHORT"
-    icon = "🟥" if body.side is PositionSide.LONG else "🟩"
+    what = "auto-deleveraged" if body.cause == "adl" else "liquidated"
+    icon = "🟧" if body.cause == "adl" else "🟥" if body.side is PositionSide.LONG else "🟩"
     fields = [
-        AlertField("Side", f"{side_word} liquidated"),
+        AlertField("Side", f"{side_word} {what}"),
         AlertField("Size", f"{number(body.size)} {base_asset(symbol)}", emphasis=True),
         AlertField("USD", usd(body.notional_usd), emphasis=True),
         AlertField("Price", price(body.price)),
         AlertField("Venue", venue),
         AlertField("Time", when(event.occurred_at)),
     ]
+    if body.method:
+        fields.append(
+            AlertField("Method", "backstop (taken by the venue's vault)" if body.method == "backstop" else "market")
+        )
     if body.account:
         fields.append(AlertField("Account", body.account))
     return Alert(
-        title=f"{icon} {symbol} {side_word} liquidated on {venue}",
+        title=f"{icon} {symbol} {side_word} {what} on {venue}",
         headline=usd(body.notional_usd),
         fields=tuple(fields),
         tone="long" if body.side is PositionSide.LONG else "short",
@@ -57,7 +62,8 @@ def render(event: Event) -> Alert:
 def summary_line(event: Event) -> str:
     body = _body(event)
     amount = usd(event.usd) if event.usd is not None else "?"
-    return f"{amount} {event.symbol or '?'} {body.side.value} on {_venue(event)} at {event.occurred_at:%H:%M:%S}"
+    adl = " (ADL)" if body.cause == "adl" else ""
+    return f"{amount} {event.symbol or '?'} {body.side.value}{adl} on {_venue(event)} at {event.occurred_at:%H:%M:%S}"
 
 
 FAMILY = register(Family(kind="liquidation", body=LiquidationBody, render=render, summary_line=summary_line))
