@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TextIO
 
+from bot.cascades import CascadeDetector, CascadeSettings, Thresholds
 from bot.commands import Context
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
@@ -47,8 +48,19 @@ class PerpwatchApp:
         self.store = Store(settings.database_url, clock=clock)
         self.platforms: list[Platform] = self._build_platforms(console_stream)
         self.dispatcher = Dispatcher(self.store.outbox, self.store.chats, self.platforms, pacing=pacing, clock=clock)
+        self.cascades = CascadeDetector(
+            CascadeSettings(
+                window=timedelta(seconds=settings.cascade_window_s),
+                symbol=Thresholds(settings.cascade_min_count, settings.cascade_min_usd),
+                market=Thresholds(settings.cascade_market_min_count, settings.cascade_market_min_usd),
+            )
+        )
         self.pipeline = Pipeline(
-            self.store.outbox, on_accepted=self.dispatcher.accepted, on_uncertain=self.dispatcher.forget_hints
+            self.store.outbox,
+            on_accepted=self.dispatcher.accepted,
+            on_uncertain=self.dispatcher.forget_hints,
+            cascades=self.cascades,
+            clock=clock,
         )
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
@@ -56,6 +68,7 @@ class PerpwatchApp:
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         self._dispatch_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
+        self._cascade_task: asyncio.Task[None] | None = None
         self._started: list[Platform] = []
 
     def _build_platforms(self, console_stream: TextIO | None) -> list[Platform]:
@@ -124,6 +137,8 @@ class PerpwatchApp:
                 self._started.append(platform)
             self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
             self._janitor_task = asyncio.create_task(self._prune_history(), name="janitor")
+            await self._load_cascades()
+            self._cascade_task = asyncio.create_task(self._end_quiet_cascades(), name="cascades")
             await self.supervisor.start()
         except BaseException:
             await self.stop()
@@ -140,6 +155,27 @@ class PerpwatchApp:
         floor = self.settings.console_min_usd
         await self.store.chats.replace_subscriptions(chat.id, [(t.value, floor) for t in Topic])
 
+    async def _load_cascades(self) -> None:
+        """A cascade in progress when the bot stopped goes on in the same message: windows and open
+        cascades come back from the log."""
+        now = self.clock.now()
+        window = self.cascades.settings.window
+        history = self.store.history
+        recent = await history.since(Topic.LIQUIDATION.value, occurred_after=now - window)
+        open_ones = await history.newest_revisions(Topic.CASCADE.value, accepted_after=now - timedelta(days=1))
+        self.cascades.load(recent, open_ones, now)
+        if self.cascades.open_cascades:
+            log.info("cascades resumed open=%d", len(self.cascades.open_cascades))
+
+    async def _end_quiet_cascades(self, every_s: float = 5.0) -> None:
+        """A cascade ends when its market goes quiet, which no event announces: the clock looks."""
+        while True:
+            await self.clock.sleep(every_s)
+            try:
+                await self.pipeline.tick()
+            except Exception as exc:  # storage away: the next look ends it
+                log.warning("ending quiet cascades failed; will try again error=%s", type(exc).__name__)
+
     async def _prune_history(self, every_s: float = 3600.0) -> None:
         """Hourly: drop delivered history past PERPWATCH_RETENTION_DAYS so the database stays bounded."""
         while True:
@@ -155,12 +191,12 @@ class PerpwatchApp:
     async def stop(self) -> None:
         await self.supervisor.stop()
         await self.pipeline.drain()
-        for task in (self._janitor_task, self._dispatch_task):
+        for task in (self._cascade_task, self._janitor_task, self._dispatch_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._dispatch_task = self._janitor_task = None
+        self._dispatch_task = self._janitor_task = self._cascade_task = None
         for platform in reversed(self._started):
             try:
                 await platform.stop()

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bot.cascades import CascadeDetector
+from perpwatch.clock import SYSTEM_CLOCK, Clock
 from perpwatch.events import Event
 from perpwatch.sink import EventRejected, SinkUnavailable
 from storage import Outbox, StorageUnavailable
@@ -27,6 +29,7 @@ class PipelineStats:
     accepted: int = 0
     duplicates: int = 0
     commits: int = 0
+    cascade_revisions: int = 0
 
 
 class Pipeline:
@@ -46,8 +49,13 @@ class Pipeline:
         on_accepted: Callable[[Sequence[Event], Sequence[AcceptResult]], None] = lambda _events, _results: None,
         on_uncertain: Callable[[], None] = lambda: None,
         max_events_per_commit: int = MAX_EVENTS_PER_COMMIT,
+        cascades: CascadeDetector | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.outbox = outbox
+        self.cascades = cascades
+        """Plans each commit's cascade revisions and folds, stored in the same transaction (`bot.cascades`)."""
+        self.clock = clock
         self.max_events_per_commit = max_events_per_commit
         self.on_accepted = on_accepted
         self.on_uncertain = on_uncertain
@@ -87,7 +95,7 @@ class Pipeline:
             await self.outbox.make_room()
             batch, self._queue = _take(self._queue, self.max_events_per_commit)
             try:
-                results = await self.outbox.accept([e for events, _ in batch for e in events])
+                results = await self._commit([e for events, _ in batch for e in events])
             except StorageUnavailable as exc:
                 self.on_uncertain()
                 for _, future in batch:  # committing each caller alone would meet the same fault
@@ -100,7 +108,7 @@ class Pipeline:
                 # One caller's bad event must not sink the others: commit each caller on its own.
                 for events, future in batch:
                     try:
-                        self._done(future, events, await self.outbox.accept(events))
+                        self._done(future, events, await self._commit(events))
                     except Exception as single:
                         if isinstance(single, StorageUnavailable):
                             self.on_uncertain()
@@ -111,6 +119,41 @@ class Pipeline:
             for events, future in batch:
                 self._done(future, events, results[offset : offset + len(events)])
                 offset += len(events)
+
+    async def tick(self) -> None:
+        """Let the clock end cascades that went quiet: their final revision is committed like any event."""
+        if self.cascades is None or not self.cascades.open_cascades:
+            return
+        # Through the writer's queue, like any caller: plans are made one commit at a time.
+        future: asyncio.Future[list[AcceptResult]] = asyncio.get_running_loop().create_future()
+        self._queue.append(((), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="pipeline:accept")
+        await asyncio.shield(future)
+
+    async def _commit(self, events: Sequence[Event]) -> list[AcceptResult]:
+        """The events, with the cascade revisions and folds they make, in one transaction; the results are
+        the events' own. The detector learns of the plan only once it is stored."""
+        if self.cascades is None:
+            return await self.outbox.accept(events)
+        now = self.clock.now()
+        plan = self.cascades.plan(events, now)
+        if not plan.events and not plan.folds:
+            results = await self.outbox.accept(events)
+            self.cascades.apply(plan, now)
+            return results
+        folds = [(f.key, f.thread, f.usd) for f in plan.folds]
+        stored = await self.outbox.accept([*events, *plan.events], folds=folds)
+        self.cascades.apply(plan, now)
+        derived = stored[len(events) :]
+        if any(r.new for r in derived):
+            self.stats.cascade_revisions += sum(1 for r in derived if r.new)
+            try:
+                self.on_accepted(plan.events, derived)
+            except Exception:
+                log.exception("waking the dispatcher for cascades failed")
+                self.on_uncertain()
+        return stored[: len(events)]
 
     def _done(
         self, future: asyncio.Future[list[AcceptResult]], events: Sequence[Event], results: list[AcceptResult]

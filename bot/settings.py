@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     ws_backoff_initial_s: float = Field(default=1.0, gt=0)
     ws_backoff_max_s: float = Field(default=60.0, gt=0)
 
+    # --- cascades (bot/cascades.py) -----------------------------------------------------------------
+    # A cascade opens when one venue's symbol, or the whole market, sees at least the count OR the USD
+    # within the window, and ends once its window falls below half of both.
+    cascade_window_s: int = Field(default=60, ge=5, le=3600)
+    cascade_min_count: int = Field(default=10, ge=2)
+    cascade_min_usd: Decimal = Field(default=Decimal(1_000_000), gt=0)
+    cascade_market_min_count: int = Field(default=50, ge=2)
+    cascade_market_min_usd: Decimal = Field(default=Decimal(5_000_000), gt=0)
+
     # --- operators and chats ----------------------------------------------------------------------
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_subscriptions_per_chat: int = Field(default=50, ge=1)

@@ -118,9 +118,37 @@ class LiquidationBody(_Body):
         return _bounded(value, getattr(info, "field_name", "figure"))
 
 
+class CascadeBody(_Body):
+    """Liquidations bunched in a window, on one venue and symbol (`scope="symbol"`) or across the market.
+
+    Each revision carries the running figures since the cascade opened, so the newest one alone tells the
+    whole story (an edit replaces the message) and a restarted bot picks the cascade up from it. Counts of
+    members from feeds that omit liquidations (`sampled_venues`) are floors.
+    """
+
+    kind: Literal["cascade"] = "cascade"
+    scope: Literal["symbol", "market"]
+    count: int = Field(ge=1)
+    usd: Decimal = Field(ge=0, le=MAX_USD)
+    long_count: int = Field(ge=0)
+    long_usd: Decimal = Field(ge=0, le=MAX_USD)
+    short_count: int = Field(ge=0)
+    short_usd: Decimal = Field(ge=0, le=MAX_USD)
+    largest_usd: Decimal = Field(ge=0, le=MAX_USD)
+    largest_symbol: str
+    largest_venue: Venue
+    largest_side: PositionSide
+    venues: tuple[Venue, ...]
+    sampled_venues: tuple[Venue, ...] = ()
+    started_at: AwareDatetime
+    last_at: AwareDatetime
+    window_s: int = Field(gt=0)
+    closed: bool = False
+
+
 # The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
 # each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
-EventBody = Annotated[LiquidationBody, Field(discriminator="kind")]
+EventBody = Annotated[LiquidationBody | CascadeBody, Field(discriminator="kind")]
 
 
 class Event(BaseModel):

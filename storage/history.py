@@ -74,3 +74,23 @@ class History:
             totals=totals,
             largest=tuple(decode_event(str(r["body"]), int(r["body_version"])) for r in top),
         )
+
+    async def since(self, topic: str, *, occurred_after: datetime, limit: int = 100_000) -> list[Event]:
+        """A topic's events that occurred after a moment, oldest first: what a restart rebuilds a window from."""
+        rows = await self.db.fetch_slow(
+            "SELECT body, body_version FROM events WHERE topic = ? AND occurred_at >= ? ORDER BY occurred_at, id "
+            "LIMIT ?",
+            (topic, occurred_after, limit),
+        )
+        return [decode_event(str(r["body"]), int(r["body_version"])) for r in rows]
+
+    async def newest_revisions(self, topic: str, *, accepted_after: datetime) -> list[Event]:
+        """The newest revision of each thread of a topic accepted after a moment: where a restart finds
+        what its threads said last (an open cascade, say)."""
+        rows = await self.db.fetch_slow(
+            "SELECT e.body, e.body_version FROM events e WHERE e.topic = ? AND e.thread IS NOT NULL "
+            "AND e.accepted_at >= ? AND NOT EXISTS (SELECT 1 FROM events n WHERE n.thread = e.thread "
+            "AND n.revision > e.revision) ORDER BY e.id",
+            (topic, accepted_after),
+        )
+        return [decode_event(str(r["body"]), int(r["body_version"])) for r in rows]

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
@@ -47,7 +48,9 @@ _EVENT_MARKS = "(" + ",".join("?" * 18) + ")"
 # list, on the event's subject being on the chat's list. A row is due when its event says (default: now) and
 # may be tried no earlier than a hold on the chat ends (a 429's retry_after, a retry backoff, quiet hours);
 # an event accepted before quiet hours end goes out in their digest. An event without a USD value is not
-# held back by a minimum: it has nothing to compare. A withdrawn event, or one already a row, is skipped.
+# held back by a minimum: it has nothing to compare. A withdrawn event, or one already a row, is skipped, and
+# so is a liquidation a cascade carries (`fold_thread`) for a chat that will hear that cascade: its cascade
+# subscription covers the market and its minimum is met by the cascade's total with this one in it.
 _READ_LOG = """
 INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, quiet_held,
                         created_at)
@@ -67,6 +70,13 @@ WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active
           AND (e.usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.usd_cents)
           AND (s.scope = 'all' OR (e.subject IS NOT NULL AND EXISTS (
                 SELECT 1 FROM watchlist w WHERE w.chat_id = :chat AND w.address = e.subject))))
+  AND NOT (e.fold_thread IS NOT NULL AND EXISTS (
+        SELECT 1 FROM subscriptions s
+        LEFT JOIN chat_thresholds t ON t.chat_id = s.chat_id AND t.topic = s.topic
+        WHERE s.chat_id = :chat AND s.topic = 'cascade' AND s.since_event < e.id AND s.scope = 'all'
+          AND s.venue IN ('*', e.venue)
+          AND s.symbol IN ('*', UPPER(e.symbol), e.base)
+          AND COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.fold_usd_cents))
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.chat_id = :chat)
 ORDER BY e.id
 LIMIT :limit
@@ -124,12 +134,15 @@ class Outbox:
         self.head = max(self.head, int(row[0]) if row is not None else 0)
         return self.head
 
-    async def accept(self, events: Sequence[Event]) -> list[AcceptResult]:
+    async def accept(
+        self, events: Sequence[Event], *, folds: Sequence[tuple[str, str, Decimal]] = ()
+    ) -> list[AcceptResult]:
         """Store new events in the log in ONE transaction; a known key is a replay and is skipped.
 
         After this returns the alerts are on disk: a crash, restart, 429 or network fault cannot lose them,
         and accepting the same events again changes nothing. The cost is one row per event, whatever the
-        number of chats that will hear of it.
+        number of chats that will hear of it. `folds` (key, cascade thread, the cascade's USD) marks
+        liquidations a cascade stored in the same transaction carries, new ones or ones already in the log.
         """
         if not events:
             return []
@@ -166,6 +179,11 @@ class Outbox:
                 "ON CONFLICT (key) DO NOTHING RETURNING id, key",
                 values,
             )
+            if folds:
+                await tx.executemany(
+                    "UPDATE events SET fold_thread = ?, fold_usd_cents = ? WHERE key = ?",
+                    [(thread, to_cents(total), key) for key, thread, total in folds],
+                )
         ids = {str(r["key"]): int(r["id"]) for r in rows}
         if ids:
             self.head = max(self.head, *ids.values())

@@ -429,7 +429,7 @@ async def test_a_commit_whose_answer_was_lost_is_neither_skipped_nor_left_behind
             raise StorageUnavailable("postgresql unreachable: ConnectionResetError")
         return results
 
-    rig.store.outbox.accept = commits_then_fails  # type: ignore[method-assign]
+    rig.store.outbox.accept = commits_then_fails  # type: ignore[method-assign,assignment]
     first = liquidation(key="first", usd="500")
     with pytest.raises(SinkUnavailable):
         await rig.pipeline.accept([first])

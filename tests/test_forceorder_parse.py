@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 
 from bot.settings import load_settings
-from perpwatch.events import PositionSide, Topic, Venue
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers.forceorder import ForceOrderWatcher, list_subscriptions_probe, parse
 from watchers.validate import Refused
 from watchers.ws import WsTuning
+
+
+def liq(event: Event) -> LiquidationBody:
+    """The event's body as a liquidation (the event model's union holds other families too)."""
+    assert isinstance(event.body, LiquidationBody)
+    return event.body
+
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 
@@ -52,14 +59,14 @@ def test_docs_sample_is_a_long_liquidation(sample: str, venue: Venue) -> None:
     assert event.venue is venue
     assert event.symbol == "BTCUSDT"
     assert event.occurred_at == datetime(2019, 9, 9, 7, 34, 20, 893000, tzinfo=UTC)
-    assert event.body.side is PositionSide.LONG
-    assert event.body.size == Decimal("0.014")
-    assert event.body.price == Decimal("9910")
-    assert event.body.notional_usd == Decimal("138.74")
+    assert liq(event).side is PositionSide.LONG
+    assert liq(event).size == Decimal("0.014")
+    assert liq(event).price == Decimal("9910")
+    assert liq(event).notional_usd == Decimal("138.74")
     assert event.usd == Decimal("138.74")
     assert event.key == f"{venue.value}:forceOrder:BTCUSDT:1568014460893:SELL:0.014:9910"
     # A single liquidation is exact; only counts built from this feed are floors, which a cascade says once.
-    assert event.body.sampled and event.body.note is None
+    assert liq(event).sampled and liq(event).note is None
     assert (
         event.link
         == {
@@ -71,30 +78,30 @@ def test_docs_sample_is_a_long_liquidation(sample: str, venue: Venue) -> None:
 
 def test_buy_order_means_a_short_was_liquidated(docs_frame: dict[str, Any]) -> None:
     [event] = parse(with_order(docs_frame, S="BUY"), Venue.BINANCE)
-    assert event.body.side is PositionSide.SHORT
+    assert liq(event).side is PositionSide.SHORT
     assert event.key.endswith(":BUY:0.014:9910")
 
 
 def test_notional_is_exact_decimal_from_strings(docs_frame: dict[str, Any]) -> None:
     # In float, 3 * 0.1 is 0.30000000000000004 and 0.07 * 1.1 is 0.07700000000000001.
     [event] = parse(with_order(docs_frame, s="PEPEUSDT", z="3", ap="0.1"), Venue.ASTER)
-    assert event.body.notional_usd == Decimal("0.3")
+    assert liq(event).notional_usd == Decimal("0.3")
     [event] = parse(with_order(docs_frame, z="0.07", ap="1.1"), Venue.ASTER)
     assert str(event.usd) == "0.077"
     frame = with_order(docs_frame, s="COTIUSDT", q="288183", z="288183", ap="0.0219120", p="0.0220482")
     [event] = parse(frame, Venue.ASTER)
-    assert str(event.body.notional_usd) == "6314.6658960"
-    assert str(event.body.price) == "0.0219120"
+    assert str(liq(event).notional_usd) == "6314.6658960"
+    assert str(liq(event).price) == "0.0219120"
 
 
 def test_unfilled_order_falls_back_to_order_quantity_and_price(docs_frame: dict[str, Any]) -> None:
     [event] = parse(with_order(docs_frame, z="0", ap="0", q="2.5", p="100.1"), Venue.BINANCE)
-    assert (event.body.size, event.body.price, event.usd) == (Decimal("2.5"), Decimal("100.1"), Decimal("250.25"))
+    assert (liq(event).size, liq(event).price, event.usd) == (Decimal("2.5"), Decimal("100.1"), Decimal("250.25"))
 
 
 def test_absent_z_and_ap_fall_back_too(docs_frame: dict[str, Any]) -> None:
     [event] = parse(with_order(docs_frame, z=None, ap=None), Venue.BINANCE)
-    assert (event.body.size, event.body.price) == (Decimal("0.014"), Decimal("9910"))
+    assert (liq(event).size, liq(event).price) == (Decimal("0.014"), Decimal("9910"))
 
 
 def test_combined_stream_wrapper_is_unwrapped(docs_frame: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from perpwatch.clock import FrozenClock
-from perpwatch.events import Event, PositionSide, Topic, Venue
+from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers.base import SinkUnavailable, WatcherHealth, WatcherState
 from watchers.hyperliquid_node import (
     BORROW_LIQUIDATION,
@@ -34,6 +34,19 @@ from watchers.hyperliquid_node import (
     parse_line,
 )
 from watchers.validate import BAD_FIGURE
+
+
+def note(event: Event) -> str:
+    text = liq(event).note
+    assert text is not None
+    return text
+
+
+def liq(event: Event) -> LiquidationBody:
+    """The event's body as a liquidation (the event model's union holds other families too)."""
+    assert isinstance(event.body, LiquidationBody)
+    return event.body
+
 
 SAMPLES = Path(__file__).parent / "node_fills" / "sample_blocks.jsonl"
 
@@ -119,35 +132,35 @@ def test_the_samples_read_as_documented() -> None:
         "SOL",
     )
     # Two crossings of one liquidation order (one `oid`, two makers) are one liquidation.
-    assert market.body.side is PositionSide.SHORT
-    assert market.body.size == Decimal("1.58")
-    assert market.body.notional_usd == Decimal("0.58") * Decimal("72.153") + Decimal("72.16")
-    assert market.usd == market.body.notional_usd
-    assert market.body.price == market.body.notional_usd / Decimal("1.58")
-    assert market.body.account == VICTIM
+    assert liq(market).side is PositionSide.SHORT
+    assert liq(market).size == Decimal("1.58")
+    assert liq(market).notional_usd == Decimal("0.58") * Decimal("72.153") + Decimal("72.16")
+    assert market.usd == liq(market).notional_usd
+    assert liq(market).price == liq(market).notional_usd / Decimal("1.58")
+    assert liq(market).account == VICTIM
     assert market.subject == VICTIM
     assert market.occurred_at == datetime(2026, 6, 28, 8, 43, 53, 257000, tzinfo=UTC)
     assert market.link == "https://app.hyperliquid.xyz/trade/SOL"
-    assert market.body.note is not None and market.body.note.startswith("Market liquidation")
-    assert "72.149" in market.body.note
+    assert note(market).startswith("Market liquidation")
+    assert "72.149" in note(market)
 
     [backstop] = blocks[2].events
-    assert backstop.body.side is PositionSide.LONG
-    assert backstop.body.account == "0x7ba283114573bde6fd304ad7b188a763e5402a52"
-    assert backstop.body.price == Decimal("67.5499")
-    assert backstop.body.note is not None and backstop.body.note.startswith("Backstop liquidation")
+    assert liq(backstop).side is PositionSide.LONG
+    assert liq(backstop).account == "0x7ba283114573bde6fd304ad7b188a763e5402a52"
+    assert liq(backstop).price == Decimal("67.5499")
+    assert note(backstop).startswith("Backstop liquidation")
 
     adl, bankrupt = blocks[3].events
     assert adl.key.startswith("hyperliquid:adl:AVAX:194018286846:")
-    assert adl.body.account == WINNER
-    assert adl.body.side is PositionSide.SHORT  # B closes a short; startPosition -28.53 agrees
-    assert adl.body.cause == "adl" and market.body.cause == "liquidation"
-    assert (market.body.method, backstop.body.method) == ("market", "backstop")
-    assert adl.body.note is not None and adl.body.note.startswith("Auto-deleveraged (ADL), not liquidated")
-    assert VAULT in adl.body.note
+    assert liq(adl).account == WINNER
+    assert liq(adl).side is PositionSide.SHORT  # B closes a short; startPosition -28.53 agrees
+    assert liq(adl).cause == "adl" and liq(market).cause == "liquidation"
+    assert (liq(market).method, liq(backstop).method) == ("market", "backstop")
+    assert note(adl).startswith("Auto-deleveraged (ADL), not liquidated")
+    assert VAULT in note(adl)
     assert bankrupt.key.startswith("hyperliquid:liquidation:AVAX:")
-    assert bankrupt.body.account == VAULT
-    assert bankrupt.body.note is not None and "closed by auto-deleveraging" in bankrupt.body.note
+    assert liq(bankrupt).account == VAULT
+    assert "closed by auto-deleveraging" in note(bankrupt)
 
 
 def test_counterparties_are_never_reported() -> None:
@@ -156,7 +169,7 @@ def test_counterparties_are_never_reported() -> None:
     vault_fill = fill(side="B", dir="Liquidated Cross Long", startPosition="0.0", oid=30)
     events = events_of(block(1, [[MAKER, maker_fill()], [VAULT, vault_fill], [VICTIM, fill()]]))
 
-    assert [e.body.account for e in events] == [VICTIM]
+    assert [liq(e).account for e in events] == [VICTIM]
     assert all(MAKER not in e.key and VAULT not in e.key for e in events)
 
 
@@ -165,10 +178,9 @@ def test_adl_is_reported_as_adl_never_as_the_counterpartys_liquidation() -> None
     [event] = events_of(block(1, [[WINNER, adl]]))
 
     assert event.key == f"hyperliquid:adl:BTC:40:1:{WINNER}"
-    assert event.body.account == WINNER
-    assert event.body.side is PositionSide.SHORT
-    assert event.body.note is not None
-    assert event.body.note.startswith("Auto-deleveraged (ADL), not liquidated")
+    assert liq(event).account == WINNER
+    assert liq(event).side is PositionSide.SHORT
+    assert note(event).startswith("Auto-deleveraged (ADL), not liquidated")
     assert not any(e.key.startswith("hyperliquid:liquidation:") for e in events_of(block(1, [[WINNER, adl]])))
 
 
@@ -187,7 +199,7 @@ def test_adl_is_reported_as_adl_never_as_the_counterpartys_liquidation() -> None
 )
 def test_side_of_the_liquidated_position(direction: str | None, side: str, start: str, expected: PositionSide) -> None:
     [event] = events_of(block(1, [[VICTIM, fill(dir=direction, side=side, startPosition=start)]]))
-    assert event.body.side is expected
+    assert liq(event).side is expected
 
 
 @pytest.mark.parametrize(
@@ -216,13 +228,13 @@ def test_addresses_are_matched_and_reported_in_lower_case() -> None:
     upper = "0x" + VICTIM[2:].upper()
     liquidation = {"liquidatedUser": VICTIM, "markPx": "1.0", "method": "market"}
     [event] = events_of(block(1, [[upper, fill(liquidation=liquidation)]]))
-    assert event.body.account == VICTIM and event.subject == VICTIM
+    assert liq(event).account == VICTIM and event.subject == VICTIM
 
 
 def test_a_bad_fill_is_refused_alone() -> None:
     bad = fill(px="1e5", tid=2, oid=11)
     parsed = parse_line(encode(block(1, [[VICTIM, bad], [VICTIM, fill()]])))
-    assert [e.body.account for e in parsed.events] == [VICTIM]
+    assert [liq(e).account for e in parsed.events] == [VICTIM]
     assert [reason for reason, _ in parsed.refused] == [BAD_FIGURE]
 
 

@@ -1,0 +1,307 @@
+"""Cascade detection: liquidations bunched in a sliding window become one alert that grows by revisions.
+
+The detector sits in the pipeline's one door, before a commit: from the liquidations about to be stored it
+plans the cascade revisions and the folds that go into the *same* transaction, so a single and the cascade
+message that carries it are stored together or not at all (nothing is counted twice after a failed commit,
+and a crash leaves nothing half told). A plan changes nothing until `apply`, which the pipeline calls only
+once its commit succeeded.
+
+Two scopes: one venue and symbol, and the whole market. A scope opens a cascade when its window holds at
+least `min_count` liquidations or `min_usd` in all; each later commit that adds to it stores one new
+revision of the cascade's thread (the outbox keeps only the newest pending one per chat and sends it as an
+edit of the message already sent, paced like any send). It ends when its window falls below half of both
+thresholds, with a final revision. A single inside a symbol cascade is folded into it: a chat that takes
+cascades for that market and would hear this cascade is sent the cascade message instead of the single
+(the log records the cascade's total beside the single, so the chat's minimum is compared with it).
+
+Time is the venue's (`occurred_at`), so a burst replayed after a reconnect keeps its shape; a liquidation
+older than the window is history, not a cascade. Which keys were counted is kept for the window, so a
+replay the store will refuse as a duplicate is not counted again; a restart rebuilds windows and open
+cascades from the log (`load`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from perpwatch.events import CascadeBody, Event, LiquidationBody, PositionSide, Topic, Venue
+
+SOURCE = "cascade"
+MARKET = "market"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    min_count: int
+    min_usd: Decimal
+
+    def met(self, count: int, total: Decimal) -> bool:
+        return count >= self.min_count or total >= self.min_usd
+
+    def faded(self, count: int, total: Decimal) -> bool:
+        """Hysteresis: a cascade ends only well below what opened it, so one hovering at it does not flap."""
+        return count * 2 < self.min_count and total * 2 < self.min_usd
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSettings:
+    window: timedelta
+    symbol: Thresholds
+    market: Thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    key: str
+    at: datetime
+    usd: Decimal
+    side: PositionSide
+    venue: Venue
+    symbol: str
+    sampled: bool
+
+
+@dataclass(slots=True)
+class _Open:
+    """A cascade in progress: its running figures, as its newest revision states them."""
+
+    thread: str
+    body: CascadeBody
+    revision: int
+    venue: Venue | None
+    symbol: str | None
+
+
+@dataclass(slots=True)
+class _Scope:
+    hits: deque[_Hit] = field(default_factory=deque)
+    open: _Open | None = None
+
+    def copy(self) -> _Scope:
+        return _Scope(hits=deque(self.hits), open=dataclasses.replace(self.open) if self.open else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A single carried by a cascade: chats taking that cascade hear it there, not on its own."""
+
+    key: str
+    thread: str
+    usd: Decimal
+
+
+@dataclass
+class Plan:
+    events: list[Event]
+    folds: list[Fold]
+    scopes: dict[str, _Scope]
+
+
+def _scope_key(venue: Venue | None, symbol: str | None) -> str:
+    return MARKET if venue is None else f"{venue.value}:{symbol}"
+
+
+class CascadeDetector:
+    def __init__(self, settings: CascadeSettings) -> None:
+        self.settings = settings
+        self._scopes: dict[str, _Scope] = {}
+        self._seen: dict[str, datetime] = {}
+
+    # --- planning ------------------------------------------------------------------------------------
+    def plan(self, incoming: Sequence[Event], now: datetime) -> Plan:
+        """The cascade revisions and folds these liquidations make, and the cascades the clock ended."""
+        working: dict[str, _Scope] = {}
+        touched: dict[str, list[_Hit]] = {}
+        horizon = now - self.settings.window
+        fresh_keys: set[str] = set()
+        for event in incoming:
+            hit = _hit(event)
+            if hit is None or hit.at < horizon or hit.key in self._seen or hit.key in fresh_keys:
+                continue
+            fresh_keys.add(hit.key)
+            for name in (_scope_key(hit.venue, hit.symbol), MARKET):
+                scope = working.get(name) or self._scopes.get(name, _Scope()).copy()
+                working[name] = scope
+                scope.hits.append(hit)
+                touched.setdefault(name, []).append(hit)
+        for name, scope in self._scopes.items():  # every open cascade: has its window faded?
+            if scope.open is not None and name not in working:
+                working[name] = scope.copy()
+        events: list[Event] = []
+        folds: list[Fold] = []
+        for name, scope in working.items():
+            _trim(scope.hits, horizon)
+            added = touched.get(name, [])
+            thresholds = self.settings.market if name == MARKET else self.settings.symbol
+            count, total = len(scope.hits), sum((h.usd for h in scope.hits), Decimal(0))
+            if scope.open is None:
+                if added and thresholds.met(count, total):
+                    scope.open = _opened(name, list(scope.hits), self.settings.window)
+                    events.append(self._revision(scope.open))
+                    if name != MARKET:
+                        folds += [Fold(h.key, scope.open.thread, scope.open.body.usd) for h in scope.hits]
+            elif added:
+                scope.open.body = _grown(scope.open.body, added)
+                scope.open.revision = 2 * scope.open.body.count
+                events.append(self._revision(scope.open))
+                if name != MARKET:
+                    folds += [Fold(h.key, scope.open.thread, scope.open.body.usd) for h in added]
+            elif thresholds.faded(count, total) or scope.open.body.last_at < horizon:
+                scope.open.body = scope.open.body.model_copy(update={"closed": True})
+                scope.open.revision = 2 * scope.open.body.count + 1
+                events.append(self._revision(scope.open))
+                scope.open = None
+        return Plan(events=events, folds=folds, scopes=working)
+
+    def apply(self, plan: Plan, now: datetime) -> None:
+        """The plan's commit succeeded: its figures are now what the log says."""
+        horizon = now - self.settings.window
+        for name, scope in plan.scopes.items():
+            for hit in scope.hits:
+                self._seen.setdefault(hit.key, hit.at)
+            if scope.hits or scope.open is not None:
+                self._scopes[name] = scope
+            else:
+                self._scopes.pop(name, None)
+        self._seen = {key: at for key, at in self._seen.items() if at >= horizon}
+
+    @property
+    def open_cascades(self) -> list[str]:
+        return sorted(s.open.thread for s in self._scopes.values() if s.open is not None)
+
+    # --- a restart ------------------------------------------------------------------------------------
+    def load(self, recent: Iterable[Event], open_revisions: Iterable[Event], now: datetime) -> None:
+        """Windows from the liquidations of the last window, and open cascades from their newest revision,
+        so a cascade in progress when the bot stopped goes on in the same message."""
+        horizon = now - self.settings.window
+        for event in recent:
+            hit = _hit(event)
+            if hit is None or hit.at < horizon or hit.key in self._seen:
+                continue
+            self._seen[hit.key] = hit.at
+            for name in (_scope_key(hit.venue, hit.symbol), MARKET):
+                self._scopes.setdefault(name, _Scope()).hits.append(hit)
+        for scope in self._scopes.values():
+            scope.hits = deque(sorted(scope.hits, key=lambda h: h.at))
+        for event in open_revisions:
+            body = event.body
+            if not isinstance(body, CascadeBody) or body.closed or event.thread is None:
+                continue
+            name = MARKET if body.scope == "market" else _scope_key(event.venue, event.symbol)
+            self._scopes.setdefault(name, _Scope()).open = _Open(
+                event.thread, body, event.revision, event.venue, event.symbol
+            )
+
+    # --- events -----------------------------------------------------------------------------------------
+    def _revision(self, cascade: _Open) -> Event:
+        return Event(
+            key=f"{cascade.thread}:{cascade.revision}",
+            topic=Topic.CASCADE,
+            source=SOURCE,
+            venue=cascade.venue,
+            symbol=cascade.symbol,
+            usd=cascade.body.usd,
+            occurred_at=cascade.body.last_at,
+            body=cascade.body,
+            thread=cascade.thread,
+            revision=cascade.revision,
+        )
+
+
+def _hit(event: Event) -> _Hit | None:
+    body = event.body
+    if event.topic is not Topic.LIQUIDATION or not isinstance(body, LiquidationBody) or body.cause != "liquidation":
+        return None  # an ADL closes a winner against a bankrupt position: not one more liquidation
+    if event.venue is None or event.symbol is None:
+        return None
+    return _Hit(
+        key=event.key,
+        at=event.occurred_at,
+        usd=body.notional_usd,
+        side=body.side,
+        venue=event.venue,
+        symbol=event.symbol,
+        sampled=body.sampled,
+    )
+
+
+def _trim(hits: deque[_Hit], horizon: datetime) -> None:
+    while hits and hits[0].at < horizon:
+        hits.popleft()
+
+
+def _opened(name: str, hits: list[_Hit], window: timedelta) -> _Open:
+    first = min(hits, key=lambda h: h.at)
+    market = name == MARKET
+    seed = CascadeBody.model_construct(  # no members yet: `_grown` validates the body it makes
+        scope="market" if market else "symbol",
+        count=0,
+        usd=Decimal(0),
+        long_count=0,
+        long_usd=Decimal(0),
+        short_count=0,
+        short_usd=Decimal(0),
+        largest_usd=Decimal(-1),
+        largest_symbol=first.symbol,
+        largest_venue=first.venue,
+        largest_side=first.side,
+        venues=(),
+        sampled_venues=(),
+        started_at=first.at,
+        last_at=first.at,
+        window_s=int(window.total_seconds()),
+        closed=False,
+    )
+    body = _grown(seed, hits)
+    return _Open(
+        thread=f"cascade:{name}:{int(first.at.timestamp() * 1000)}",
+        body=body,
+        revision=2 * body.count,
+        venue=None if market else first.venue,
+        symbol=None if market else first.symbol,
+    )
+
+
+def _grown(body: CascadeBody, hits: Sequence[_Hit]) -> CascadeBody:
+    count, usd = body.count, body.usd
+    long_count, long_usd, short_count, short_usd = body.long_count, body.long_usd, body.short_count, body.short_usd
+    largest = (body.largest_usd, body.largest_symbol, body.largest_venue, body.largest_side)
+    venues, sampled = set(body.venues), set(body.sampled_venues)
+    last = body.last_at
+    for hit in hits:
+        count += 1
+        usd += hit.usd
+        if hit.side is PositionSide.LONG:
+            long_count, long_usd = long_count + 1, long_usd + hit.usd
+        else:
+            short_count, short_usd = short_count + 1, short_usd + hit.usd
+        if hit.usd > largest[0]:
+            largest = (hit.usd, hit.symbol, hit.venue, hit.side)
+        venues.add(hit.venue)
+        if hit.sampled:
+            sampled.add(hit.venue)
+        last = max(last, hit.at)
+    order = list(Venue)
+    return CascadeBody(
+        **{
+            **body.model_dump(),
+            "count": count,
+            "usd": usd,
+            "long_count": long_count,
+            "long_usd": long_usd,
+            "short_count": short_count,
+            "short_usd": short_usd,
+            "largest_usd": largest[0],
+            "largest_symbol": largest[1],
+            "largest_venue": largest[2],
+            "largest_side": largest[3],
+            "venues": tuple(sorted(venues, key=order.index)),
+            "sampled_venues": tuple(sorted(sampled, key=order.index)),
+            "last_at": last,
+        }
+    )
