@@ -79,7 +79,10 @@ class Supervisor:
         return True
 
     def covers(self, topic: Topic, venue: Venue | None) -> bool:
-        """Whether an enabled watcher (paused or not) produces this topic, on this venue if one is given."""
+        """Whether an enabled watcher (paused or not) produces this topic, on this venue if one is given.
+        Cascades are made by the pipeline from liquidations, so a venue's liquidations cover its cascades."""
+        if topic is Topic.CASCADE:
+            topic = Topic.LIQUIDATION
         return any(t == topic and (venue is None or v == venue) for w in self.watchers.values() for t, v in w.covers)
 
     def health(self) -> list[WatcherHealth]:

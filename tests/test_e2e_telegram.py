@@ -373,3 +373,34 @@ async def test_one_storage_outage_pauses_sending_once_however_many_sends_it_caug
         assert app.dispatcher.stats.storage_faults == 1  # one try failed; the other two sends waited for the pause
     paused = [r for r in caplog.records if r.getMessage().startswith("storage unavailable, sending paused")]
     assert len(paused) == 1, [r.getMessage() for r in paused]
+
+
+async def test_a_cascade_is_one_message_edited_in_place_as_it_grows(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    """Real frames through the real bot: a chat taking cascades and singles gets its first singles, then one
+    cascade message that later liquidations edit, never a message per liquidation once it has opened."""
+    async with running_bot(make_settings, telegram, binance, cascade_min_count=3, pacing=False) as app:
+        await subscribed(telegram)
+        await subscribed(telegram, "/subscribe cascade")
+        for i in range(2):
+            await binance.push(sample_frame(T=DOCS_T + i * 1000))
+        await wait_alerts(telegram, 2)
+        await binance.push(sample_frame(T=DOCS_T + 2000))  # the third: the cascade opens and carries it
+
+        def cascades() -> list[SentMessage]:
+            return [m for m in telegram.sent if "Liquidation cascade" in m.body]
+
+        await telegram.wait_until(lambda: bool(cascades()))
+        [opened] = cascades()
+        assert "Liquidation cascade growing: BTCUSDT on Binance" in opened.body
+        for i in range(3, 6):
+            await binance.push(sample_frame(T=DOCS_T + i * 1000))
+        await telegram.wait_until(lambda: "≥6" in (telegram.stored_text(CHAT, opened.message_id) or ""))
+        assert len(alerts(telegram)) == 2  # the four singles after it opened went into the cascade
+        assert [m.method for m in cascades()].count("sendMessage") == 1
+        assert "editMessageText" in [m.method for m in cascades()]
+        assert "Counts are floors: Binance report only some liquidations." in (
+            telegram.stored_text(CHAT, opened.message_id) or ""
+        )
+        assert app.pipeline.stats.cascade_revisions >= 2
