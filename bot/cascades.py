@@ -41,7 +41,8 @@ class Thresholds:
     min_usd: Decimal
 
     def met(self, count: int, total: Decimal) -> bool:
-        return count >= self.min_count or total >= self.min_usd
+        """One large liquidation is a large liquidation, not a cascade: the USD arm needs two at least."""
+        return count >= self.min_count or (count >= 2 and total >= self.min_usd)
 
     def faded(self, count: int, total: Decimal) -> bool:
         """Hysteresis: a cascade ends only well below what opened it, so one hovering at it does not flap."""

@@ -62,13 +62,14 @@ def test_opens_at_the_count_grows_by_revision_and_ends_with_a_final_figure() -> 
 
 def test_usd_alone_opens_and_the_market_scope_spans_venues() -> None:
     detector = CascadeDetector(SETTINGS)
-    [whale] = apply(detector, [liq(1, usd="1000000")])
-    assert cascade(whale).scope == "symbol" and cascade(whale).count == 1
+    assert apply(detector, [liq(1, usd="1000000")]) == []  # one large liquidation is not a cascade
+    [pair] = apply(detector, [liq(2, usd="1")])
+    assert cascade(pair).scope == "symbol" and cascade(pair).count == 2
     spread = [liq(10 + i, venue=venue, symbol=f"S{i}USDT") for i, venue in enumerate(["okx", "bybit"] * 4)]
     events = apply(detector, spread)
     [market] = [e for e in events if cascade(e).scope == "market"]
     assert market.venue is None and market.symbol is None
-    assert cascade(market).count == 9 and [v.value for v in cascade(market).venues] == ["binance", "bybit", "okx"]
+    assert cascade(market).count == 10 and [v.value for v in cascade(market).venues] == ["binance", "bybit", "okx"]
 
 
 def test_old_events_and_adl_are_not_cascades_and_sampled_feeds_make_floors() -> None:
