@@ -29,3 +29,9 @@ def liquidation(
         occurred_at=at or datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
         body=LiquidationBody(side=PositionSide(side), size=notional / price, price=price, notional_usd=notional),
     )
+
+
+def liq(event: Event) -> LiquidationBody:
+    """The event's body as a liquidation (the event model's union holds other families too)."""
+    assert isinstance(event.body, LiquidationBody), event.body.kind
+    return event.body

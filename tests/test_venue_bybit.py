@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers import bybit
 from watchers.instruments import UnknownInstrument
 from watchers.validate import BAD_FIGURE, TOO_OLD, Refused
@@ -48,27 +49,27 @@ def test_docs_sample_sell_is_a_short_liquidation(frame: dict[str, Any], ref: byb
     assert event.venue is Venue.BYBIT
     assert event.source == bybit.SOURCE
     assert event.symbol == "ROSEUSDT"
-    assert event.body.side is PositionSide.SHORT
-    assert event.body.size == Decimal("20000")
-    assert event.body.price == Decimal("0.04499")
-    assert event.body.notional_usd == Decimal("899.80000")
-    assert event.usd == event.body.notional_usd
+    assert liq(event).side is PositionSide.SHORT
+    assert liq(event).size == Decimal("20000")
+    assert liq(event).price == Decimal("0.04499")
+    assert liq(event).notional_usd == Decimal("899.80000")
+    assert event.usd == liq(event).notional_usd
     assert event.occurred_at == datetime(2025, 2, 14, 3, 5, 2, 929000, tzinfo=UTC)
     assert event.key == "bybit:allLiquidation:ROSEUSDT:1739502302929:Sell:20000:0.04499"
     assert event.link is None
-    assert event.body.note == bybit.PRICE_NOTE
+    assert liq(event).note == bybit.PRICE_NOTE
 
 
 def test_mirrored_buy_is_a_long_liquidation(frame: dict[str, Any], ref: bybit.BybitRef) -> None:
     [event] = bybit.parse_frame(with_item(frame, S="Buy"), ref)
-    assert event.body.side is PositionSide.LONG
+    assert liq(event).side is PositionSide.LONG
     assert ":Buy:" in event.key
 
 
 def test_notional_is_exact_decimal(frame: dict[str, Any], ref: bybit.BybitRef) -> None:
     [event] = bybit.parse_frame(with_item(frame, v="3", p="0.1"), ref)
-    assert event.body.notional_usd == Decimal("0.3")
-    assert isinstance(event.body.notional_usd, Decimal)
+    assert liq(event).notional_usd == Decimal("0.3")
+    assert isinstance(liq(event).notional_usd, Decimal)
 
 
 def test_key_is_stable_under_replay(frame: dict[str, Any], ref: bybit.BybitRef) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers import hyperliquid as hl
 from watchers.instruments import UnknownInstrument
 from watchers.validate import BAD_FIGURE, Refused
@@ -76,21 +77,21 @@ def test_liquidator_buying_means_a_long_was_liquidated(frame: dict[str, Any], re
     assert event.topic is Topic.LIQUIDATION
     assert event.venue is Venue.HYPERLIQUID
     assert event.symbol == "BTC"
-    assert event.body.side is PositionSide.LONG
+    assert liq(event).side is PositionSide.LONG
     assert event.subject == TRADER
-    assert event.body.account == TRADER
-    assert event.body.size == Decimal("0.005")
-    assert event.body.price == Decimal("68517.0")
-    assert event.body.notional_usd == Decimal("342.5850")
+    assert liq(event).account == TRADER
+    assert liq(event).size == Decimal("0.005")
+    assert liq(event).price == Decimal("68517.0")
+    assert liq(event).notional_usd == Decimal("342.5850")
     assert event.occurred_at == datetime(2024, 3, 11, 2, 47, 46, 669000, tzinfo=UTC)
     assert event.key == "hyperliquid:trades:BTC:1710125266669:981894269203506"
     assert event.link == "https://app.hyperliquid.xyz/trade/BTC"
-    assert event.body.note == hl.NOTE
+    assert liq(event).note == hl.NOTE
 
 
 def test_mirrored_liquidator_selling_means_a_short(frame: dict[str, Any], ref: hl.HyperliquidRef) -> None:
     [event] = hl.parse_frame(with_users(frame, TRADER, LIQUIDATOR.upper().replace("0X", "0x")), ref)
-    assert event.body.side is PositionSide.SHORT
+    assert liq(event).side is PositionSide.SHORT
     assert event.subject == TRADER
 
 
@@ -105,7 +106,7 @@ def test_other_trades_are_no_liquidation(
 
 def test_notional_is_exact_decimal(frame: dict[str, Any], ref: hl.HyperliquidRef) -> None:
     [event] = hl.parse_frame(with_users(frame, LIQUIDATOR, TRADER, sz="0.1", px="3.3"), ref)
-    assert event.body.notional_usd == Decimal("0.33")
+    assert liq(event).notional_usd == Decimal("0.33")
 
 
 def test_key_is_stable_under_replay(frame: dict[str, Any], ref: hl.HyperliquidRef) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers import lighter
 from watchers.instruments import UnknownInstrument
 from watchers.validate import BAD_FIGURE, Refused
@@ -53,12 +54,12 @@ def test_maker_bid_means_the_taker_long_was_liquidated(frame: dict[str, Any], re
     assert event.topic is Topic.LIQUIDATION
     assert event.venue is Venue.LIGHTER
     assert event.symbol == "ETH"
-    assert event.body.side is PositionSide.LONG
+    assert liq(event).side is PositionSide.LONG
     assert event.subject == "99349"
-    assert event.body.account == "99349"
-    assert event.body.size == Decimal("0.0346")
-    assert event.body.price == Decimal("3028.85")
-    assert event.body.notional_usd == Decimal("104.798210")
+    assert liq(event).account == "99349"
+    assert liq(event).size == Decimal("0.0346")
+    assert liq(event).price == Decimal("3028.85")
+    assert liq(event).notional_usd == Decimal("104.798210")
     assert event.occurred_at == datetime(2025, 11, 20, 7, 28, 54, 215000, tzinfo=UTC)
     assert event.key == "lighter:trade:0:526801155"
     assert event.link is None
@@ -66,13 +67,13 @@ def test_maker_bid_means_the_taker_long_was_liquidated(frame: dict[str, Any], re
 
 def test_mirrored_maker_ask_means_a_short(frame: dict[str, Any], ref: lighter.LighterRef) -> None:
     [event] = lighter.parse_frame(as_liquidation(frame, is_maker_ask=True), ref)
-    assert event.body.side is PositionSide.SHORT
+    assert liq(event).side is PositionSide.SHORT
     assert event.subject == "243008"
 
 
 def test_notional_is_exact_decimal(frame: dict[str, Any], ref: lighter.LighterRef) -> None:
     [event] = lighter.parse_frame(as_liquidation(frame, size="0.07", price="1.1"), ref)
-    assert event.body.notional_usd == Decimal("0.077")
+    assert liq(event).notional_usd == Decimal("0.077")
 
 
 def test_key_is_stable_under_replay(frame: dict[str, Any], ref: lighter.LighterRef) -> None:

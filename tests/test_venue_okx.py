@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers import okx
 from watchers.instruments import UnknownInstrument
 from watchers.validate import BAD_FIGURE, Refused
@@ -54,19 +55,19 @@ def test_docs_sample_short_on_a_known_linear_swap(frame: dict[str, Any], ref: ok
     assert event.topic is Topic.LIQUIDATION
     assert event.venue is Venue.OKX
     assert event.symbol == "BTC-USDT-SWAP"
-    assert event.body.side is PositionSide.SHORT
-    assert event.body.size == Decimal("0.13")
-    assert event.body.price == Decimal("60000")
-    assert event.body.notional_usd == Decimal("7800")
+    assert liq(event).side is PositionSide.SHORT
+    assert liq(event).size == Decimal("0.13")
+    assert liq(event).price == Decimal("60000")
+    assert liq(event).notional_usd == Decimal("7800")
     assert event.usd == Decimal("7800")
     assert event.occurred_at == datetime(2023, 8, 17, 10, 0, 34, 10000, tzinfo=UTC)
     assert event.key == "okx:liquidation-orders:BTC-USDT-SWAP:1692266434010:short:buy:13:60000"
-    assert event.body.note == okx.NOTE
+    assert liq(event).note == okx.NOTE
 
 
 def test_mirrored_long(frame: dict[str, Any], ref: okx.OkxRef) -> None:
     [event] = okx.parse_frame(on_btc(frame, posSide="long", side="sell"), ref)
-    assert event.body.side is PositionSide.LONG
+    assert liq(event).side is PositionSide.LONG
 
 
 @pytest.mark.parametrize(("side", "expected"), [("buy", PositionSide.SHORT), ("sell", PositionSide.LONG)])
@@ -74,7 +75,7 @@ def test_net_mode_reads_the_closing_order(
     frame: dict[str, Any], ref: okx.OkxRef, side: str, expected: PositionSide
 ) -> None:
     [event] = okx.parse_frame(on_btc(frame, posSide="net", side=side), ref)
-    assert event.body.side is expected
+    assert liq(event).side is expected
 
 
 def test_contradictory_sides_are_refused(frame: dict[str, Any], ref: okx.OkxRef) -> None:
@@ -92,8 +93,8 @@ def test_inverse_swap_is_refused(frame: dict[str, Any], ref: okx.OkxRef) -> None
 def test_notional_is_exact_decimal(frame: dict[str, Any], ref: okx.OkxRef) -> None:
     # In float, 0.03 * 33.3 is 0.9990000000000001.
     [event] = okx.parse_frame(on_btc(frame, sz="3", bkPx="33.3"), ref)
-    assert event.body.size == Decimal("0.03")
-    assert event.body.notional_usd == Decimal("0.999")
+    assert liq(event).size == Decimal("0.03")
+    assert liq(event).notional_usd == Decimal("0.999")
 
 
 def test_key_is_stable_under_replay(frame: dict[str, Any], ref: okx.OkxRef) -> None:

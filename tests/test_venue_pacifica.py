@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers import pacifica
 from watchers.instruments import UnknownInstrument
 from watchers.validate import BAD_FIGURE, Refused
@@ -51,27 +52,27 @@ def test_close_short_liquidation_is_a_short(frame: dict[str, Any], ref: pacifica
     assert event.topic is Topic.LIQUIDATION
     assert event.venue is Venue.PACIFICA
     assert event.symbol == "BTC"
-    assert event.body.side is PositionSide.SHORT
+    assert liq(event).side is PositionSide.SHORT
     assert event.subject == "42trU9A5..."
-    assert event.body.account == "42trU9A5..."
-    assert event.body.size == Decimal("0.00001")
-    assert event.body.price == Decimal("89471")
-    assert event.body.notional_usd == Decimal("0.89471")
+    assert liq(event).account == "42trU9A5..."
+    assert liq(event).size == Decimal("0.00001")
+    assert liq(event).price == Decimal("89471")
+    assert liq(event).notional_usd == Decimal("0.89471")
     assert event.occurred_at == datetime(2025, 12, 6, 10, 52, 59, 85000, tzinfo=UTC)
     assert event.key == "pacifica:trades:BTC:80062522:1559885104"
-    assert event.body.note is None
+    assert liq(event).note is None
     assert event.link is None
 
 
 def test_mirrored_close_long_backstop_is_a_long(frame: dict[str, Any], ref: pacifica.PacificaRef) -> None:
     [event] = pacifica.parse_frame(with_item(frame, tc="backstop_liquidation", d="close_long"), ref)
-    assert event.body.side is PositionSide.LONG
-    assert event.body.note == pacifica.BACKSTOP_NOTE
+    assert liq(event).side is PositionSide.LONG
+    assert liq(event).note == pacifica.BACKSTOP_NOTE
 
 
 def test_notional_is_exact_decimal(frame: dict[str, Any], ref: pacifica.PacificaRef) -> None:
     [event] = pacifica.parse_frame(with_item(frame, tc="market_liquidation", a="0.1", p="3.3"), ref)
-    assert event.body.notional_usd == Decimal("0.33")
+    assert liq(event).notional_usd == Decimal("0.33")
 
 
 def test_key_is_stable_under_replay(frame: dict[str, Any], ref: pacifica.PacificaRef) -> None:
