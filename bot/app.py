@@ -28,6 +28,7 @@ from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
 from watchers.registry import build_watchers
+from watchers.runtime import Runtime, SharedSession
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,14 @@ class PerpwatchApp:
         self.pipeline = Pipeline(
             self.store.outbox, on_accepted=self.dispatcher.accepted, on_uncertain=self.dispatcher.forget_hints
         )
+        # One HTTP session, one budget per host and one copy of each reference dataset for every watcher;
+        # their durable state lives in the store (opened before any watcher runs).
+        self.runtime = Runtime(clock=clock, kv=self.store.watchers, session=SharedSession(), sink=self.pipeline)
         self.supervisor = Supervisor(
-            list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
+            list(watchers) if watchers is not None else build_watchers(settings, clock=clock, runtime=self.runtime),
+            self.pipeline,
+            self.store,
+            clock=clock,
         )
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -154,6 +161,7 @@ class PerpwatchApp:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        await self.runtime.close()
         await self.pipeline.drain()
         for task in (self._janitor_task, self._dispatch_task):
             if task is not None:
