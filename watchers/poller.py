@@ -165,8 +165,8 @@ class HostBudget:
     async def acquire(self, weight: int) -> None:
         if weight > self.limit:
             raise ValueError(f"a request of weight {weight} can never fit {self.host}'s budget of {self.limit}")
+        waited = self._lock.locked()
         async with self._lock:
-            waited = False
             while True:
                 now = self.clock.monotonic()
                 if now < self._paused_until:
