@@ -87,7 +87,7 @@ async def test_a_429_pauses_the_host_for_its_retry_after_and_logs_once(caplog: p
                 await clock.advance(1)
                 await fake.until(lambda: len(fake.seen) == 3)
         assert fake.seen[1].at - fake.seen[0].at >= 30
-        assert poller.health.state is WatcherState.UP
+        assert poller.health.state.value == "up"
         assert "budget" in next(iter(poller.health.extra))
     failing = [r for r in caplog.records if "poll failing" in r.message]
     recovered = [r for r in caplog.records if "poll recovered" in r.message]

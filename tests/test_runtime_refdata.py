@@ -12,6 +12,7 @@ from perpwatch.clock import FrozenClock
 from storage import Store
 from tests.conftest import eventually
 from tests.fakes.rest import FakeRest
+from watchers.poller import Request
 from watchers.refdata import UNKNOWN_SYMBOL, Change, RefSource, UnknownKey
 from watchers.runtime import Runtime
 
@@ -30,16 +31,13 @@ def info(*symbols: str) -> dict[str, Any]:
 
 
 def source(fake: FakeRest, **kw: Any) -> RefSource[dict[str, Decimal]]:
-    return RefSource(name="pacifica.markets", request=fake.url_request, parse=parse, keys=dict.keys, **kw)
+    return RefSource(name="pacifica.markets", request=Request(fake.url(PATH)), parse=parse, keys=dict.keys, **kw)
 
 
 @pytest.fixture
 async def fake() -> Any:
     clock = FrozenClock()
     async with FakeRest(clock) as server:
-        from watchers.poller import Request
-
-        server.url_request = Request(server.url(PATH))  # type: ignore[attr-defined]
         yield server
 
 
@@ -57,7 +55,7 @@ async def test_the_last_good_copy_is_used_when_the_rest_is_down_at_start(databas
         again = Runtime(clock=fake.clock, kv=store.watchers).refdata.get(source(fake))
         async with again.use():
             value = await again.ready()
-            await eventually(lambda: again.health.errors >= 1, what='a failed refresh')
+            await eventually(lambda: again.health.errors >= 1, what="a failed refresh")
         assert value == {"BTC": Decimal("0.00001"), "ETH": Decimal("0.00001")}  # decimals exact
         assert again.origin == "stored" and again.health.errors >= 1
         assert "stored" in again.status() and "refresh failing" in again.status()

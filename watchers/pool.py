@@ -201,8 +201,7 @@ class WsPool:
             await self._close(emptiest)
 
     async def _unsubscribe(self, slot: _Slot, gone: list[str]) -> None:
-        if not slot.topics:
-            return  # the connection closes anyway
+        # Even a connection left empty: it may take new topics below instead of closing.
         if self.protocol.unsubscribe is None:
             slot.stream.request_reconnect()
         else:
@@ -330,4 +329,3 @@ class FanOut:
                 describe(exc),
                 frame,
             )
-

@@ -53,9 +53,7 @@ class FakeRest:
     def max_weight_in(self, window_s: float, *, status: int | None = None) -> int:
         """The most weight seen in any window of `window_s` (starting at each request)."""
         hits = [s for s in self.seen if status is None or s.status == status]
-        return max(
-            (sum(h.weight for h in hits if start.at <= h.at < start.at + window_s) for start in hits), default=0
-        )
+        return max((sum(h.weight for h in hits if start.at <= h.at < start.at + window_s) for start in hits), default=0)
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = request.path
