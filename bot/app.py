@@ -29,6 +29,7 @@ from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
 from watchers.registry import build_watchers
+from watchers.runtime import Runtime, SharedSession
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,14 @@ class PerpwatchApp:
             cascades=self.cascades,
             clock=clock,
         )
+        # One HTTP session, one budget per host and one copy of each reference dataset for every watcher;
+        # their durable state lives in the store (opened before any watcher runs).
+        self.runtime = Runtime(clock=clock, kv=self.store.watchers, session=SharedSession(), sink=self.pipeline)
         self.supervisor = Supervisor(
-            list(watchers) if watchers is not None else build_watchers(settings, clock=clock), self.pipeline, self.store
+            list(watchers) if watchers is not None else build_watchers(settings, clock=clock, runtime=self.runtime),
+            self.pipeline,
+            self.store,
+            clock=clock,
         )
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -190,6 +197,7 @@ class PerpwatchApp:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+        await self.runtime.close()
         await self.pipeline.drain()
         for task in (self._cascade_task, self._janitor_task, self._dispatch_task):
             if task is not None:

@@ -42,6 +42,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("chat_thresholds", ("chat_id", "topic")),
     ("watchlist", ("id",)),
     ("watcher_state", ("watcher",)),
+    ("watcher_kv", ("watcher", "key")),
     ("events", ("id",)),
     ("deliveries", ("id",)),
     ("threads", ("chat_id", "thread")),

@@ -351,7 +351,10 @@ def test_db_upgrade_and_status_on_sqlite(
     code, out, _ = _cli(capsys, monkeypatch, url, "status")
     assert code == 0 and not path.exists()  # a status looks, it creates nothing
     assert out[:2] == ["engine: sqlite", f"database: {url}"] and out[2].startswith("schema version: 0 (no perpwatch")
-    assert out[3].startswith("pending migrations: 0001_init.sql, 0002_backbone_v2.sql, 0003_event_log.sql")
+    assert out[3] == (
+        "pending migrations: 0001_init.sql, 0002_backbone_v2.sql, 0003_event_log.sql, 0004_watcher_kv.sql, "
+        "0005_cascades.sql"
+    )
     assert out[4:] == ["chats: -", "subscriptions: -", "events: -", "pending deliveries: -"]
 
     code, out, _ = _cli(capsys, monkeypatch, url, "upgrade")

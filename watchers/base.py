@@ -28,6 +28,7 @@ def describe(exc: BaseException) -> str:
 class WatcherState(StrEnum):
     STARTING = "starting"
     UP = "up"
+    DEGRADED = "degraded"  # some of a pool's connections are up, not all
     DOWN = "down"
     PAUSED = "paused"
     UNSUPPORTED = "unsupported"

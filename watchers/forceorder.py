@@ -32,6 +32,7 @@ from perpwatch.events import (
     utc_from_ms,
 )
 from watchers.base import EventSink, Watcher
+from watchers.runtime import WatcherContext
 from watchers.validate import BAD_FIGURE, BAD_SYMBOL, BAD_TIME, IMPLAUSIBLE_USD, Refused
 from watchers.ws import WsSettings, WsStream, WsTuning
 
@@ -182,7 +183,7 @@ class ForceOrderWatcher(Watcher):
         tuning: WsTuning,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        session: aiohttp.ClientSession | None = None,
+        session: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         if venue not in VENUES:
@@ -212,6 +213,13 @@ class ForceOrderWatcher(Watcher):
     ) -> ForceOrderWatcher:
         url = settings.binance_ws_url if venue is Venue.BINANCE else settings.aster_ws_url
         return cls(venue, url, WsTuning.from_settings(settings), clock=clock, session=session)
+
+    @classmethod
+    def from_context(cls, settings: ForceOrderSettings, venue: Venue, context: WatcherContext) -> ForceOrderWatcher:
+        """As the registry builds it: the runtime's clock and shared session. `!forceOrder@arr` needs no
+        reference data (the stream names every symbol), so none is asked for."""
+        url = settings.binance_ws_url if venue is Venue.BINANCE else settings.aster_ws_url
+        return cls(venue, url, WsTuning.from_settings(settings), clock=context.clock, session=context.session)
 
     async def run(self, sink: EventSink) -> None:
         await self.stream.run(sink)

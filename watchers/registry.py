@@ -19,16 +19,10 @@ from perpwatch.clock import Clock
 from perpwatch.events import Topic, Venue
 from watchers.base import Watcher
 from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
+from watchers.runtime import Runtime, WatcherContext
 from watchers.ws import WS_SETTINGS
 
-
-@dataclass(frozen=True, slots=True)
-class WatcherContext:
-    """What every watcher shares instead of making its own: the one clock and the one HTTP session
-    (None: each stream opens its own)."""
-
-    clock: Clock
-    session: aiohttp.ClientSession | None = None
+__all__ = ["REGISTRY", "URL_SETTINGS", "WATCHER_NAMES", "WatcherContext", "WatcherSpec", "build_watchers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +38,7 @@ class WatcherSpec:
 
 def _forceorder(venue: Venue, url_setting: str) -> WatcherSpec:
     def build(settings: ForceOrderSettings, context: WatcherContext) -> Watcher:
-        return ForceOrderWatcher.from_settings(settings, venue, clock=context.clock, session=context.session)
+        return ForceOrderWatcher.from_context(settings, venue, context)
 
     return WatcherSpec(
         name=venue.value,
@@ -80,12 +74,18 @@ class WatcherSettings(Protocol):
 
 
 def build_watchers(
-    settings: WatcherSettings, *, clock: Clock, session: aiohttp.ClientSession | None = None
+    settings: WatcherSettings,
+    *,
+    clock: Clock,
+    session: aiohttp.ClientSession | None = None,
+    runtime: Runtime | None = None,
 ) -> list[Watcher]:
-    """One watcher per name in `settings.watchers`, in that order, each given the shared clock and session
-    and its entry's coverage and note. A settings object lacking what an entry reads is a wiring bug,
-    refused here with the missing names rather than as an AttributeError deep in a factory."""
-    context = WatcherContext(clock=clock, session=session)
+    """One watcher per name in `settings.watchers`, in that order, each given its context of the shared
+    runtime (made here from `clock` and `session` when none is given) and its entry's coverage and note.
+    A settings object lacking what an entry reads is a wiring bug, refused here with the missing names
+    rather than as an AttributeError deep in a factory."""
+    if runtime is None:
+        runtime = Runtime(clock=clock, session=session)
     built: list[Watcher] = []
     for name in settings.watchers:
         spec = REGISTRY.get(name)
@@ -94,7 +94,7 @@ def build_watchers(
         missing = [setting for setting in spec.settings if not hasattr(settings, setting)]
         if missing:
             raise TypeError(f"watcher {name!r} reads settings the given settings lack: {', '.join(missing)}")
-        watcher = spec.build(settings, context)
+        watcher = spec.build(settings, runtime.context(name))
         watcher.covers = spec.covers
         watcher.health.note = spec.note
         built.append(watcher)

@@ -184,9 +184,15 @@ class _Receiver:
             self._arrived.clear()
             if not await self._clock.wait(self._arrived, timeout_s):
                 return None
-            if self._inbox.empty() and self._failed is not None:
-                raise self._failed
+            if self._inbox.empty():
+                if self._failed is not None:
+                    raise self._failed
+                return None  # woken by `wake`, not by a message
         return self._inbox.get_nowait()
+
+    def wake(self) -> None:
+        """Ends a `receive` wait early (a reconnect was asked for) without a message."""
+        self._arrived.set()
 
     async def close(self) -> None:
         self._task.cancel()
@@ -218,10 +224,11 @@ class WsStream:
         heartbeat: Heartbeat | None = None,
         reply: Callable[[Any], str | None] | None = None,
         plain_texts: frozenset[str] = frozenset(),
-        session: aiohttp.ClientSession | None = None,
+        session: aiohttp.ClientSession | Callable[[], aiohttp.ClientSession] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
         plausible: Plausible = PLAUSIBLE,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.label = label
         self.url = url
@@ -242,6 +249,39 @@ class WsStream:
         self._failures = 0
         self._healthy = False
         self._down_since: float | None = None
+        self._on_change = on_change
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._receiver: _Receiver | None = None
+        self._reconnect_asked = False
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def send_live(self, frames: Iterable[str]) -> bool:
+        """Sends `frames` on the open socket (a subscribe for topics added while connected). False when
+        there is none: the next connection's `subscribe` sends the whole current list anyway."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            for frame in frames:
+                await ws.send_str(frame)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            logger.debug("live send failed venue=%s error=%s", self.label, describe(exc))
+            return False
+        return True
+
+    def request_reconnect(self) -> None:
+        """A planned reconnect now (not a failure): for a venue that cannot unsubscribe on a live socket,
+        the new connection subscribes to the current list only."""
+        self._reconnect_asked = True
+        if self._receiver is not None:
+            self._receiver.wake()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     async def run(self, sink: EventSink) -> None:
         """Runs until cancelled; cancelling closes the socket (and a session it made) and re-raises.
@@ -250,8 +290,10 @@ class WsStream:
         every connection after this stream's first."""
         self._failures = 0
         async with Handoff(sink, self.health, label=self.label, clock=self.clock) as handoff:
-            if self._session is not None:
+            if isinstance(self._session, aiohttp.ClientSession):
                 await self._loop(self._session, handoff)
+            elif self._session is not None:
+                await self._loop(self._session(), handoff)
             else:
                 async with aiohttp.ClientSession() as session:
                     await self._loop(session, handoff)
@@ -294,13 +336,18 @@ class WsStream:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, handoff: Handoff) -> None:
         """Reads frames until the planned end of life (returns) or a failure (raises)."""
         receiver = _Receiver(ws, self.clock)
+        self._receiver, self._reconnect_asked = receiver, False
         try:
             await self._read(ws, receiver, handoff)
         finally:
+            self._ws = self._receiver = None
             await receiver.close()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, receiver: _Receiver, handoff: Handoff) -> None:
-        for frame in self._subscribe() if self._subscribe is not None else ():
+        # The socket is published and the list read in one step (no await between), so a topic added while
+        # connecting is either in this list or sent live afterwards, never neither.
+        self._ws = ws
+        for frame in list(self._subscribe()) if self._subscribe is not None else ():
             await ws.send_str(frame)
         opened = last_frame = self.clock.monotonic()
         retire_at = opened + self.tuning.max_lifetime_s
@@ -309,7 +356,7 @@ class WsStream:
         frames = 0
         while True:
             now = self.clock.monotonic()
-            if now >= retire_at:
+            if now >= retire_at or self._reconnect_asked:
                 return
             if self._heartbeat is not None and now >= beat_at:
                 await ws.send_str(self._heartbeat.frame)
@@ -337,6 +384,7 @@ class WsStream:
                 last_frame, probed_at = self.clock.monotonic(), None
                 self.health.last_frame_at = self.clock.now()
                 await self._on_frame(ws, msg.data, handoff)
+                self._changed()
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise _Lost(f"socket error: {ws.exception()!r}")
             else:
@@ -405,6 +453,7 @@ class WsStream:
             logger.info("stream recovered venue=%s down_s=%.1f attempts=%d", self.label, down_s, self._failures)
         elif was is not WatcherState.UP:  # first connect, or after a pause: not a recovery
             logger.info("stream connected venue=%s url=%s", self.label, URL(self.url).with_query(None))
+        self._changed()
 
     def _mark_down(self, error: str, delay_s: float) -> None:
         if self.health.state is not WatcherState.DOWN:
@@ -419,3 +468,4 @@ class WsStream:
                 error,
             )
         self.health.mark_down(error)
+        self._changed()
