@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.engine import mask_url, parse_database_url
+from watchers import bybit, hyperliquid, lighter, okx, pacifica
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
@@ -55,6 +56,18 @@ class Settings(BaseSettings):
     watchers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KNOWN_WATCHERS))
     binance_ws_url: str = "wss://fstream.binance.com/market/ws/!forceOrder@arr"
     aster_ws_url: str = "wss://fstream.asterdex.com/ws/!forceOrder@arr"
+    bybit_ws_url: str = bybit.WS_URL
+    bybit_rest_url: str = bybit.REST_URL
+    okx_ws_url: str = okx.WS_URL
+    okx_rest_url: str = okx.REST_URL
+    lighter_ws_url: str = lighter.WS_URL
+    lighter_rest_url: str = lighter.REST_URL
+    pacifica_ws_url: str = pacifica.WS_URL
+    pacifica_rest_url: str = pacifica.REST_URL
+    hyperliquid_ws_url: str = hyperliquid.WS_URL
+    hyperliquid_info_url: str = hyperliquid.REST_URL
+    hyperliquid_node_fills_dir: Path | None = None
+    hyperliquid_node_poll_s: float = Field(default=1.0, gt=0, le=60)
     ws_probe_after_s: float = Field(default=60.0, gt=0)
     ws_probe_timeout_s: float = Field(default=10.0, gt=0)
     ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)

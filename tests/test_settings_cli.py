@@ -42,7 +42,18 @@ def test_fixed_setting_names_and_real_defaults() -> None:
     assert settings.aster_ws_url == "wss://fstream.asterdex.com/ws/!forceOrder@arr"
     assert settings.discord_api_url == "https://discord.com/api/v10"
     assert settings.discord_gateway_url == "wss://gateway.discord.gg/"
-    assert settings.watchers == ["binance", "aster"]
+    assert settings.bybit_ws_url == "wss://stream.bybit.com/v5/public/linear"
+    assert settings.bybit_rest_url == "https://api.bybit.com/v5/market/instruments-info"
+    assert settings.okx_ws_url == "wss://ws.okx.com:8443/ws/v5/public"
+    assert settings.okx_rest_url == "https://www.okx.com/api/v5/public/instruments"
+    assert settings.lighter_ws_url == "wss://mainnet.zklighter.elliot.ai/stream"
+    assert settings.lighter_rest_url == "https://mainnet.zklighter.elliot.ai/api/v1/orderBooks"
+    assert settings.pacifica_ws_url == "wss://ws.pacifica.fi/ws"
+    assert settings.pacifica_rest_url == "https://api.pacifica.fi/api/v1/info"
+    assert settings.hyperliquid_ws_url == "wss://api.hyperliquid.xyz/ws"
+    assert settings.hyperliquid_info_url == "https://api.hyperliquid.xyz/info"
+    assert settings.hyperliquid_node_fills_dir is None
+    assert settings.watchers == ["binance", "aster", "bybit", "okx", "lighter", "pacifica", "hyperliquid"]
     assert settings.telegram_bot_token is None
 
 

@@ -62,7 +62,7 @@ def test_docs_sample_short_on_a_known_linear_swap(frame: dict[str, Any], ref: ok
     assert event.usd == Decimal("7800")
     assert event.occurred_at == datetime(2023, 8, 17, 10, 0, 34, 10000, tzinfo=UTC)
     assert event.key == "okx:liquidation-orders:BTC-USDT-SWAP:1692266434010:short:buy:13:60000"
-    assert liq(event).note == okx.NOTE
+    assert liq(event).note == okx.PRICE_NOTE and liq(event).sampled
 
 
 def test_mirrored_long(frame: dict[str, Any], ref: okx.OkxRef) -> None:

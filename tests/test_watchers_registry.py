@@ -17,10 +17,11 @@ from watchers.registry import REGISTRY, URL_SETTINGS, build_watchers
 
 
 def test_the_known_watcher_names_are_the_registry_entries() -> None:
-    assert KNOWN_WATCHERS == tuple(REGISTRY) == ("binance", "aster")
+    names = ("binance", "aster", "bybit", "okx", "lighter", "pacifica", "hyperliquid")
+    assert KNOWN_WATCHERS == tuple(REGISTRY) == names
     assert load_settings(watchers="all").watchers == list(REGISTRY)
-    with pytest.raises(SettingsError, match=r"PERPWATCH_WATCHERS: unknown watcher\(s\) bybit; .* binance, aster"):
-        load_settings(watchers="binance,bybit")
+    with pytest.raises(SettingsError, match=r"PERPWATCH_WATCHERS: unknown watcher\(s\) edgex; .* binance, aster"):
+        load_settings(watchers="binance,edgex")
 
 
 def test_every_setting_an_entry_reads_is_a_setting_of_the_bot() -> None:

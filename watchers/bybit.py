@@ -34,6 +34,10 @@ from typing import Any
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers import venuekit as kit
 from watchers.instruments import UnknownInstrument
+from watchers.poller import Request
+from watchers.refdata import Fetch, RefSource
+from watchers.venue_stream import VenueStream
+from watchers.ws import Heartbeat
 
 SOURCE = "bybit_allliquidation"
 WS_URL = "wss://stream.bybit.com/v5/public/linear"
@@ -168,3 +172,45 @@ def parse_frame(frame: Any, ref: BybitRef, *, now_ms: int | None = None) -> list
             )
         )
     return kit.plausible(events, now_ms)
+
+
+MAX_PAGES = 20
+"""A listing of more pages than this is a venue bug (a cursor that never ends), not more markets."""
+
+
+def reference(rest_url: str) -> RefSource[BybitRef]:
+    """Every page of linear instruments, followed by `nextPageCursor`; the pages are the stored copy."""
+
+    async def fetch(get: Fetch) -> list[Any]:
+        pages: list[Any] = []
+        cursor: str | None = None
+        while len(pages) < MAX_PAGES:
+            params = dict(REST_PARAMS, **({"cursor": cursor} if cursor else {}))
+            body = await get(Request(rest_url, params=params))
+            pages.append(body)
+            cursor = parse_reference(body).next_cursor
+            if cursor is None:
+                break
+        return pages
+
+    def parse(pages: Any) -> BybitRef:
+        merged = BybitRef(frozenset())
+        for page in kit.array(pages, "pages"):
+            merged = merged.merged(parse_reference(page))
+        return merged
+
+    return RefSource("bybit.linear.instruments", parse=parse, keys=lambda ref: ref.symbols, fetch=fetch)
+
+
+STREAM = VenueStream(
+    venue=Venue.BYBIT,
+    reference=reference,
+    topics_for=topics_for,
+    subscribe_frames=subscribe_frames,
+    per_frame=TOPICS_PER_FRAME,
+    per_connection=TOPICS_PER_CONNECTION or 10_000,  # no documented cap: one connection takes them all
+    heartbeat=Heartbeat(HEARTBEAT_S, heartbeat_frame()),
+    is_control=is_control,
+    parse_frame=parse_frame,
+    budget_per_min=600,  # research §8.1: 600 requests per 5 s per IP; a minute's share kept far below it
+)

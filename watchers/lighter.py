@@ -38,7 +38,11 @@ from typing import Any
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers import venuekit as kit
 from watchers.instruments import UnknownInstrument
+from watchers.poller import Request
+from watchers.refdata import RefSource
 from watchers.validate import Refused
+from watchers.venue_stream import VenueStream
+from watchers.ws import Heartbeat
 
 SOURCE = "lighter_trade"
 WS_URL = "wss://mainnet.zklighter.elliot.ai/stream"
@@ -168,3 +172,26 @@ def parse_frame(frame: Any, ref: LighterRef, *, now_ms: int | None = None) -> li
             )
         )
     return kit.plausible(events, now_ms)
+
+
+def reference(rest_url: str) -> RefSource[LighterRef]:
+    return RefSource(
+        "lighter.perp.order_books",
+        parse=parse_reference,
+        keys=lambda ref: (str(market_id) for market_id in ref.markets),
+        request=Request(rest_url, params=REST_PARAMS),
+    )
+
+
+STREAM = VenueStream(
+    venue=Venue.LIGHTER,
+    reference=reference,
+    topics_for=topics_for,
+    subscribe_frames=subscribe_frames,
+    per_frame=CHANNELS_PER_FRAME,
+    per_connection=SUBSCRIPTIONS_PER_CONNECTION,
+    heartbeat=Heartbeat(HEARTBEAT_S, heartbeat_frame()),
+    is_control=is_control,
+    parse_frame=parse_frame,
+    budget_per_min=60,  # research §4: a standard account's 60 requests per rolling minute
+)

@@ -40,7 +40,11 @@ from typing import Any
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue, parse_decimal
 from watchers import venuekit as kit
 from watchers.instruments import UnknownInstrument
+from watchers.poller import Request
+from watchers.refdata import RefSource
 from watchers.validate import Refused
+from watchers.venue_stream import VenueStream
+from watchers.ws import Heartbeat
 
 SOURCE = "okx_liquidation_orders"
 WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
@@ -61,10 +65,9 @@ HEARTBEAT_S = 25.0
 INVERSE_CONTRACT = "inverse_contract"
 NON_USD_QUOTE = "non_usd_quote"
 USD_SETTLE = frozenset({"USDT", "USDC"})
-NOTE = (
-    "OKX says its liquidation feed does not show every liquidation; the price is the bankruptcy price. "
-    "Counts and totals are a floor."
-)
+NOTE = "OKX says its liquidation feed does not show every liquidation, so counts and totals are a floor."
+"""For `/status`; each event says it with `sampled`, and a cascade built from them says it once."""
+PRICE_NOTE = "OKX reports the bankruptcy price, not the fill price; the notional uses it."
 
 _POSITION = {"long": PositionSide.LONG, "short": PositionSide.SHORT}
 _CLOSED_BY = {"sell": PositionSide.LONG, "buy": PositionSide.SHORT}
@@ -219,7 +222,33 @@ def parse_frame(frame: Any, ref: OkxRef, *, now_ms: int | None = None) -> list[E
                     symbol=inst_id,
                     usd=usd,
                     occurred_at=occurred_at,
-                    body=LiquidationBody(side=side, size=size, price=price, notional_usd=usd, note=NOTE),
+                    body=LiquidationBody(
+                        side=side, size=size, price=price, notional_usd=usd, sampled=True, note=PRICE_NOTE
+                    ),
                 )
             )
     return kit.plausible(events, now_ms)
+
+
+def reference(rest_url: str) -> RefSource[OkxRef]:
+    return RefSource(
+        "okx.swap.instruments",
+        parse=parse_reference,
+        keys=lambda ref: ref.instruments.keys(),
+        request=Request(rest_url, params=REST_PARAMS),
+    )
+
+
+STREAM = VenueStream(
+    venue=Venue.OKX,
+    reference=reference,
+    topics_for=topics_for,
+    subscribe_frames=subscribe_frames,
+    per_frame=ARGS_PER_FRAME,
+    per_connection=1,  # one channel for every SWAP
+    heartbeat=Heartbeat(HEARTBEAT_S, heartbeat_frame()),
+    is_control=is_control,
+    parse_frame=parse_frame,
+    budget_per_min=600,  # research §8.2: 20 requests per 2 s
+    plain_texts=frozenset({"pong"}),
+)

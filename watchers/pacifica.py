@@ -37,7 +37,11 @@ from typing import Any
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers import venuekit as kit
 from watchers.instruments import UnknownInstrument
+from watchers.poller import Request
+from watchers.refdata import RefSource
 from watchers.validate import Refused
+from watchers.venue_stream import VenueStream
+from watchers.ws import Heartbeat
 
 SOURCE = "pacifica_trades"
 WS_URL = "wss://ws.pacifica.fi/ws"
@@ -163,3 +167,21 @@ def parse_frame(frame: Any, ref: PacificaRef, *, now_ms: int | None = None) -> l
             )
         )
     return kit.plausible(events, now_ms)
+
+
+def reference(rest_url: str) -> RefSource[PacificaRef]:
+    return RefSource("pacifica.markets", parse=parse_reference, keys=lambda ref: ref.symbols, request=Request(rest_url))
+
+
+STREAM = VenueStream(
+    venue=Venue.PACIFICA,
+    reference=reference,
+    topics_for=topics_for,
+    subscribe_frames=subscribe_frames,
+    per_frame=SUBSCRIPTIONS_PER_FRAME,
+    per_connection=SUBSCRIPTIONS_PER_CHANNEL_PER_CONNECTION,
+    heartbeat=Heartbeat(HEARTBEAT_S, heartbeat_frame()),
+    is_control=is_control,
+    parse_frame=parse_frame,
+    budget_per_min=20,  # research §5.2: 100 credits a minute unidentified, heavy GETs up to 12 credits
+)

@@ -17,10 +17,13 @@ import aiohttp
 
 from perpwatch.clock import Clock
 from perpwatch.events import Topic, Venue
+from watchers import bybit, hyperliquid, lighter, okx, pacifica
 from watchers.base import Watcher
 from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
+from watchers.hyperliquid_node import HyperliquidNodeWatcher
 from watchers.runtime import Runtime, WatcherContext
-from watchers.ws import WS_SETTINGS
+from watchers.venue_stream import TopicVenueWatcher, VenueStream
+from watchers.ws import WS_SETTINGS, WsTuning
 
 __all__ = ["REGISTRY", "URL_SETTINGS", "WATCHER_NAMES", "WatcherContext", "WatcherSpec", "build_watchers"]
 
@@ -49,11 +52,79 @@ def _forceorder(venue: Venue, url_setting: str) -> WatcherSpec:
     )
 
 
+def _topic_venue(stream: VenueStream[Any], note: str | None = None) -> WatcherSpec:
+    name = stream.venue.value
+    ws_setting, rest_setting = f"{name}_ws_url", f"{name}_rest_url"
+
+    def build(settings: Any, context: WatcherContext) -> Watcher:
+        ws_url, rest_url = getattr(settings, ws_setting), getattr(settings, rest_setting)
+        return TopicVenueWatcher(stream, ws_url, rest_url, WsTuning.from_settings(settings), context)
+
+    return WatcherSpec(
+        name=name,
+        settings=(ws_setting, rest_setting, *WS_SETTINGS),
+        build=build,
+        covers=frozenset({(Topic.LIQUIDATION, stream.venue)}),
+        note=note,
+    )
+
+
+class _StateCursor:
+    """The node reader's cursor in the watcher's durable state."""
+
+    def __init__(self, context: WatcherContext) -> None:
+        self.state = context.state
+
+    async def load(self) -> dict[str, Any] | None:
+        value = await self.state.get("node_fills_cursor")
+        return dict(value) if isinstance(value, dict) else None
+
+    async def save(self, cursor: dict[str, Any]) -> None:
+        await self.state.put("node_fills_cursor", cursor)
+
+
+def _hyperliquid() -> WatcherSpec:
+    """The public `trades` stream (backstop liquidations only), or, with a node's fills directory set, every
+    liquidation read from the node: never both, which would alert a backstop twice under two keys."""
+    public = _topic_venue(hyperliquid.STREAM)
+    info_setting = "hyperliquid_info_url"
+
+    def build(settings: Any, context: WatcherContext) -> Watcher:
+        if settings.hyperliquid_node_fills_dir is not None:
+            return HyperliquidNodeWatcher.from_settings(settings, _StateCursor(context), clock=context.clock)
+        return TopicVenueWatcher(
+            hyperliquid.STREAM,
+            settings.hyperliquid_ws_url,
+            getattr(settings, info_setting),
+            WsTuning.from_settings(settings),
+            context,
+        )
+
+    return WatcherSpec(
+        name=public.name,
+        settings=(
+            "hyperliquid_ws_url",
+            info_setting,
+            "hyperliquid_node_fills_dir",
+            "hyperliquid_node_poll_s",
+            *WS_SETTINGS,
+        ),
+        build=build,
+        covers=public.covers,
+        note=None,
+    )
+
+
 REGISTRY: Mapping[str, WatcherSpec] = {
     spec.name: spec
     for spec in (
         _forceorder(Venue.BINANCE, "binance_ws_url"),
         _forceorder(Venue.ASTER, "aster_ws_url"),
+        _topic_venue(bybit.STREAM),
+        _topic_venue(okx.STREAM, okx.NOTE),
+        _topic_venue(lighter.STREAM),
+        _topic_venue(pacifica.STREAM),
+        _hyperliquid(),
     )
 }
 
