@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ async def test_bybit_markets_topics_frames_and_a_dropped_socket(rest: FakeRest, 
         await conn.ws.send_str(_frame(s="BTCUSDT", T=now_ms, v="0.5", p="60000", S="Sell"))
         await sink.until(1)
         [event] = sink.events
-        assert (event.symbol, liq(event).side, event.usd) == ("BTCUSDT", PositionSide.SHORT, 30000)
+        assert (event.symbol, liq(event).side, event.usd) == ("BTCUSDT", PositionSide.SHORT, Decimal(30000))
         # A market the reference data does not know is refused, never guessed.
         await conn.ws.send_str(_frame(s="NEWUSDT", T=now_ms))
         await conn.ws.send_str(_frame(s="BTCUSDT", T=now_ms + 1, v="1", p="60000", S="Buy"))
