@@ -380,13 +380,18 @@ async def test_a_cascade_is_one_message_edited_in_place_as_it_grows(
 ) -> None:
     """Real frames through the real bot: a chat taking cascades and singles gets its first singles, then one
     cascade message that later liquidations edit, never a message per liquidation once it has opened."""
+    since_import = int(time.time() * 1000) - RUN_MS  # frames stamped now: a cascade's window is venue time
+
+    def fresh(i: int) -> dict[str, Any]:
+        return sample_frame(T=DOCS_T + since_import + i * 1000)
+
     async with running_bot(make_settings, telegram, binance, cascade_min_count=3, pacing=False) as app:
         await subscribed(telegram)
         await subscribed(telegram, "/subscribe cascade")
         for i in range(2):
-            await binance.push(sample_frame(T=DOCS_T + i * 1000))
+            await binance.push(fresh(i))
         await wait_alerts(telegram, 2)
-        await binance.push(sample_frame(T=DOCS_T + 2000))  # the third: the cascade opens and carries it
+        await binance.push(fresh(2))  # the third: the cascade opens and carries it
 
         def cascades() -> list[SentMessage]:
             return [m for m in telegram.sent if "Liquidation cascade" in m.body]
@@ -395,7 +400,7 @@ async def test_a_cascade_is_one_message_edited_in_place_as_it_grows(
         [opened] = cascades()
         assert "Liquidation cascade growing: BTCUSDT on Binance" in opened.body
         for i in range(3, 6):
-            await binance.push(sample_frame(T=DOCS_T + i * 1000))
+            await binance.push(fresh(i))
         await telegram.wait_until(lambda: "≥6" in (telegram.stored_text(CHAT, opened.message_id) or ""))
         assert len(alerts(telegram)) == 2  # the four singles after it opened went into the cascade
         assert [m.method for m in cascades()].count("sendMessage") == 1
