@@ -95,6 +95,8 @@ async def test_bybit_markets_topics_frames_and_a_dropped_socket(rest: FakeRest, 
         await sink.until(3)
         assert sink.events[2].key == event.key
         assert watcher.health.reconnects >= 1
+        assert watcher.health.extra["markets"].startswith("1 keys, live")
+        assert "rest budget" in watcher.health.extra
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -58,7 +58,7 @@ class TopicVenueWatcher(Watcher, Generic[R]):
     def __init__(self, spec: VenueStream[R], ws_url: str, rest_url: str, tuning: WsTuning, ctx: WatcherContext) -> None:
         super().__init__(spec.venue.value, frozenset({(Topic.LIQUIDATION, spec.venue)}), clock=ctx.clock)
         self.spec = spec
-        ctx.budgets.declare(rest_url, spec.budget_per_min)
+        self.budget = ctx.budgets.declare(rest_url, spec.budget_per_min)
         self.markets = ctx.refdata.get(spec.reference(rest_url))
         protocol = TopicProtocol(
             subscribe=lambda chunk: spec.subscribe_frames(chunk)[0],
@@ -82,6 +82,12 @@ class TopicVenueWatcher(Watcher, Generic[R]):
 
     def _markets_changed(self, value: R, _change: Change) -> None:
         self.pool.set_topics(self.spec.topics_for(value))
+        self._show_reference()
+
+    def _show_reference(self) -> None:
+        """`/status` shows where the markets came from and the REST budget beside the stream's figures."""
+        self.health.extra["markets"] = self.markets.status()
+        self.health.extra["rest budget"] = self.budget.describe()
 
     def _handle(self, frame: Any) -> list[Event]:
         if self.spec.is_control(frame):
@@ -98,5 +104,5 @@ class TopicVenueWatcher(Watcher, Generic[R]):
     async def run(self, sink: EventSink) -> None:
         async with self.markets.use():
             self.pool.set_topics(self.spec.topics_for(await self.markets.ready()))
-            self.health.extra["markets"] = self.markets.status()
+            self._show_reference()
             await self.pool.run(sink)

@@ -41,6 +41,7 @@ def _watcher_line(health: WatcherHealth, now: datetime) -> str:
     if health.rejected:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(health.rejected.items()))
         parts.append(f"rejected {sum(health.rejected.values())} ({reasons})")
+    parts += [f"{name} {value}" for name, value in sorted(health.extra.items())]
     if health.last_error and health.connected_since is None:
         parts.append(f"last error: {health.last_error}")
     return " · ".join(parts)
