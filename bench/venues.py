@@ -46,7 +46,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _venues() -> dict[str, tuple[Callable[[int], str], Callable[[Any], list[Event]]]]:
+def sample_streams() -> dict[str, tuple[Callable[[int], str], Callable[[Any], list[Event]]]]:
     """Per venue: a frame maker (frame number -> socket text) and the parse the watcher runs on it."""
     binance = _load("binance_forceOrder_docs.json")
     bybit_frame = _load("bybit_allLiquidation_docs.json")
@@ -111,7 +111,7 @@ def _venues() -> dict[str, tuple[Callable[[int], str], Callable[[Any], list[Even
 
 def parse_rates(frames: int) -> dict[str, tuple[float, list[Event]]]:
     rates: dict[str, tuple[float, list[Event]]] = {}
-    for name, (make, parse) in _venues().items():
+    for name, (make, parse) in sample_streams().items():
         texts = [make(n) for n in range(frames)]
         events: list[Event] = []
         started = time.perf_counter()
