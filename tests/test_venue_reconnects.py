@@ -1,4 +1,4 @@
-"""OKX, Lighter and Pacifica through the real watcher on loopback: markets from REST, the venue's own
+"""OKX, Lighter, Pacifica and Hyperliquid through the real watcher on loopback: markets from REST, the venue's own
 subscribe frames on the socket, a liquidation frame in, and every socket dropped: the watcher reconnects,
 subscribes again, and a replayed frame keeps its key (nothing lost, nothing doubled)."""
 
@@ -17,7 +17,7 @@ from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import Event
 from tests.fakes.rest import FakeRest
 from tests.fakes.venue_ws import FakeVenueStream
-from watchers import lighter, okx, pacifica
+from watchers import hyperliquid, lighter, okx, pacifica
 from watchers.runtime import Runtime
 from watchers.venue_stream import TopicVenueWatcher, VenueStream
 from watchers.ws import WsTuning
@@ -30,7 +30,39 @@ VENUES: dict[str, tuple[VenueStream[Any], str, str, dict[str, str]]] = {
     "okx": (okx.STREAM, "/api/v5/public/instruments", "okx_instruments_ccxt.json", {"ping": "pong"}),
     "lighter": (lighter.STREAM, "/api/v1/orderBooks", "lighter_orderBooks_real.json", {}),
     "pacifica": (pacifica.STREAM, "/api/v1/info", "pacifica_info_docs.json", {}),
+    "hyperliquid": (hyperliquid.STREAM, "/info", "", {'{"method":"ping"}': '{"channel":"pong"}'}),
 }
+LIQUIDATOR = "0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"  # an HLP child, named "HLP Liquidator" below
+TRADER = "0x005844b2ffb2e122cf4244be7dbcb4f84924907c"
+
+
+def _load(name: str) -> Any:
+    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
+
+
+def _hyperliquid_info(request: Any) -> Any:
+    """`meta` and `vaultDetails` from the documented samples; HLP's children answer as children."""
+    if request == {"type": "meta"}:
+        return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
+    assert request["type"] == "vaultDetails", request
+    body = _load("hyperliquid_vaultDetails_docs.json")
+    if request["vaultAddress"] != hyperliquid.HLP_VAULT:
+        name = "HLP Liquidator" if request["vaultAddress"] == LIQUIDATOR else "HLP Strategy"
+        body.update(vaultAddress=request["vaultAddress"], name=name, relationship={"type": "child"})
+    return body
+
+
+def _frame_maker(name: str) -> Any:
+    make_frame, _ = sample_streams()[name]
+    if name != "hyperliquid":
+        return make_frame
+
+    def with_liquidator(n: int) -> str:
+        frame = json.loads(make_frame(n))
+        frame["data"][0]["users"] = [LIQUIDATOR, TRADER]
+        return json.dumps(frame)
+
+    return with_liquidator
 
 
 class Sink:
@@ -52,11 +84,14 @@ class Sink:
 @pytest.mark.parametrize("name", sorted(VENUES))
 async def test_a_dropped_venue_resubscribes_and_loses_nothing(name: str) -> None:
     stream, path, sample, pongs = VENUES[name]
-    make_frame, _ = sample_streams()[name]
+    make_frame = _frame_maker(name)
     runtime = Runtime(clock=SYSTEM_CLOCK)
     sink = Sink()
     async with FakeRest(SYSTEM_CLOCK) as rest, FakeVenueStream(pongs) as venue:
-        rest.serve(path, json.loads((PAYLOADS / sample).read_text(encoding="utf-8")))
+        if name == "hyperliquid":
+            rest.answer_posts(path, _hyperliquid_info)
+        else:
+            rest.serve(path, _load(sample))
         watcher = TopicVenueWatcher(stream, venue.url, rest.url(path), TUNING, runtime.context(name))
         task = asyncio.create_task(watcher.run(sink))
         try:

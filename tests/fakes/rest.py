@@ -27,6 +27,7 @@ class FakeRest:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.bodies: dict[str, Any] = {}
+        self.posts: dict[str, Callable[[Any], Any]] = {}
         self.weights: dict[str, int] = {}
         self.seen: list[Seen] = []
         self.down = False
@@ -39,6 +40,11 @@ class FakeRest:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = TestServer(app, host="127.0.0.1")
+
+    def answer_posts(self, path: str, answer: Callable[[Any], Any]) -> None:
+        """POSTs to `path` are answered with `answer(decoded JSON body)` (one info endpoint, many request
+        types: Hyperliquid's `/info`)."""
+        self.posts[path] = answer
 
     def serve(self, path: str, body: Any, *, weight: int = 1) -> None:
         self.bodies[path] = body
@@ -71,6 +77,9 @@ class FakeRest:
         elif self.status_next:
             status = self.status_next.pop(0)
             response = web.Response(status=status, text="scripted")
+        elif request.method == "POST" and path in self.posts:
+            answer = self.posts[path](await request.json())
+            response = web.Response(text=json.dumps(answer), content_type="application/json")
         elif path not in self.bodies:
             status, response = 404, web.Response(status=404, text="no such path")
         else:
