@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,21 @@ def test_watchers_never_import_the_bot() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
     out = done.stdout
     assert out.strip() == "[]"
+
+
+def test_every_entry_builds_from_the_default_settings_and_says_what_it_covers(tmp_path: Path) -> None:
+    """Building opens nothing (no socket, no request), so every venue builds here from its real defaults."""
+    from watchers.hyperliquid_node import NODE_NOTE, PUBLIC_FEED_NOTE, HyperliquidNodeWatcher
+    from watchers.venue_stream import TopicVenueWatcher
+
+    built = {w.name: w for w in build_watchers(load_settings(watchers="all"), clock=FrozenClock())}
+    assert list(built) == list(REGISTRY)
+    for name in ("bybit", "okx", "lighter", "pacifica", "hyperliquid"):
+        assert isinstance(built[name], TopicVenueWatcher)
+        assert built[name].covers == frozenset({(Topic.LIQUIDATION, Venue(name))})
+    assert built["hyperliquid"].health.note == PUBLIC_FEED_NOTE  # backstops only, and /status says so
+    [node] = build_watchers(
+        load_settings(watchers="hyperliquid", hyperliquid_node_fills_dir=str(tmp_path)), clock=FrozenClock()
+    )
+    assert isinstance(node, HyperliquidNodeWatcher) and node.name == "hyperliquid"
+    assert node.health.note == NODE_NOTE

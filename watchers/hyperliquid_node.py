@@ -951,12 +951,18 @@ class HyperliquidNodeWatcher(Watcher):
 
     @classmethod
     def from_settings(
-        cls, settings: HyperliquidNodeSettings, store: CursorStore, *, clock: Clock = SYSTEM_CLOCK
+        cls,
+        settings: HyperliquidNodeSettings,
+        store: CursorStore,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        name: str = WATCHER_NAME,
     ) -> HyperliquidNodeWatcher:
+        """`name` is the registry's: the `hyperliquid` watcher runs this reader when a fills directory is set."""
         fills_dir = settings.hyperliquid_node_fills_dir
         if fills_dir is None:
             raise ValueError("hyperliquid_node_fills_dir is not set (PERPWATCH_HYPERLIQUID_NODE_FILLS_DIR)")
-        return cls(fills_dir.expanduser(), store, clock=clock, poll_s=settings.hyperliquid_node_poll_s)
+        return cls(fills_dir.expanduser(), store, clock=clock, poll_s=settings.hyperliquid_node_poll_s, name=name)
 
     async def run(self, sink: EventSink) -> None:
         await self.tailer.run(sink)

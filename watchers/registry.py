@@ -91,14 +91,18 @@ def _hyperliquid() -> WatcherSpec:
 
     def build(settings: Any, context: WatcherContext) -> Watcher:
         if settings.hyperliquid_node_fills_dir is not None:
-            return HyperliquidNodeWatcher.from_settings(settings, _StateCursor(context), clock=context.clock)
-        return TopicVenueWatcher(
+            return HyperliquidNodeWatcher.from_settings(
+                settings, _StateCursor(context), clock=context.clock, name=context.name
+            )
+        watcher = TopicVenueWatcher(
             hyperliquid.STREAM,
             settings.hyperliquid_ws_url,
             getattr(settings, info_setting),
             WsTuning.from_settings(settings),
             context,
         )
+        watcher.health.note = hyperliquid.NOTE
+        return watcher
 
     return WatcherSpec(
         name=public.name,
@@ -167,6 +171,7 @@ def build_watchers(
             raise TypeError(f"watcher {name!r} reads settings the given settings lack: {', '.join(missing)}")
         watcher = spec.build(settings, runtime.context(name))
         watcher.covers = spec.covers
-        watcher.health.note = spec.note
+        if spec.note is not None:  # a watcher that words its own note (the node reader) keeps it
+            watcher.health.note = spec.note
         built.append(watcher)
     return built
