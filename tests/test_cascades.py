@@ -25,7 +25,7 @@ SETTINGS = CascadeSettings(
 )
 
 
-def liq(n: int, *, at: datetime = NOW, side: str = "long", usd: str = "1000", **kw: str) -> Event:
+def liq_at(n: int, *, at: datetime = NOW, side: str = "long", usd: str = "1000", **kw: str) -> Event:
     return liquidation(key=f"liq-{n}-{kw.get('venue', 'binance')}", at=at, side=side, usd=usd, **kw)
 
 
@@ -43,16 +43,16 @@ def apply(detector: CascadeDetector, events: list[Event], now: datetime = NOW) -
 # --- the detector alone ----------------------------------------------------------------------------------
 def test_opens_at_the_count_grows_by_revision_and_ends_with_a_final_figure() -> None:
     detector = CascadeDetector(SETTINGS)
-    assert apply(detector, [liq(i, at=NOW + timedelta(seconds=i)) for i in range(4)]) == []
-    [opened] = apply(detector, [liq(4, at=NOW + timedelta(seconds=4), side="short", usd="2500")])
+    assert apply(detector, [liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(4)]) == []
+    [opened] = apply(detector, [liq_at(4, at=NOW + timedelta(seconds=4), side="short", usd="2500")])
     body = cascade(opened)
     assert (opened.thread, opened.revision) == ("cascade:binance:BTCUSDT:1795694400000", 10)
     assert (body.count, body.usd, body.long_count, body.short_count) == (5, Decimal("6500"), 4, 1)
     assert (body.largest_usd, body.largest_side.value, body.started_at) == (Decimal("2500"), "short", NOW)
     assert opened.venue is not None and opened.venue.value == "binance" and opened.symbol == "BTCUSDT"
-    [grown] = apply(detector, [liq(5, at=NOW + timedelta(seconds=5)), liq(6, at=NOW + timedelta(seconds=6))])
+    [grown] = apply(detector, [liq_at(5, at=NOW + timedelta(seconds=5)), liq_at(6, at=NOW + timedelta(seconds=6))])
     assert (grown.thread, grown.revision, cascade(grown).count) == (opened.thread, 14, 7)
-    assert apply(detector, [liq(5, at=NOW + timedelta(seconds=5))]) == []  # a replay is not one more
+    assert apply(detector, [liq_at(5, at=NOW + timedelta(seconds=5))]) == []  # a replay is not one more
     assert detector.open_cascades == [opened.thread]
     [closed] = apply(detector, [], NOW + timedelta(seconds=70))  # its window is empty: the market went quiet
     assert (closed.thread, closed.revision) == (opened.thread, 15)
@@ -62,10 +62,10 @@ def test_opens_at_the_count_grows_by_revision_and_ends_with_a_final_figure() -> 
 
 def test_usd_alone_opens_and_the_market_scope_spans_venues() -> None:
     detector = CascadeDetector(SETTINGS)
-    assert apply(detector, [liq(1, usd="1000000")]) == []  # one large liquidation is not a cascade
-    [pair] = apply(detector, [liq(2, usd="1")])
+    assert apply(detector, [liq_at(1, usd="1000000")]) == []  # one large liquidation is not a cascade
+    [pair] = apply(detector, [liq_at(2, usd="1")])
     assert cascade(pair).scope == "symbol" and cascade(pair).count == 2
-    spread = [liq(10 + i, venue=venue, symbol=f"S{i}USDT") for i, venue in enumerate(["okx", "bybit"] * 4)]
+    spread = [liq_at(10 + i, venue=venue, symbol=f"S{i}USDT") for i, venue in enumerate(["okx", "bybit"] * 4)]
     events = apply(detector, spread)
     [market] = [e for e in events if cascade(e).scope == "market"]
     assert market.venue is None and market.symbol is None
@@ -74,9 +74,9 @@ def test_usd_alone_opens_and_the_market_scope_spans_venues() -> None:
 
 def test_old_events_and_adl_are_not_cascades_and_sampled_feeds_make_floors() -> None:
     detector = CascadeDetector(SETTINGS)
-    stale = [liq(i, at=NOW - timedelta(minutes=5)) for i in range(10)]
+    stale = [liq_at(i, at=NOW - timedelta(minutes=5)) for i in range(10)]
     assert apply(detector, stale) == []
-    base = liq(99)
+    base = liq_at(99)
     assert isinstance(base.body, LiquidationBody)
     adl = [
         base.model_copy(update={"key": f"adl-{i}", "body": base.body.model_copy(update={"cause": "adl"})})
@@ -97,12 +97,12 @@ def test_old_events_and_adl_are_not_cascades_and_sampled_feeds_make_floors() -> 
 
 def test_a_restart_resumes_the_open_cascade_in_the_same_thread() -> None:
     first = CascadeDetector(SETTINGS)
-    [opened] = apply(first, [liq(i, at=NOW + timedelta(seconds=i)) for i in range(5)])
+    [opened] = apply(first, [liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(5)])
     later = NOW + timedelta(seconds=10)
     again = CascadeDetector(SETTINGS)
-    again.load([liq(i, at=NOW + timedelta(seconds=i)) for i in range(5)], [opened], later)
-    assert apply(again, [liq(3, at=NOW + timedelta(seconds=3))], later) == []  # already counted before
-    [grown] = apply(again, [liq(7, at=later)], later)
+    again.load([liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(5)], [opened], later)
+    assert apply(again, [liq_at(3, at=NOW + timedelta(seconds=3))], later) == []  # already counted before
+    [grown] = apply(again, [liq_at(7, at=later)], later)
     assert (grown.thread, cascade(grown).count) == (opened.thread, 6)
 
 
@@ -134,9 +134,9 @@ async def test_a_chat_taking_both_hears_the_cascade_instead_of_its_singles(store
     picky = await _chat(store, "picky", "liquidation", "cascade", cascade_min=Decimal(1_000_000))
     pipeline = Pipeline(store.outbox, cascades=CascadeDetector(SETTINGS), clock=store.clock)
     for i in range(3):
-        await pipeline.accept([liq(i, at=NOW + timedelta(seconds=i))])
+        await pipeline.accept([liq_at(i, at=NOW + timedelta(seconds=i))])
     # One commit opens the cascade and carries two more singles.
-    await pipeline.accept([liq(i, at=NOW + timedelta(seconds=i)) for i in range(3, 7)])
+    await pipeline.accept([liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(3, 7)])
     thread = "cascade:binance:BTCUSDT:1795694400000"
     every_single = [f"liq-{i}-binance" for i in range(7)]
     assert await _heard(store, singles) == every_single
@@ -145,7 +145,7 @@ async def test_a_chat_taking_both_hears_the_cascade_instead_of_its_singles(store
     assert await _heard(store, both) == [f"{thread}:14"]
     # A cascade below this chat's cascade minimum never reaches it: its singles are not folded away.
     assert await _heard(store, picky) == every_single
-    assert [r.new for r in await pipeline.accept([liq(6, at=NOW + timedelta(seconds=6))])] == [False]
+    assert [r.new for r in await pipeline.accept([liq_at(6, at=NOW + timedelta(seconds=6))])] == [False]
     assert pipeline.stats.cascade_revisions == 1  # the replay made no revision
 
 
@@ -155,7 +155,7 @@ async def test_the_clock_ends_a_quiet_cascade_with_a_final_revision(store: Store
     clock = store.clock
     assert isinstance(clock, FrozenClock)
     pipeline = Pipeline(store.outbox, cascades=CascadeDetector(SETTINGS), clock=clock)
-    await pipeline.accept([liq(i, at=NOW + timedelta(seconds=i)) for i in range(5)])
+    await pipeline.accept([liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(5)])
     await pipeline.tick()
     assert pipeline.stats.cascade_revisions == 1  # still in its window: nothing to end
     await clock.advance(90)

@@ -12,17 +12,11 @@ from typing import Any
 import pytest
 
 from bot.settings import load_settings
-from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from perpwatch.events import PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers.forceorder import ForceOrderWatcher, list_subscriptions_probe, parse
 from watchers.validate import Refused
 from watchers.ws import WsTuning
-
-
-def liq(event: Event) -> LiquidationBody:
-    """The event's body as a liquidation (the event model's union holds other families too)."""
-    assert isinstance(event.body, LiquidationBody)
-    return event.body
-
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 

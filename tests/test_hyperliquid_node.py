@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from perpwatch.clock import FrozenClock
-from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
+from perpwatch.events import Event, PositionSide, Topic, Venue
+from tests.factories import liq
 from watchers.base import SinkUnavailable, WatcherHealth, WatcherState
 from watchers.hyperliquid_node import (
     BORROW_LIQUIDATION,
@@ -40,12 +41,6 @@ def note(event: Event) -> str:
     text = liq(event).note
     assert text is not None
     return text
-
-
-def liq(event: Event) -> LiquidationBody:
-    """The event's body as a liquidation (the event model's union holds other families too)."""
-    assert isinstance(event.body, LiquidationBody)
-    return event.body
 
 
 SAMPLES = Path(__file__).parent / "node_fills" / "sample_blocks.jsonl"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ import pytest
 
 from bench.venues import sample_streams
 from perpwatch.clock import SYSTEM_CLOCK
-from perpwatch.events import Event
 from tests.fakes.rest import FakeRest
+from tests.fakes.sink import CollectingSink
 from tests.fakes.venue_ws import FakeVenueStream
 from watchers import hyperliquid, lighter, okx, pacifica
 from watchers.runtime import Runtime
@@ -65,28 +64,12 @@ def _frame_maker(name: str) -> Any:
     return with_liquidator
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-        self.arrived.set()
-
-    async def until(self, n: int) -> None:
-        async with asyncio.timeout(10):  # a hang guard only
-            while len(self.events) < n:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
 @pytest.mark.parametrize("name", sorted(VENUES))
 async def test_a_dropped_venue_resubscribes_and_loses_nothing(name: str) -> None:
     stream, path, sample, pongs = VENUES[name]
     make_frame = _frame_maker(name)
     runtime = Runtime(clock=SYSTEM_CLOCK)
-    sink = Sink()
+    sink = CollectingSink()
     async with FakeRest(SYSTEM_CLOCK) as rest, FakeVenueStream(pongs) as venue:
         if name == "hyperliquid":
             rest.answer_posts(path, _hyperliquid_info)

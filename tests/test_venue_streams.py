@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from perpwatch.clock import SYSTEM_CLOCK
-from perpwatch.events import Event, PositionSide
+from perpwatch.events import PositionSide
 from tests.factories import liq
 from tests.fakes.rest import FakeRest
+from tests.fakes.sink import CollectingSink
 from tests.fakes.ws_topics import FakeTopicServer
 from watchers import bybit
 from watchers.runtime import Runtime
@@ -30,22 +31,6 @@ INSTRUMENTS = "/v5/market/instruments-info"
 
 def _sample(name: str) -> Any:
     return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.arrived = asyncio.Event()
-
-    async def __call__(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-        self.arrived.set()
-
-    async def until(self, n: int) -> None:
-        async with asyncio.timeout(10):  # a hang guard only
-            while len(self.events) < n:
-                self.arrived.clear()
-                await self.arrived.wait()
 
 
 @pytest.fixture
@@ -72,7 +57,7 @@ def _frame(**item: str | int) -> str:
 async def test_bybit_markets_topics_frames_and_a_dropped_socket(rest: FakeRest, venue: FakeTopicServer) -> None:
     runtime = Runtime(clock=SYSTEM_CLOCK)
     watcher = TopicVenueWatcher(bybit.STREAM, venue.url, rest.url(INSTRUMENTS), TUNING, runtime.context("bybit"))
-    sink = Sink()
+    sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
         await venue.until(lambda: venue.subscribed() == ["allLiquidation.BTCUSDT"])
