@@ -80,11 +80,30 @@ class _Open:
 
 @dataclass(slots=True)
 class _Scope:
+    """A scope's window (its hits in arrival order) with running sums, so a commit costs what it adds and
+    what expired, not the window's length."""
+
     hits: deque[_Hit] = field(default_factory=deque)
+    count: int = 0
+    usd: Decimal = Decimal(0)
     open: _Open | None = None
 
-    def copy(self) -> _Scope:
-        return _Scope(hits=deque(self.hits), open=dataclasses.replace(self.open) if self.open else None)
+    def expired(self, horizon: datetime) -> tuple[int, Decimal]:
+        """What falls out of the window at `horizon`: the hits before it at the front."""
+        count, usd = 0, Decimal(0)
+        for hit in self.hits:
+            if hit.at >= horizon:
+                break
+            count, usd = count + 1, usd + hit.usd
+        return count, usd
+
+    def advance(self, added: Sequence[_Hit], horizon: datetime) -> None:
+        self.hits.extend(added)
+        self.count += len(added)
+        self.usd += sum((h.usd for h in added), Decimal(0))
+        while self.hits and self.hits[0].at < horizon:
+            gone = self.hits.popleft()
+            self.count, self.usd = self.count - 1, self.usd - gone.usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +115,21 @@ class Fold:
     usd: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    added: list[_Hit]
+    open: _Open | None
+
+
 @dataclass
 class Plan:
     events: list[Event]
     folds: list[Fold]
-    scopes: dict[str, _Scope]
+    changes: dict[str, _Change]
+    horizon: datetime
+
+
+_EMPTY = _Scope()
 
 
 def _scope_key(venue: Venue | None, symbol: str | None) -> str:
@@ -112,13 +141,14 @@ class CascadeDetector:
         self.settings = settings
         self._scopes: dict[str, _Scope] = {}
         self._seen: dict[str, datetime] = {}
+        """Keys counted and still inside the window, in arrival order (a replay is not counted again)."""
 
     # --- planning ------------------------------------------------------------------------------------
     def plan(self, incoming: Sequence[Event], now: datetime) -> Plan:
-        """The cascade revisions and folds these liquidations make, and the cascades the clock ended."""
-        working: dict[str, _Scope] = {}
-        touched: dict[str, list[_Hit]] = {}
+        """The cascade revisions and folds these liquidations make, and the cascades the clock ended. The
+        detector is left as it was: `apply` makes the plan true once its commit succeeded."""
         horizon = now - self.settings.window
+        added: dict[str, list[_Hit]] = {}
         fresh_keys: set[str] = set()
         for event in incoming:
             hit = _hit(event)
@@ -126,50 +156,57 @@ class CascadeDetector:
                 continue
             fresh_keys.add(hit.key)
             for name in (_scope_key(hit.venue, hit.symbol), MARKET):
-                scope = working.get(name) or self._scopes.get(name, _Scope()).copy()
-                working[name] = scope
-                scope.hits.append(hit)
-                touched.setdefault(name, []).append(hit)
-        for name, scope in self._scopes.items():  # every open cascade: has its window faded?
-            if scope.open is not None and name not in working:
-                working[name] = scope.copy()
+                added.setdefault(name, []).append(hit)
+        names = list(added) + [n for n, s in self._scopes.items() if s.open is not None and n not in added]
         events: list[Event] = []
         folds: list[Fold] = []
-        for name, scope in working.items():
-            _trim(scope.hits, horizon)
-            added = touched.get(name, [])
+        changes: dict[str, _Change] = {}
+        for name in names:
+            scope = self._scopes.get(name, _EMPTY)
+            new = added.get(name, [])
+            gone_count, gone_usd = scope.expired(horizon)
+            count = scope.count - gone_count + len(new)
+            total = scope.usd - gone_usd + sum((h.usd for h in new), Decimal(0))
             thresholds = self.settings.market if name == MARKET else self.settings.symbol
-            count, total = len(scope.hits), sum((h.usd for h in scope.hits), Decimal(0))
-            if scope.open is None:
-                if added and thresholds.met(count, total):
-                    scope.open = _opened(name, list(scope.hits), self.settings.window)
-                    events.append(self._revision(scope.open))
+            cascade = dataclasses.replace(scope.open) if scope.open is not None else None
+            if cascade is None:
+                if new and thresholds.met(count, total):
+                    window = [h for h in scope.hits if h.at >= horizon] + new
+                    cascade = _opened(name, window, self.settings.window)
+                    events.append(self._revision(cascade))
                     if name != MARKET:
-                        folds += [Fold(h.key, scope.open.thread, scope.open.body.usd) for h in scope.hits]
-            elif added:
-                scope.open.body = _grown(scope.open.body, added)
-                scope.open.revision = 2 * scope.open.body.count
-                events.append(self._revision(scope.open))
+                        folds += [Fold(h.key, cascade.thread, cascade.body.usd) for h in window]
+            elif new:
+                cascade.body = _grown(cascade.body, new)
+                cascade.revision = 2 * cascade.body.count
+                events.append(self._revision(cascade))
                 if name != MARKET:
-                    folds += [Fold(h.key, scope.open.thread, scope.open.body.usd) for h in added]
-            elif thresholds.faded(count, total) or scope.open.body.last_at < horizon:
-                scope.open.body = scope.open.body.model_copy(update={"closed": True})
-                scope.open.revision = 2 * scope.open.body.count + 1
-                events.append(self._revision(scope.open))
-                scope.open = None
-        return Plan(events=events, folds=folds, scopes=working)
+                    folds += [Fold(h.key, cascade.thread, cascade.body.usd) for h in new]
+            elif thresholds.faded(count, total) or cascade.body.last_at < horizon:
+                cascade.body = cascade.body.model_copy(update={"closed": True})
+                cascade.revision = 2 * cascade.body.count + 1
+                events.append(self._revision(cascade))
+                cascade = None
+            changes[name] = _Change(new, cascade)
+        return Plan(events=events, folds=folds, changes=changes, horizon=horizon)
 
-    def apply(self, plan: Plan, now: datetime) -> None:
+    def apply(self, plan: Plan) -> None:
         """The plan's commit succeeded: its figures are now what the log says."""
-        horizon = now - self.settings.window
-        for name, scope in plan.scopes.items():
-            for hit in scope.hits:
-                self._seen.setdefault(hit.key, hit.at)
-            if scope.hits or scope.open is not None:
-                self._scopes[name] = scope
-            else:
-                self._scopes.pop(name, None)
-        self._seen = {key: at for key, at in self._seen.items() if at >= horizon}
+        for name, change in plan.changes.items():
+            scope = self._scopes.setdefault(name, _Scope())
+            scope.advance(change.added, plan.horizon)
+            scope.open = change.open
+            if not scope.hits and scope.open is None:
+                del self._scopes[name]
+            if name != MARKET:  # every hit is in exactly one symbol scope: remember each key once
+                self._seen.update((h.key, h.at) for h in change.added)
+        expired = []
+        for key, at in self._seen.items():  # arrival order: stop at the first still inside
+            if at >= plan.horizon:
+                break
+            expired.append(key)
+        for key in expired:
+            del self._seen[key]
 
     @property
     def open_cascades(self) -> list[str]:
@@ -186,9 +223,7 @@ class CascadeDetector:
                 continue
             self._seen[hit.key] = hit.at
             for name in (_scope_key(hit.venue, hit.symbol), MARKET):
-                self._scopes.setdefault(name, _Scope()).hits.append(hit)
-        for scope in self._scopes.values():
-            scope.hits = deque(sorted(scope.hits, key=lambda h: h.at))
+                self._scopes.setdefault(name, _Scope()).advance([hit], horizon)
         for event in open_revisions:
             body = event.body
             if not isinstance(body, CascadeBody) or body.closed or event.thread is None:
@@ -229,11 +264,6 @@ def _hit(event: Event) -> _Hit | None:
         symbol=event.symbol,
         sampled=body.sampled,
     )
-
-
-def _trim(hits: deque[_Hit], horizon: datetime) -> None:
-    while hits and hits[0].at < horizon:
-        hits.popleft()
 
 
 def _opened(name: str, hits: list[_Hit], window: timedelta) -> _Open:

@@ -140,11 +140,11 @@ class Pipeline:
         plan = self.cascades.plan(events, now)
         if not plan.events and not plan.folds:
             results = await self.outbox.accept(events)
-            self.cascades.apply(plan, now)
+            self.cascades.apply(plan)
             return results
         folds = [(f.key, f.thread, f.usd) for f in plan.folds]
         stored = await self.outbox.accept([*events, *plan.events], folds=folds)
-        self.cascades.apply(plan, now)
+        self.cascades.apply(plan)
         derived = stored[len(events) :]
         if any(r.new for r in derived):
             self.stats.cascade_revisions += sum(1 for r in derived if r.new)

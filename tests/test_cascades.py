@@ -36,7 +36,7 @@ def cascade(event: Event) -> CascadeBody:
 
 def apply(detector: CascadeDetector, events: list[Event], now: datetime = NOW) -> list[Event]:
     plan = detector.plan(events, now)
-    detector.apply(plan, now)
+    detector.apply(plan)
     return plan.events
 
 
@@ -165,3 +165,17 @@ async def test_the_clock_ends_a_quiet_cascade_with_a_final_revision(store: Store
     assert final.event is not None and cascade(final.event).closed and final.revision == 11
     await pipeline.tick()  # nothing open: nothing more
     assert pipeline.stats.cascade_revisions == 2
+
+
+def test_a_plan_whose_commit_failed_changes_nothing_and_the_window_slides() -> None:
+    detector = CascadeDetector(SETTINGS)
+    burst = [liq_at(i, at=NOW + timedelta(seconds=i)) for i in range(5)]
+    unstored = detector.plan(burst, NOW + timedelta(seconds=5))  # its commit failed: never applied
+    assert [e.key for e in unstored.events] == ["cascade:binance:BTCUSDT:1795694400000:10"]
+    assert detector.open_cascades == []
+    again = apply(detector, burst, NOW + timedelta(seconds=5))  # the watcher's retry counts them once
+    assert [e.key for e in again] == [e.key for e in unstored.events]
+    # Four of an earlier minute have left the window: with one more, that is not a cascade.
+    late = CascadeDetector(SETTINGS)
+    apply(late, burst[:4], NOW + timedelta(seconds=4))
+    assert apply(late, [liq_at(9, at=NOW + timedelta(seconds=90))], NOW + timedelta(seconds=90)) == []
