@@ -74,6 +74,10 @@ def test_fixed_setting_names_and_real_defaults() -> None:
         ("PERPWATCH_ADMIN_IDS", "alice", "bad setting PERPWATCH_ADMIN_IDS: bad admin id 'alice'"),
         ("PERPWATCH_TELEGRAM_API_URL", "api.telegram.org", "bad setting PERPWATCH_TELEGRAM_API_URL: expected"),
         ("PERPWATCH_WS_PROBE_AFTER_S", "-1", "bad setting PERPWATCH_WS_PROBE_AFTER_S"),
+        ("PERPWATCH_CASCADE_WINDOW_S", "0", "bad setting PERPWATCH_CASCADE_WINDOW_S"),
+        ("PERPWATCH_CASCADE_MIN_USD", "lots", "bad setting PERPWATCH_CASCADE_MIN_USD"),
+        ("PERPWATCH_HYPERLIQUID_NODE_POLL_S", "0", "bad setting PERPWATCH_HYPERLIQUID_NODE_POLL_S"),
+        ("PERPWATCH_BYBIT_WS_URL", "stream.bybit.com", "bad setting PERPWATCH_BYBIT_WS_URL: expected"),
     ],
 )
 def test_bad_setting_stops_startup_with_one_clear_line(
