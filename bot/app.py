@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TextIO
 
-from bot.cascades import CascadeDetector, CascadeSettings, Thresholds
+from bot.cascades import CascadeDetector, CascadeSettings, Thresholds, resume
 from bot.commands import Context
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
@@ -32,6 +32,10 @@ from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
 
 log = logging.getLogger(__name__)
+
+CASCADE_TICK_S = 1.0
+"""How often the clock looks at open cascades (quiet ones end, held-back growth is written); a look with
+none open costs nothing."""
 
 
 class PerpwatchApp:
@@ -163,19 +167,14 @@ class PerpwatchApp:
         await self.store.chats.replace_subscriptions(chat.id, [(t.value, floor) for t in Topic])
 
     async def _load_cascades(self) -> None:
-        """A cascade in progress when the bot stopped goes on in the same message: windows and open
-        cascades come back from the log."""
-        now = self.clock.now()
-        window = self.cascades.settings.window
-        history = self.store.history
-        recent = await history.since(Topic.LIQUIDATION.value, occurred_after=now - window)
-        open_ones = await history.newest_revisions(Topic.CASCADE.value, accepted_after=now - timedelta(days=1))
-        self.cascades.load(recent, open_ones, now)
+        """A cascade in progress when the bot stopped goes on in the same message."""
+        await resume(self.cascades, self.store.history, self.clock.now(), tick=timedelta(seconds=CASCADE_TICK_S))
         if self.cascades.open_cascades:
             log.info("cascades resumed open=%d", len(self.cascades.open_cascades))
 
-    async def _end_quiet_cascades(self, every_s: float = 5.0) -> None:
-        """A cascade ends when its market goes quiet, which no event announces: the clock looks."""
+    async def _end_quiet_cascades(self, every_s: float = CASCADE_TICK_S) -> None:
+        """A cascade ends when its market goes quiet, which no event announces, and growth held back by the
+        revision throttle is written once due even if no further liquidation comes: the clock looks."""
         while True:
             await self.clock.sleep(every_s)
             try:

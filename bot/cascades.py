@@ -7,29 +7,34 @@ and a crash leaves nothing half told). A plan changes nothing until `apply`, whi
 once its commit succeeded.
 
 Two scopes: one venue and symbol, and the whole market. A scope opens a cascade when its window holds at
-least `min_count` liquidations or `min_usd` in all; each later commit that adds to it stores one new
-revision of the cascade's thread (the outbox keeps only the newest pending one per chat and sends it as an
-edit of the message already sent, paced like any send). It ends when its window falls below half of both
-thresholds, with a final revision. A single inside a symbol cascade is folded into it: a chat that takes
-cascades for that market and would hear this cascade is sent the cascade message instead of the single
-(the log records the cascade's total beside the single, so the chat's minimum is compared with it).
+least `min_count` liquidations or `min_usd` in all; as it grows it stores a new revision of the cascade's
+thread at most once per `revision_every` (the outbox keeps only the newest pending one per chat and sends it
+as an edit of the message already sent, paced like any send). A storm would otherwise write a revision on
+every commit, which costs accept more than the liquidations themselves; growth in between is carried by the
+next revision, which the next commit or the pipeline's tick writes once it is due. It ends when its window
+falls below half of both thresholds, with a final revision. A single inside a symbol cascade is folded into
+it: a chat that takes cascades for that market and would hear this cascade is sent the cascade message
+instead of the single (the log records the cascade's total beside the single, so the chat's minimum is
+compared with it).
 
 Time is the venue's (`occurred_at`), so a burst replayed after a reconnect keeps its shape; a liquidation
 older than the window is history, not a cascade. Which keys were counted is kept for the window, so a
 replay the store will refuse as a duplicate is not counted again; a restart rebuilds windows and open
-cascades from the log (`load`).
+cascades from the log (`load`), including growth stored after the newest revision (the singles accepted
+after it), so a crash between revisions loses none of them from the cascade's figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from perpwatch.events import CascadeBody, Event, LiquidationBody, PositionSide, Topic, Venue
+from storage.history import History
 
 SOURCE = "cascade"
 MARKET = "market"
@@ -54,6 +59,8 @@ class CascadeSettings:
     window: timedelta
     symbol: Thresholds
     market: Thresholds
+    revision_every: timedelta = timedelta(seconds=2)
+    """Growth written at most this often; the platforms' edit pacing shows a chat no more than that anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,10 @@ class _Open:
     revision: int
     venue: Venue | None
     symbol: str | None
+    written_at: datetime
+    """When the newest stored revision was planned: growth waits until `revision_every` after it."""
+    pending: bool = False
+    """The body holds growth no stored revision states yet."""
 
 
 @dataclass(slots=True)
@@ -144,9 +155,10 @@ class CascadeDetector:
         """Keys counted and still inside the window, in arrival order (a replay is not counted again)."""
 
     # --- planning ------------------------------------------------------------------------------------
-    def plan(self, incoming: Sequence[Event], now: datetime) -> Plan:
+    def plan(self, incoming: Sequence[Event], now: datetime, *, flush: bool = False) -> Plan:
         """The cascade revisions and folds these liquidations make, and the cascades the clock ended. The
-        detector is left as it was: `apply` makes the plan true once its commit succeeded."""
+        detector is left as it was: `apply` makes the plan true once its commit succeeded. `flush` writes
+        held growth now (a shutdown: the chats see what their folded singles went into)."""
         horizon = now - self.settings.window
         added: dict[str, list[_Hit]] = {}
         fresh_keys: set[str] = set()
@@ -172,14 +184,13 @@ class CascadeDetector:
             if cascade is None:
                 if new and thresholds.met(count, total):
                     window = [h for h in scope.hits if h.at >= horizon] + new
-                    cascade = _opened(name, window, self.settings.window)
+                    cascade = _opened(name, window, self.settings.window, now)
                     events.append(self._revision(cascade))
                     if name != MARKET:
                         folds += [Fold(h.key, cascade.thread, cascade.body.usd) for h in window]
             elif new:
                 cascade.body = _grown(cascade.body, new)
-                cascade.revision = 2 * cascade.body.count
-                events.append(self._revision(cascade))
+                cascade.pending = True
                 if name != MARKET:
                     folds += [Fold(h.key, cascade.thread, cascade.body.usd) for h in new]
             elif thresholds.faded(count, total) or cascade.body.last_at < horizon:
@@ -187,6 +198,10 @@ class CascadeDetector:
                 cascade.revision = 2 * cascade.body.count + 1
                 events.append(self._revision(cascade))
                 cascade = None
+            if cascade is not None and cascade.pending and (flush or self._due(cascade, now)):
+                cascade.revision = 2 * cascade.body.count
+                cascade.written_at, cascade.pending = now, False
+                events.append(self._revision(cascade))
             changes[name] = _Change(new, cascade)
         return Plan(events=events, folds=folds, changes=changes, horizon=horizon)
 
@@ -208,14 +223,32 @@ class CascadeDetector:
         for key in expired:
             del self._seen[key]
 
+    def _due(self, cascade: _Open, now: datetime) -> bool:
+        """A wall clock stepped back (NTP) counts as due: growth is never held longer than it should be."""
+        return now >= cascade.written_at + self.settings.revision_every or now < cascade.written_at
+
+    @property
+    def holding(self) -> bool:
+        """Some open cascade has growth no stored revision states yet."""
+        return any(s.open is not None and s.open.pending for s in self._scopes.values())
+
     @property
     def open_cascades(self) -> list[str]:
         return sorted(s.open.thread for s in self._scopes.values() if s.open is not None)
 
     # --- a restart ------------------------------------------------------------------------------------
-    def load(self, recent: Iterable[Event], open_revisions: Iterable[Event], now: datetime) -> None:
+    def load(
+        self,
+        recent: Iterable[Event],
+        open_revisions: Iterable[Event],
+        now: datetime,
+        *,
+        later: Mapping[str, Sequence[Event]] | None = None,
+    ) -> None:
         """Windows from the liquidations of the last window, and open cascades from their newest revision,
-        so a cascade in progress when the bot stopped goes on in the same message."""
+        so a cascade in progress when the bot stopped goes on in the same message. `later`: per thread, the
+        liquidations accepted after its newest revision (in its scope, the growth no revision stated yet);
+        they join its figures and the next commit or tick writes the revision that states them."""
         horizon = now - self.settings.window
         for event in recent:
             hit = _hit(event)
@@ -229,9 +262,13 @@ class CascadeDetector:
             if not isinstance(body, CascadeBody) or body.closed or event.thread is None:
                 continue
             name = MARKET if body.scope == "market" else _scope_key(event.venue, event.symbol)
-            self._scopes.setdefault(name, _Scope()).open = _Open(
-                event.thread, body, event.revision, event.venue, event.symbol
-            )
+            cascade = _Open(event.thread, body, event.revision, event.venue, event.symbol, written_at=now)
+            growth = [h for e in (later or {}).get(event.thread, ()) if (h := _hit(e)) is not None]
+            growth = [h for h in growth if name == MARKET or _scope_key(h.venue, h.symbol) == name]
+            if growth:
+                cascade.body = _grown(body, growth)
+                cascade.written_at, cascade.pending = now - self.settings.revision_every, True
+            self._scopes.setdefault(name, _Scope()).open = cascade
 
     # --- events -----------------------------------------------------------------------------------------
     def _revision(self, cascade: _Open) -> Event:
@@ -247,6 +284,24 @@ class CascadeDetector:
             thread=cascade.thread,
             revision=cascade.revision,
         )
+
+
+async def resume(detector: CascadeDetector, history: History, now: datetime, *, tick: timedelta) -> None:
+    """Windows and open cascades back from the log at start. Growth no revision stated yet can only have
+    been stored within one throttle period (and a tick) of the newest revision: the next commit or tick
+    after it would have written it."""
+    window = detector.settings.window
+    recent = await history.since(Topic.LIQUIDATION.value, occurred_after=now - window)
+    open_ones = [
+        e
+        for e in await history.newest_revisions(Topic.CASCADE.value, accepted_after=now - timedelta(days=1))
+        if e.thread is not None and isinstance(e.body, CascadeBody) and not e.body.closed
+    ]
+    within = detector.settings.revision_every + 2 * tick
+    later = {
+        str(e.thread): await history.accepted_after(Topic.LIQUIDATION.value, e.key, within=within) for e in open_ones
+    }
+    detector.load(recent, open_ones, now, later=later)
 
 
 def _hit(event: Event) -> _Hit | None:
@@ -266,7 +321,7 @@ def _hit(event: Event) -> _Hit | None:
     )
 
 
-def _opened(name: str, hits: list[_Hit], window: timedelta) -> _Open:
+def _opened(name: str, hits: list[_Hit], window: timedelta, now: datetime) -> _Open:
     first = min(hits, key=lambda h: h.at)
     market = name == MARKET
     seed = CascadeBody.model_construct(  # no members yet: `_grown` validates the body it makes
@@ -295,6 +350,7 @@ def _opened(name: str, hits: list[_Hit], window: timedelta) -> _Open:
         revision=2 * body.count,
         venue=None if market else first.venue,
         symbol=None if market else first.symbol,
+        written_at=now,
     )
 
 

@@ -75,10 +75,11 @@ async def run_demo(settings: Settings, *, rate: float = 8.0) -> None:
 
 
 async def _settle(app: PerpwatchApp, *, frames: int, timeout_s: float = 10.0) -> None:
-    """Until every frame was accepted (or recognised) and every alert sent; the demo then exits."""
+    """Until every frame was accepted (or recognised), held cascade growth written and every alert sent."""
     deadline = SYSTEM_CLOCK.monotonic() + timeout_s
     while SYSTEM_CLOCK.monotonic() < deadline:
         seen = app.pipeline.stats.accepted + app.pipeline.stats.duplicates
-        if seen >= frames and await app.dispatcher.idle():
+        settled = seen >= frames and not app.cascades.holding and await app.dispatcher.idle()
+        if settled and not await app.store.outbox.pending_chats(limit=1):  # none held by pacing either
             return
         await SYSTEM_CLOCK.sleep(0.1)

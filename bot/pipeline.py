@@ -54,6 +54,8 @@ class Pipeline:
     ) -> None:
         self.outbox = outbox
         self.cascades = cascades
+        self._flush = False
+        """A tick asked for held cascade growth to be written whether or not it is due."""
         """Plans each commit's cascade revisions and folds, stored in the same transaction (`bot.cascades`)."""
         self.clock = clock
         self.max_events_per_commit = max_events_per_commit
@@ -76,9 +78,15 @@ class Pipeline:
         return await asyncio.shield(future)
 
     async def drain(self) -> None:
-        """Wait for the commit in flight: on shutdown, events a watcher handed over still reach the disk."""
+        """Wait for the commit in flight: on shutdown, events a watcher handed over still reach the disk, and
+        cascade growth the throttle held is written (a restart would find it anyway: this is sooner)."""
         if self._writer is not None and not self._writer.done():
             await asyncio.shield(self._writer)
+        if self.cascades is not None and self.cascades.holding:
+            try:
+                await self.tick(flush=True)
+            except StorageUnavailable:
+                log.warning("writing held cascade growth failed at shutdown; the next start writes it")
 
     async def __call__(self, events: Sequence[Event]) -> None:
         """The EventSink watchers are given."""
@@ -120,10 +128,12 @@ class Pipeline:
                 self._done(future, events, results[offset : offset + len(events)])
                 offset += len(events)
 
-    async def tick(self) -> None:
-        """Let the clock end cascades that went quiet: their final revision is committed like any event."""
+    async def tick(self, *, flush: bool = False) -> None:
+        """Let the clock end cascades that went quiet and write growth the throttle held once it is due (all
+        of it with `flush`): revisions are committed like any event."""
         if self.cascades is None or not self.cascades.open_cascades:
             return
+        self._flush = self._flush or flush
         # Through the writer's queue, like any caller: plans are made one commit at a time.
         future: asyncio.Future[list[AcceptResult]] = asyncio.get_running_loop().create_future()
         self._queue.append(((), future))
@@ -137,7 +147,8 @@ class Pipeline:
         if self.cascades is None:
             return await self.outbox.accept(events)
         now = self.clock.now()
-        plan = self.cascades.plan(events, now)
+        plan = self.cascades.plan(events, now, flush=self._flush)
+        self._flush = False
         if not plan.events and not plan.folds:
             results = await self.outbox.accept(events)
             self.cascades.apply(plan)

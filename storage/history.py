@@ -9,11 +9,11 @@ the few largest events, never the window itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from perpwatch.events import Event, Topic
-from storage.engine import Engine
+from storage.engine import Engine, as_time
 from storage.outbox import decode_event
 
 
@@ -92,5 +92,17 @@ class History:
             "AND e.accepted_at >= ? AND NOT EXISTS (SELECT 1 FROM events n WHERE n.thread = e.thread "
             "AND n.revision > e.revision) ORDER BY e.id",
             (topic, accepted_after),
+        )
+        return [decode_event(str(r["body"]), int(r["body_version"])) for r in rows]
+
+    async def accepted_after(self, topic: str, key: str, *, within: timedelta, limit: int = 100_000) -> list[Event]:
+        """A topic's events stored after the event `key` and at most `within` after it, in the order stored:
+        what a thread's newest revision had not yet stated when the bot stopped."""
+        anchor = await self.db.fetchone("SELECT id, accepted_at FROM events WHERE key = ?", (key,))
+        if anchor is None:
+            return []
+        rows = await self.db.fetch_slow(
+            "SELECT body, body_version FROM events WHERE topic = ? AND id > ? AND accepted_at <= ? ORDER BY id LIMIT ?",
+            (topic, int(anchor["id"]), as_time(anchor["accepted_at"]) + within, limit),
         )
         return [decode_event(str(r["body"]), int(r["body_version"])) for r in rows]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from bot.cascades import CascadeDetector, CascadeSettings, Thresholds
+from bot.cascades import CascadeDetector, CascadeSettings, Thresholds, resume
 from bot.families.registry import render_event
 from bot.pipeline import Pipeline
 from perpwatch.clock import FrozenClock
@@ -22,7 +23,12 @@ SETTINGS = CascadeSettings(
     window=timedelta(seconds=60),
     symbol=Thresholds(min_count=5, min_usd=Decimal(1_000_000)),
     market=Thresholds(min_count=8, min_usd=Decimal(5_000_000)),
+    revision_every=timedelta(0),  # a revision on every commit that grows it: the throttle has tests of its own
 )
+THROTTLED = dataclasses.replace(  # one symbol's cascade alone: the market scope stays out of these tests
+    SETTINGS, revision_every=timedelta(seconds=2), market=Thresholds(min_count=1000, min_usd=Decimal(10**12))
+)
+THREAD = "cascade:binance:BTCUSDT:1795694400000"
 
 
 def liq_at(n: int, *, at: datetime = NOW, side: str = "long", usd: str = "1000", **kw: str) -> Event:
@@ -179,3 +185,57 @@ def test_a_plan_whose_commit_failed_changes_nothing_and_the_window_slides() -> N
     late = CascadeDetector(SETTINGS)
     apply(late, burst[:4], NOW + timedelta(seconds=4))
     assert apply(late, [liq_at(9, at=NOW + timedelta(seconds=90))], NOW + timedelta(seconds=90)) == []
+
+
+def _at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_growth_is_written_at_most_once_per_throttle_period_and_the_close_states_it_all() -> None:
+    detector = CascadeDetector(THROTTLED)
+    [opened] = apply(detector, [liq_at(i, at=_at(i)) for i in range(5)], _at(5))  # opening is never held
+    assert opened.key == f"{THREAD}:10"
+    plan = detector.plan([liq_at(5, at=_at(5.5))], _at(5.5))
+    detector.apply(plan)
+    assert plan.events == [] and [(f.key, f.thread) for f in plan.folds] == [("liq-5-binance", THREAD)]
+    assert apply(detector, [liq_at(6, at=_at(6.5))], _at(6.5)) == []
+    [grown] = apply(detector, [], _at(7))  # the tick: two seconds since the opening revision
+    assert (grown.key, cascade(grown).count) == (f"{THREAD}:14", 7)
+    assert apply(detector, [], _at(8)) == []  # nothing new: nothing written
+    assert apply(detector, [liq_at(7, at=_at(8.5))], _at(8.5)) == []  # held until 9 s
+    [final] = apply(detector, [], _at(80))  # quiet: the close carries the held single too
+    assert (final.revision, cascade(final).count, cascade(final).closed) == (17, 8, True)
+
+
+def test_a_wall_clock_stepped_back_does_not_hold_growth() -> None:
+    detector = CascadeDetector(THROTTLED)
+    apply(detector, [liq_at(i, at=_at(i)) for i in range(5)], _at(5))
+    [grown] = apply(detector, [liq_at(5, at=_at(5))], _at(3))
+    assert cascade(grown).count == 6
+
+
+@pytest.mark.engines
+async def test_a_restart_between_revisions_keeps_the_held_growth_in_the_same_message(store: Store) -> None:
+    cascades = await _chat(store, "cascades", "cascade")
+    both = await _chat(store, "both", "liquidation", "cascade")
+    clock = store.clock
+    assert isinstance(clock, FrozenClock)
+    pipeline = Pipeline(store.outbox, cascades=CascadeDetector(THROTTLED), clock=clock)
+    await pipeline.accept([liq_at(i, at=_at(i)) for i in range(5)])
+    await pipeline.accept([liq_at(5, at=_at(0.5)), liq_at(6, at=_at(0.6))])  # held: no revision yet
+    assert pipeline.stats.cascade_revisions == 1
+    # The bot dies here. What is stored long after the newest revision is not its growth (the bot would have
+    # written a revision had it been alive), so a restart never takes a later run's events for it.
+    await clock.advance(30)
+    await store.outbox.accept([liq_at(8, at=clock.now())])
+    held = await store.history.accepted_after("liquidation", f"{THREAD}:10", within=timedelta(seconds=4))
+    assert [e.key for e in held] == ["liq-5-binance", "liq-6-binance"]
+    again = CascadeDetector(THROTTLED)
+    await resume(again, store.history, _at(31), tick=timedelta(seconds=1))
+    assert again.open_cascades == [THREAD]
+    # The first commit after the restart writes the held growth; a replay of a held single is not counted.
+    [grown] = apply(again, [liq_at(6, at=_at(0.6))], _at(31))
+    assert (grown.key, cascade(grown).count) == (f"{THREAD}:14", 7)
+    _, due = await store.outbox.due_for_chat(cascades.id, _at(30), limit=10)
+    assert [d.event.key for d in due if d.event is not None] == [f"{THREAD}:10"]
+    assert "liq-5-binance" not in await _heard(store, both)  # folded when held: the cascade carries it
