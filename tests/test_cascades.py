@@ -239,3 +239,17 @@ async def test_a_restart_between_revisions_keeps_the_held_growth_in_the_same_mes
     _, due = await store.outbox.due_for_chat(cascades.id, _at(30), limit=10)
     assert [d.event.key for d in due if d.event is not None] == [f"{THREAD}:10"]
     assert "liq-5-binance" not in await _heard(store, both)  # folded when held: the cascade carries it
+
+
+@pytest.mark.engines
+async def test_shutdown_writes_the_growth_the_throttle_held(store: Store) -> None:
+    cascades = await _chat(store, "cascades", "cascade")
+    pipeline = Pipeline(store.outbox, cascades=CascadeDetector(THROTTLED), clock=store.clock)
+    await pipeline.accept([liq_at(i, at=_at(i)) for i in range(5)])
+    await pipeline.accept([liq_at(5, at=_at(0.5))])
+    await pipeline.tick()  # not due yet: held
+    assert pipeline.stats.cascade_revisions == 1
+    await pipeline.drain()
+    _, due = await store.outbox.due_for_chat(cascades.id, _at(30), limit=10)
+    [newest] = [d.event for d in due if d.event is not None]
+    assert newest.key == f"{THREAD}:12" and not cascade(newest).closed
