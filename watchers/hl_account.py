@@ -18,6 +18,23 @@ refused with a reason, never guessed. Figures are `Decimal` from the wire's deci
   `tests/node_fills/sample_blocks.jsonl` and the rules of `watchers/hyperliquid_node.py`).
 - `distance`, `DistanceAlarm`: how far mark is from `liquidationPx`, and alerts at thresholds.
 - `WEIGHTS`, `weight`: info request weights (§1.2, §1.4, §8.5).
+
+Left open by the docs, and what this module does about each:
+
+- A bare coin name in a HIP-3 dex's `clearinghouseState`: the docs name HIP-3 coins `dex:COIN` and show no
+  bare one, so a bare name (or another dex's prefix) is refused (`HIP3_COIN`), not prefixed.
+- Dex-name charset (`perpDexs[].name`): undocumented; a colon, spaces and control bytes are refused.
+- A zero `szi` row in `assetPositions`, an `assetPositions[].type` other than `oneWay`, a leverage type other
+  than cross/isolated: not described, refused.
+- `liquidatedUser` may be absent (§1.2); then only a "Liquidated …" `dir` on a fill that closes that side of
+  the wallet's own position counts (see `liquidation_of`). An ADL fill naming the wallet itself as
+  `liquidatedUser` is not described: refused.
+- A `liquidation.method` other than market/backstop, a ledger `delta.type` not listed in §1.2: refused.
+- `liquidatedNtlPos` is on the wire but not in the docs' TS type: optional.
+- The extra weight "per 20 items returned" of `userFills(ByTime)` has no documented amount or rounding: 1 per
+  started block of 20 is budgeted (`EXTRA_WEIGHT_PER_BLOCK`); `spotMeta` is 2 on one page and 20 on another.
+- How fills of one order are ordered when they share a `time`: not documented; `group_by_order` takes a
+  buy's lowest and a sell's highest `startPosition` as the position before the order.
 """
 
 from __future__ import annotations
