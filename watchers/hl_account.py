@@ -275,8 +275,9 @@ def _position(raw: object, dex: str, name: str) -> Position:
 
 
 def parse_clearinghouse(body: Any, *, dex: str = "") -> AccountSnapshot:
-    """`{"type":"clearinghouseState","user":…,"dex":dex}` (weight 2), or the WS `clearinghouseState` push,
-    which re-sends the same object (§1.3).
+    """The response to `{"type":"clearinghouseState","user":…,"dex":dex}` (weight 2). The WS subscription of
+    that name re-pushes the "full ClearinghouseState" (§1.3); the envelope around it there is not described
+    in the research and is not read here: pass the state object itself.
 
     The docs sample: one isolated ETH long, `szi` 0.0335 at 2986.3, liquidation at 2866.26936529, 20×,
     margin used 4.967826; account value 13109.482328 at 1708622398623. Any unreadable field raises
