@@ -146,9 +146,92 @@ class CascadeBody(_Body):
     closed: bool = False
 
 
+ADDRESS_PATTERN = re.compile(r"^0x[0-9a-f]{40}$")
+
+
+def _wallet(value: str) -> str:
+    if not ADDRESS_PATTERN.match(value):
+        raise ValueError(f"{value[:60]!r} is not a lower-case 0x address")
+    return value
+
+
+class PositionBody(_Body):
+    """A watched wallet's position changed: opened, grew, was cut, closed or flipped across zero.
+
+    Sizes are absolute base units with the side beside them, so a flip reads as "LONG 10 → SHORT 4". Figures
+    the source did not give stay None (the public trades stream carries no PnL, leverage or entry), and the
+    alert shows only what is known. `seen_by` says whether fills showed the change as it happened or a
+    snapshot found it afterwards (after a restart or a missed fill): then there is no trade price.
+    """
+
+    kind: Literal["position"] = "position"
+    wallet: str
+    coin: str
+    change: Literal["opened", "increased", "reduced", "closed", "flipped"]
+    side_before: PositionSide | None
+    side_after: PositionSide | None
+    size_before: Decimal = Field(ge=0)
+    size_after: Decimal = Field(ge=0)
+    price: Decimal | None = Field(default=None, gt=0, description="Average price of the fills that made it.")
+    notional_usd: Decimal = Field(ge=0, le=MAX_USD, description="What changed hands, or the position's value.")
+    entry_px: Decimal | None = Field(default=None, gt=0)
+    leverage: int | None = Field(default=None, gt=0)
+    realised_pnl_usd: Decimal | None = None
+    seen_by: Literal["fills", "snapshot"] = "fills"
+    note: str | None = Field(default=None, max_length=300)
+
+    @field_validator("wallet")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _wallet(value)
+
+
+class DistanceBody(_Body):
+    """A watched position nears its liquidation price: `distance` is (mark − liq) / mark for a long, the
+    mirror for a short. One thread per wallet and coin, so a deepening warning edits the message."""
+
+    kind: Literal["liq_distance"] = "liq_distance"
+    wallet: str
+    coin: str
+    side: PositionSide
+    size: Decimal = Field(gt=0)
+    notional_usd: Decimal = Field(ge=0, le=MAX_USD)
+    mark_px: Decimal = Field(gt=0)
+    liquidation_px: Decimal = Field(gt=0)
+    distance: Decimal
+    threshold: Decimal = Field(gt=0, lt=1)
+
+    @field_validator("wallet")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _wallet(value)
+
+
+class WhaleTradeBody(_Body):
+    """One large trade by any address on the public trades stream: both sides named, the taker's side."""
+
+    kind: Literal["whale_trade"] = "whale_trade"
+    coin: str
+    taker_side: Literal["buy", "sell"]
+    size: Decimal = Field(gt=0)
+    price: Decimal = Field(gt=0)
+    notional_usd: Decimal = Field(ge=MIN_USD, le=MAX_USD)
+    buyer: str
+    seller: str
+    buyer_label: str | None = Field(default=None, max_length=64)
+    seller_label: str | None = Field(default=None, max_length=64)
+
+    @field_validator("buyer", "seller")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        return _wallet(value)
+
+
 # The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
 # each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
-EventBody = Annotated[LiquidationBody | CascadeBody, Field(discriminator="kind")]
+EventBody = Annotated[
+    LiquidationBody | CascadeBody | PositionBody | DistanceBody | WhaleTradeBody, Field(discriminator="kind")
+]
 
 
 class Event(BaseModel):

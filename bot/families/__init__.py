@@ -4,7 +4,17 @@ A family is one module here plus its body in the event model's union; importing 
 every family, so `family_of`, `render_event` and `render_summary` know them all.
 """
 
-from bot.families import cascade, liquidation
+from bot.families import cascade, liquidation, whales
 from bot.families.registry import Family, family_of, register, registered, render_event, render_summary
 
-__all__ = ["Family", "cascade", "family_of", "liquidation", "register", "registered", "render_event", "render_summary"]
+__all__ = [
+    "Family",
+    "cascade",
+    "family_of",
+    "liquidation",
+    "register",
+    "registered",
+    "render_event",
+    "render_summary",
+    "whales",
+]
