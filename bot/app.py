@@ -69,7 +69,13 @@ class PerpwatchApp:
         )
         # One HTTP session, one budget per host and one copy of each reference dataset for every watcher;
         # their durable state lives in the store (opened before any watcher runs).
-        self.runtime = Runtime(clock=clock, kv=self.store.watchers, session=SharedSession(), sink=self.pipeline)
+        self.runtime = Runtime(
+            clock=clock,
+            kv=self.store.watchers,
+            session=SharedSession(),
+            sink=self.pipeline,
+            watched=self.store.chats.watched_addresses,
+        )
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings, clock=clock, runtime=self.runtime),
             self.pipeline,

@@ -356,6 +356,13 @@ class ChatRepo:
         self._changed(chat_id)
         return removed
 
+    async def watched_addresses(self) -> set[str]:
+        """Every address some active chat watches: what the whale watchers follow."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT w.address FROM watchlist w JOIN chats c ON c.id = w.chat_id WHERE c.status = 'active'"
+        )
+        return {str(r["address"]) for r in rows}
+
     async def watchlist(self, chat_id: int) -> list[WatchEntry]:
         rows = await self.db.fetch("SELECT address, label FROM watchlist WHERE chat_id=? ORDER BY id", (chat_id,))
         return [WatchEntry(address=r["address"], label=r["label"]) for r in rows]

@@ -41,16 +41,18 @@ _EVENT_COLUMNS = (
 )
 _EVENT_MARKS = "(" + ",".join("?" * 18) + ")"
 
-# The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A
-# subscription matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC`
-# matches BTCUSDT and BTC-USDT-SWAP; '*' is "any"), on a minimum USD that is the subscription's own or else
-# the chat's threshold for the topic, on having been made before the event, and, when scoped to the watch
-# list, on the event's subject being on the chat's list. A row is due when its event says (default: now) and
-# may be tried no earlier than a hold on the chat ends (a 429's retry_after, a retry backoff, quiet hours);
-# an event accepted before quiet hours end goes out in their digest. An event without a USD value is not
-# held back by a minimum: it has nothing to compare. A withdrawn event, or one already a row, is skipped, and
-# so is a liquidation a cascade carries (`fold_thread`) for a chat that will hear that cascade: its cascade
-# subscription covers the market and its minimum is met by the cascade's total with this one in it.
+# The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A subscription
+# matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-
+# USDT-SWAP; '*' is "any"), on a minimum USD that is the subscription's own or else the chat's threshold for the
+# topic, on having been made before the event, and, when scoped to the watch list, on the event's subject being on
+# the chat's list. A whale alert about a wallet (a `whale` event with a subject) goes only to chats that watch that
+# wallet, whatever their scope: one chat's watch list is not every chat's feed; `whale` with scope all also takes
+# the market-wide whale trades (no subject). A row is due when its event says (default: now) and may be tried no
+# earlier than a hold on the chat ends (a 429's retry_after, a retry backoff, quiet hours); an event accepted before
+# quiet hours end goes out in their digest. An event without a USD value is not held back by a minimum: it has
+# nothing to compare. A withdrawn event, or one already a row, is skipped, and so is a liquidation a cascade carries
+# (`fold_thread`) for a chat that will hear that cascade: its cascade subscription covers the market and its minimum
+# is met by the cascade's total with this one in it.
 _READ_LOG = """
 INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, quiet_held,
                         created_at)
@@ -68,7 +70,8 @@ WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active
           AND s.venue IN ('*', e.venue)
           AND s.symbol IN ('*', UPPER(e.symbol), e.base)
           AND (e.usd_cents IS NULL OR COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.usd_cents)
-          AND (s.scope = 'all' OR (e.subject IS NOT NULL AND EXISTS (
+          AND ((s.scope = 'all' AND (e.topic <> 'whale' OR e.subject IS NULL))
+               OR (e.subject IS NOT NULL AND EXISTS (
                 SELECT 1 FROM watchlist w WHERE w.chat_id = :chat AND w.address = e.subject))))
   AND NOT (e.fold_thread IS NOT NULL AND EXISTS (
         SELECT 1 FROM subscriptions s

@@ -201,8 +201,20 @@ async def test_watchlist_scope_matches_the_subject_against_the_chats_list(store:
     await read_logs(store)
     rows = await store.db.fetch("SELECT e.key, d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id")
     heard = {(r[0], int(r[1])) for r in rows}
-    assert heard == {("w1", watching.id), ("w1", everyone.id), ("w2", everyone.id)}
+    # A whale alert about a wallet is for the chats watching it, whatever their scope: a chat taking every
+    # whale alert gets the market-wide whale trades (no subject), not other chats' watch lists.
+    assert heard == {("w1", watching.id)}
     assert not_watching.id not in {chat_id for _, chat_id in heard}
+    await store.chats.watch(everyone.id, wallet, None, limit=10)
+    market_wide = _with(liquidation(key="w3"), topic=Topic.WHALE)
+    await store.outbox.accept([_with(liquidation(key="w4"), topic=Topic.WHALE, subject=wallet), market_wide])
+    await read_logs(store)
+    rows = await store.db.fetch("SELECT e.key, d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id")
+    assert {(r[0], int(r[1])) for r in rows} - heard == {
+        ("w4", watching.id),
+        ("w4", everyone.id),
+        ("w3", everyone.id),
+    }
 
 
 async def test_subscription_parameters_are_stored_as_data(store: Store) -> None:

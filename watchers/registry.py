@@ -21,6 +21,8 @@ from watchers import bybit, hyperliquid, lighter, okx, pacifica
 from watchers.base import Watcher
 from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
 from watchers.hyperliquid_node import HyperliquidNodeWatcher
+from watchers.hyperliquid_whales import NAME as WHALES
+from watchers.hyperliquid_whales import HyperliquidWhaleWatcher, WhaleTuning
 from watchers.runtime import Runtime, WatcherContext
 from watchers.venue_stream import TopicVenueWatcher, VenueStream
 from watchers.ws import WS_SETTINGS, WsTuning
@@ -119,6 +121,55 @@ def _hyperliquid() -> WatcherSpec:
     )
 
 
+def _whales() -> WatcherSpec:
+    """Watched wallets and whale trades. Its trades connection is the `hyperliquid` watcher's when that one
+    streams (`build_watchers` joins them), else its own, which parses nothing else."""
+
+    def build(settings: Any, context: WatcherContext) -> Watcher:
+        watcher = HyperliquidWhaleWatcher(settings.hyperliquid_info_url, WhaleTuning.from_settings(settings), context)
+
+        def own() -> Watcher:
+            stream = TopicVenueWatcher(
+                hyperliquid.STREAM,
+                settings.hyperliquid_ws_url,
+                settings.hyperliquid_info_url,
+                WsTuning.from_settings(settings),
+                context,
+                name=f"{context.name}:trades",
+                parse=False,
+            )
+            stream.add_consumer(watcher.consumer)
+            return stream
+
+        watcher.own_stream = own
+        return watcher
+
+    return WatcherSpec(
+        name=WHALES,
+        settings=(
+            "hyperliquid_ws_url",
+            "hyperliquid_info_url",
+            "whale_trade_min_usd",
+            "whale_weight_per_min",
+            "whale_poll_s",
+            "whale_near_poll_s",
+            *WS_SETTINGS,
+        ),
+        build=build,
+        covers=frozenset({(Topic.WHALE, Venue.HYPERLIQUID)}),
+        note="Hyperliquid wallets on the watch lists, and trades above PERPWATCH_WHALE_TRADE_MIN_USD by anyone",
+    )
+
+
+def _share_streams(built: Sequence[Watcher]) -> None:
+    """One Hyperliquid `trades` connection, not two: the whale watcher reads the `hyperliquid` watcher's."""
+    public = next((w for w in built if isinstance(w, TopicVenueWatcher) and w.spec is hyperliquid.STREAM), None)
+    for watcher in built:
+        if isinstance(watcher, HyperliquidWhaleWatcher) and public is not None:
+            public.add_consumer(watcher.consumer)
+            watcher.own_stream = None
+
+
 REGISTRY: Mapping[str, WatcherSpec] = {
     spec.name: spec
     for spec in (
@@ -129,6 +180,7 @@ REGISTRY: Mapping[str, WatcherSpec] = {
         _topic_venue(lighter.STREAM),
         _topic_venue(pacifica.STREAM),
         _hyperliquid(),
+        _whales(),
     )
 }
 
@@ -174,4 +226,5 @@ def build_watchers(
         if spec.note is not None:  # a watcher that words its own note (the node reader) keeps it
             watcher.health.note = spec.note
         built.append(watcher)
+    _share_streams(built)
     return built

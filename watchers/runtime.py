@@ -11,7 +11,7 @@ name of whichever watcher asked first.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +50,9 @@ class MemoryKv:
 
     async def delete_value(self, watcher: str, key: str) -> None:
         self.values.pop((watcher, key), None)
+
+
+WatchedSource = Callable[[], Awaitable[set[str]]]
 
 
 class DurableState:
@@ -102,6 +105,8 @@ class WatcherContext:
     refdata: ReferenceRegistry
     budgets: BudgetRegistry
     sink: EventSink | None = None
+    watched: WatchedSource | None = None
+    """Every address some chat watches (the store's watch lists), for watchers that follow wallets."""
 
 
 class Runtime:
@@ -115,8 +120,10 @@ class Runtime:
         session: SessionSource | None = None,
         sink: EventSink | None = None,
         rand: Callable[[], float] = random.random,
+        watched: WatchedSource | None = None,
     ) -> None:
         self.clock = clock
+        self.watched = watched
         self.kv: KeyValueStore = kv if kv is not None else MemoryKv()
         self.session = session
         self.sink = sink
@@ -138,6 +145,7 @@ class Runtime:
             refdata=self.refdata,
             budgets=self.budgets,
             sink=self.sink,
+            watched=self.watched,
         )
 
     async def close(self) -> None:

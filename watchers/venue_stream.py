@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from perpwatch.events import Event, Topic, Venue
 from watchers.base import EventSink, Watcher
 from watchers.instruments import UnknownInstrument
-from watchers.pool import TopicProtocol, WsPool
+from watchers.pool import Consumer, FanOut, TopicProtocol, WsPool
 from watchers.refdata import Change, RefSource
 from watchers.runtime import WatcherContext
 from watchers.ws import Heartbeat, WsSettings, WsTuning
@@ -55,9 +55,23 @@ class VenueSettings(WsSettings, Protocol):
 
 
 class TopicVenueWatcher(Watcher, Generic[R]):
-    def __init__(self, spec: VenueStream[R], ws_url: str, rest_url: str, tuning: WsTuning, ctx: WatcherContext) -> None:
-        super().__init__(spec.venue.value, frozenset({(Topic.LIQUIDATION, spec.venue)}), clock=ctx.clock)
+    def __init__(
+        self,
+        spec: VenueStream[R],
+        ws_url: str,
+        rest_url: str,
+        tuning: WsTuning,
+        ctx: WatcherContext,
+        *,
+        name: str | None = None,
+        parse: bool = True,
+    ) -> None:
+        """`parse=False`: the connection only feeds consumers added with `add_consumer` (a whale watcher
+        that needs the venue's trades while this venue's liquidation watcher is not running)."""
+        super().__init__(name or spec.venue.value, frozenset({(Topic.LIQUIDATION, spec.venue)}), clock=ctx.clock)
         self.spec = spec
+        self._consumers: list[Consumer] = [Consumer(spec.venue.value, self._handle)] if parse else []
+        self._fanout: FanOut | None = None
         self.budget = ctx.budgets.declare(rest_url, spec.budget_per_min)
         self.markets = ctx.refdata.get(spec.reference(rest_url))
         protocol = TopicProtocol(
@@ -68,7 +82,7 @@ class TopicVenueWatcher(Watcher, Generic[R]):
         self.pool = WsPool(
             label=spec.venue.value,
             url=ws_url,
-            handler=self._handle,
+            handler=self._frame,
             health=self.health,
             tuning=tuning,
             protocol=protocol,
@@ -88,6 +102,17 @@ class TopicVenueWatcher(Watcher, Generic[R]):
         """`/status` shows where the markets came from and the REST budget beside the stream's figures."""
         self.health.extra["markets"] = self.markets.status()
         self.health.extra["rest budget"] = self.budget.describe()
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Another reader of this connection's frames (Hyperliquid's trades feed whale fills too): each
+        consumer's errors are its own, counted and logged without costing the others their events."""
+        self._consumers.append(consumer)
+        self._fanout = FanOut(self._consumers, self.health)
+
+    def _frame(self, frame: Any) -> list[Event]:
+        if self._fanout is None:  # the venue's own parser alone: its errors are the stream's
+            return self._handle(frame) if self._consumers else []
+        return self._fanout(frame)
 
     def _handle(self, frame: Any) -> list[Event]:
         if self.spec.is_control(frame):

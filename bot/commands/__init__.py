@@ -43,7 +43,13 @@ COMMANDS: tuple[Command, ...] = (
             Param("venue", "only this venue", positional=False, choices=VENUES),
             Param("symbol", "only this symbol, e.g. BTC", positional=False),
             Param("min", "minimum USD, e.g. 250k", positional=False, kind="number"),
-            Param("scope", "all, or watchlist: only wallets on /watchlist", positional=False, choices=SCOPES),
+            Param(
+                "scope",
+                "all, or watchlist: only wallets on /watchlist. For whale, all is large trades by anyone plus "
+                "your watched wallets, watchlist your watched wallets alone",
+                positional=False,
+                choices=SCOPES,
+            ),
         ),
         access=Access.CHAT_ADMIN,
     ),
