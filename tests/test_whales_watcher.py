@@ -6,11 +6,8 @@ mid-position telling once what changed while it was down, and the weight the fak
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,63 +15,15 @@ import pytest
 from bot.settings import load_settings
 from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import PositionBody, WhaleTradeBody
+from tests.fakes.hyperliquid_info import OTHER, WHALE, FakeInfo, trades_frame
 from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
 from tests.fakes.venue_ws import FakeVenueStream
-from watchers import hyperliquid
 from watchers.hyperliquid_whales import HyperliquidWhaleWatcher
 from watchers.registry import REGISTRY
 from watchers.runtime import MemoryKv, Runtime
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
-WHALE = "0x15f43d1f2dee81424afd891943262aa90f22cc2a"
-OTHER = "0x" + "ab" * 20
 WEIGHT_PER_MIN = 600
-
-# The info API's weights as its docs give them (research §1.4), kept here apart from the code under test:
-# clearinghouseState 2; perpDexs, meta, vaultDetails, userFillsByTime, ledger updates 20.
-DOC_WEIGHTS = {"clearinghouseState": 2}
-
-
-def _load(name: str) -> Any:
-    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
-
-
-class FakeInfo:
-    """`/info` answering from the documented samples, with the ETH size of WHALE's account settable."""
-
-    def __init__(self) -> None:
-        self.eth = "10"
-        self.weights: list[tuple[float, int]] = []
-
-    def __call__(self, request: Any) -> Any:
-        kind = request["type"]
-        self.weights.append((time.monotonic(), DOC_WEIGHTS.get(kind, 20)))
-        if kind == "meta":
-            return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
-        if kind == "vaultDetails":
-            body = _load("hyperliquid_vaultDetails_docs.json")
-            if request["vaultAddress"] != hyperliquid.HLP_VAULT:
-                body.update(vaultAddress=request["vaultAddress"], name="HLP Strategy", relationship={"type": "child"})
-            return body
-        if kind == "perpDexs":
-            return [None]
-        assert kind == "clearinghouseState" and request["user"] == WHALE, request
-        body = _load("hyperliquid_clearinghouseState_docs.json")
-        body["time"] = int(time.time() * 1000)
-        position = body["assetPositions"][0]["position"]
-        position.update(szi=self.eth, positionValue=str(Decimal(self.eth) * 3000), liquidationPx=None)
-        return body
-
-    def max_weight_per_min(self) -> int:
-        return max((sum(w for t, w in self.weights if start <= t < start + 60) for start, _ in self.weights), default=0)
-
-
-def trades_frame(tid: int, px: str, sz: str, *, buyer: str = WHALE, seller: str = OTHER) -> str:
-    frame = _load("hyperliquid_ws_trades_ccxt.json")
-    frame["data"][0].update(coin="ETH", tid=tid, px=px, sz=sz, side="B", time=int(time.time() * 1000))
-    frame["data"][0]["users"] = [buyer, seller]
-    return json.dumps(frame)
 
 
 @pytest.fixture
@@ -125,7 +74,11 @@ async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeV
         await sink.until(1)
         [added] = sink.events
         assert isinstance(added.body, PositionBody) and added.subject == WHALE
-        assert (added.body.change, added.body.size_before, added.body.size_after) == ("increased", Decimal(10), Decimal(12))
+        assert (added.body.change, added.body.size_before, added.body.size_after) == (
+            "increased",
+            Decimal(10),
+            Decimal(12),
+        )
         await ws.drop_all()  # the stream replays recent trades after a resubscribe
         await _until(lambda: len(ws.connections) > 1 and bool(ws.received()))
         await ws.push(add)

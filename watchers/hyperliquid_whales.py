@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from perpwatch.accounts import AccountUnavailable, AccountView, PositionView
 from perpwatch.events import Event, Topic, Venue, WhaleTradeBody
 from watchers import hl_account as acct
 from watchers import venuekit as kit
@@ -45,6 +47,8 @@ DEXES_KEY = "dexes"
 DEXES_REFRESH_S = 3600.0
 WALLETS_REFRESH_S = 2.0
 """How soon a wallet a chat just added is seeded."""
+LOOKUP_WAIT_S = 10.0
+"""How long `/whale` waits for the host's budget before saying it is busy."""
 FILLS_LOOKBACK_MS = 3_600_000
 """A first fills query looks back an hour: what a liquidation check needs, and little weight."""
 
@@ -295,6 +299,36 @@ class HyperliquidWhaleWatcher(Watcher):
             return
         await self.ctx.state.put(DEXES_KEY, self.dexes)
 
+    # --- /whale ---------------------------------------------------------------------------------------
+    async def account(self, address: str) -> AccountView:
+        """A wallet's positions on every dex, fetched now from the host's budget (not this watcher's share,
+        so a query is not queued behind the reconcile); waits at most `LOOKUP_WAIT_S` for it."""
+        source = self.ctx.session
+        if source is None:
+            raise AccountUnavailable("no HTTP session: the bot is not running its watchers")
+        session = source if isinstance(source, aiohttp.ClientSession) else source()
+        snapshots = []
+        for dex in self.dexes:
+            body: dict[str, Any] = {"type": "clearinghouseState", "user": address}
+            if dex:
+                body["dex"] = dex
+            try:
+                async with asyncio.timeout(LOOKUP_WAIT_S):
+                    await self.host.acquire(acct.weight("clearinghouseState"))
+                    async with session.post(self.info_url, json=body) as response:
+                        if response.status in (418, 429):
+                            self.host.pause(60.0)
+                            raise AccountUnavailable("Hyperliquid is limiting requests now; try again in a minute")
+                        if response.status != 200:
+                            raise AccountUnavailable(f"Hyperliquid answered HTTP {response.status}; try again later")
+                        raw = json.loads(await response.text(), parse_float=Decimal)
+            except TimeoutError:
+                raise AccountUnavailable("Hyperliquid's request budget is in use; try again in a minute") from None
+            except aiohttp.ClientError as exc:
+                raise AccountUnavailable(f"Hyperliquid could not be reached ({type(exc).__name__})") from None
+            snapshots.append(acct.parse_clearinghouse(raw, dex=dex))
+        return _view(address, snapshots)
+
     # --- /status ---------------------------------------------------------------------------------------
     def _show(self) -> None:
         now = self.clock.monotonic()
@@ -336,6 +370,36 @@ class HyperliquidWhaleWatcher(Watcher):
             except Exception as exc:  # storage away: the books we have go on
                 logger.warning("reading the watch lists failed; will retry error=%s", describe(exc))
             await self.clock.sleep(WALLETS_REFRESH_S)
+
+
+def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountView:
+    positions = []
+    for snap in snapshots:
+        for p in snap.positions:
+            mark = p.position_value_usd / abs(p.size)
+            lev = f"{p.leverage.value}x {p.leverage.type}"
+            positions.append(
+                PositionView(
+                    coin=p.coin,
+                    side=p.side,
+                    size=abs(p.size),
+                    notional_usd=p.position_value_usd,
+                    entry_px=p.entry_px,
+                    mark_px=mark,
+                    unrealized_pnl_usd=p.unrealized_pnl_usd,
+                    leverage=lev,
+                    liquidation_px=p.liquidation_px,
+                    distance=acct.distance(p, mark) if mark > 0 else None,
+                )
+            )
+    positions.sort(key=lambda v: v.notional_usd, reverse=True)
+    return AccountView(
+        address=address,
+        venue=Venue.HYPERLIQUID.value,
+        at=max(s.at for s in snapshots),
+        account_value_usd=sum((s.account_value_usd for s in snapshots), Decimal(0)),
+        positions=tuple(positions),
+    )
 
 
 _NO_BOOK = WalletBook("0x" + "0" * 40)

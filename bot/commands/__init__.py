@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import general, liqs, settings_cmds, subscriptions, watchlist
+from bot.commands import general, liqs, settings_cmds, subscriptions, watchlist, whale
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
 from bot.render import Reply
@@ -112,6 +112,12 @@ COMMANDS: tuple[Command, ...] = (
             Param("symbol", "only this symbol, e.g. BTC"),
             Param("window", "how far back, e.g. 30m, 4h, 7d (default 1h)"),
         ),
+    ),
+    Command(
+        "whale",
+        "a wallet's open positions, account value and distance to liquidation, fetched live",
+        whale.whale,
+        params=(Param("target", "a 0x address, or a label on /watchlist", required=True),),
     ),
     Command(
         "pause",

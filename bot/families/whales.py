@@ -36,11 +36,18 @@ def _position(event: Event) -> PositionBody:
 
 _CHANGE_WORDS = {
     "opened": "opened",
-    "increased": "added to",
+    "increased": "increased",
     "reduced": "cut",
     "closed": "closed",
     "flipped": "flipped",
 }
+
+
+def _headline(body: PositionBody) -> str:
+    """`ETH LONG increased`, `ETH SHORT closed`, `ETH LONG (was SHORT) flipped`."""
+    side = body.side_after or body.side_before
+    was = f" (was {_side(body.side_before)})" if body.change == "flipped" else ""
+    return f"{body.coin} {_side(side)}{was} {_CHANGE_WORDS[body.change]}"
 
 
 def render_position(event: Event) -> Alert:
@@ -64,7 +71,7 @@ def render_position(event: Event) -> Alert:
     fields += [AlertField("Wallet", body.wallet), AlertField("Time", when(event.occurred_at))]
     icon = "🐋" if body.change in ("opened", "increased", "flipped") else "🏁" if body.change == "closed" else "✂️"
     return Alert(
-        title=f"{icon} {short(body.wallet)} {_CHANGE_WORDS[body.change]} a {body.coin} {_side(side)}",
+        title=f"{icon} {short(body.wallet)}: {_headline(body)}",
         headline=usd(body.notional_usd),
         fields=tuple(fields),
         tone="long" if side is PositionSide.LONG else "short",
@@ -85,7 +92,7 @@ def render_position(event: Event) -> Alert:
 
 def position_line(event: Event) -> str:
     body = _position(event)
-    return f"{short(body.wallet)} {_CHANGE_WORDS[body.change]} {body.coin} {usd(body.notional_usd)}"
+    return f"{short(body.wallet)}: {_headline(body)} {usd(body.notional_usd)}"
 
 
 def _distance(event: Event) -> DistanceBody:

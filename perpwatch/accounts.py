@@ -1,0 +1,47 @@
+"""A wallet's account as `/whale` shows it, in words any venue's watcher can fill: the command layer reads
+this, never a venue's payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from perpwatch.events import PositionSide
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    coin: str
+    side: PositionSide
+    size: Decimal
+    notional_usd: Decimal
+    entry_px: Decimal
+    mark_px: Decimal
+    unrealized_pnl_usd: Decimal
+    leverage: str
+    """As the venue states it, e.g. `20x isolated`."""
+    liquidation_px: Decimal | None
+    distance: Decimal | None
+    """To liquidation, as a fraction of the mark; None when the venue gives no liquidation price."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    address: str
+    venue: str
+    at: datetime
+    account_value_usd: Decimal
+    positions: tuple[PositionView, ...]
+
+
+class AccountUnavailable(Exception):
+    """The venue could not be asked now (its budget is spent, it is away): the message says which."""
+
+
+@runtime_checkable
+class AccountLookup(Protocol):
+    async def account(self, address: str) -> AccountView:
+        """Fetched live, within the venue's request budget; raises `AccountUnavailable`."""
+        ...
