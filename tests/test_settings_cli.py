@@ -53,7 +53,18 @@ def test_fixed_setting_names_and_real_defaults() -> None:
     assert settings.hyperliquid_ws_url == "wss://api.hyperliquid.xyz/ws"
     assert settings.hyperliquid_info_url == "https://api.hyperliquid.xyz/info"
     assert settings.hyperliquid_node_fills_dir is None
-    assert settings.watchers == ["binance", "aster", "bybit", "okx", "lighter", "pacifica", "hyperliquid"]
+    assert settings.watchers == [
+        "binance",
+        "aster",
+        "bybit",
+        "okx",
+        "lighter",
+        "pacifica",
+        "hyperliquid",
+        "hyperliquid_whales",
+    ]
+    assert settings.whale_trade_min_usd == 1_000_000 and settings.whale_weight_per_min == 600
+    assert (settings.whale_poll_s, settings.whale_near_poll_s) == (60, 10)
     assert settings.telegram_bot_token is None
 
 
@@ -78,6 +89,9 @@ def test_fixed_setting_names_and_real_defaults() -> None:
         ("PERPWATCH_CASCADE_MIN_USD", "lots", "bad setting PERPWATCH_CASCADE_MIN_USD"),
         ("PERPWATCH_HYPERLIQUID_NODE_POLL_S", "0", "bad setting PERPWATCH_HYPERLIQUID_NODE_POLL_S"),
         ("PERPWATCH_BYBIT_WS_URL", "stream.bybit.com", "bad setting PERPWATCH_BYBIT_WS_URL: expected"),
+        ("PERPWATCH_WHALE_WEIGHT_PER_MIN", "5000", "bad setting PERPWATCH_WHALE_WEIGHT_PER_MIN"),
+        ("PERPWATCH_WHALE_TRADE_MIN_USD", "0", "bad setting PERPWATCH_WHALE_TRADE_MIN_USD"),
+        ("PERPWATCH_WHALE_NEAR_POLL_S", "1", "bad setting PERPWATCH_WHALE_NEAR_POLL_S"),
     ],
 )
 def test_bad_setting_stops_startup_with_one_clear_line(
