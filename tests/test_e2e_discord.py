@@ -24,11 +24,16 @@ from bot.app import PerpwatchApp
 from bot.commands import COMMANDS, Access
 from bot.commands.values import TOPICS, VENUES
 from bot.platforms.discord import INTERNAL_ERROR, STALE_COMMAND, DiscordPlatform
+from perpwatch.clock import SYSTEM_CLOCK
 from tests.conftest import TG_TOKEN, MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import ADMINISTRATOR, FakeDiscord, FaultKind, InteractionReply, OptionValue
+from tests.fakes.hyperliquid_info import WHALE, FakeInfo, trades_frame
+from tests.fakes.rest import FakeRest
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.fakes.venue_ws import FakeVenueStream
 from tests.stored import chats, count, message_refs, settings_snapshot, until_outbox
+from watchers.hyperliquid_whales import HyperliquidWhaleWatcher
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
 TOKEN = "FAKE.DISCORD.TOKEN"
@@ -630,3 +635,34 @@ async def test_unreachable_gateway_fails_start_and_stop_is_idempotent(discord_ap
     assert discord_api.command_puts == 1  # login and sync happened; only the gateway was missing
     await platform.stop()
     await platform.stop()
+
+
+async def test_a_watched_wallets_trade_and_whale_on_discord(
+    make_settings: MakeSettings, discord_api: FakeDiscord, binance: FakeForceOrderServer
+) -> None:
+    fake = discord_api
+    async with (
+        FakeRest(SYSTEM_CLOCK) as rest,
+        FakeVenueStream({'{"method":"ping"}': '{"channel":"pong"}'}) as ws,
+    ):
+        rest.answer_posts("/info", FakeInfo())
+        async with running_bot(
+            make_settings,
+            fake,
+            binance,
+            watchers="binance,hyperliquid_whales",
+            hyperliquid_ws_url=ws.url,
+            hyperliquid_info_url=rest.url("/info"),
+        ) as app:
+            assert "Watching" in text(await slash(fake, "watch", {"address": WHALE, "label": "whale1"}))
+            assert "Subscribed" in text(await slash(fake, "subscribe", {"topic": "whale", "scope": "watchlist"}))
+            whales = app.supervisor.watchers["hyperliquid_whales"]
+            assert isinstance(whales, HyperliquidWhaleWatcher)
+            await eventually(lambda: WHALE in whales.books and whales.books[WHALE].seeded and bool(ws.received()))
+            await ws.push(trades_frame(900001, "3000", "2"))
+            [message] = await fake.wait_for_messages(1)
+            [embed] = message.embeds
+            assert embed["title"] == "🐋 0x15f4…cc2a: ETH LONG increased"
+            assert embed["url"] == f"https://app.hyperliquid.xyz/explorer/address/{WHALE}"
+            answer = text(await slash(fake, "whale", {"target": "whale1"}, permissions=PLAIN_MEMBER))
+            assert "ETH LONG 10 · $30.0K · entry 2,986.3" in answer and "Account value $13.1K" in answer
