@@ -6,15 +6,18 @@ mid-position telling once what changed while it was down, and the weight the fak
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.settings import load_settings
 from perpwatch.clock import SYSTEM_CLOCK
-from perpwatch.events import PositionBody, WhaleTradeBody
+from perpwatch.events import LiquidationBody, PositionBody, WhaleTradeBody
 from tests.fakes.hyperliquid_info import OTHER, WHALE, FakeInfo, trades_frame
 from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
@@ -44,6 +47,7 @@ def _watcher(rest: FakeRest, ws: FakeVenueStream, kv: MemoryKv) -> tuple[Hyperli
         hyperliquid_info_url=rest.url("/info"),
         whale_weight_per_min=WEIGHT_PER_MIN,
         whale_poll_s=5,
+        whale_near_poll_s=2,
         ws_backoff_initial_s=0.05,
         ws_backoff_max_s=0.2,
     )
@@ -113,3 +117,106 @@ async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeV
         await asyncio.gather(task, return_exceptions=True)
         await runtime.close()
     assert info.max_weight_per_min() <= WEIGHT_PER_MIN
+
+
+def _liquidation_fill(now_ms: int) -> dict[str, Any]:
+    """The ccxt userFills sample as WHALE's ETH long liquidated into the book (research §1.2 field names)."""
+    fill = _load_fill()
+    fill.update(
+        coin="ETH",
+        px="2950",
+        sz="10",
+        side="A",
+        startPosition="10",
+        dir="Liquidated Cross Long",
+        time=now_ms,
+        tid=900777,
+        liquidation={"liquidatedUser": WHALE, "markPx": "2949.5", "method": "market"},
+    )
+    return fill
+
+
+def _load_fill() -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "shared" / "payloads" / "hyperliquid_ws_userFills_ccxt.json"
+    fill: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["data"]["fills"][0]
+    return fill
+
+
+async def _near_liquidation(rest: FakeRest, ws: FakeVenueStream, info: FakeInfo) -> tuple[Any, Runtime, Any, Any]:
+    info.liquidation_px = "2950"  # mark 3000: 1.7% away, past the 2% warning already when seeded
+    watcher, runtime = _watcher(rest, ws, MemoryKv())
+    sink = CollectingSink()
+    task = asyncio.create_task(watcher.run(sink))
+    await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
+    assert watcher.books[WHALE].endangered and sink.events == []  # seeded silently, polled often from now
+    return watcher, runtime, sink, task
+
+
+async def test_a_close_near_liquidation_is_confirmed_by_the_wallets_fill(
+    venue: tuple[FakeRest, FakeVenueStream, FakeInfo],
+) -> None:
+    rest, ws, info = venue
+    _, runtime, sink, task = await _near_liquidation(rest, ws, info)
+    try:
+        now_ms = int(time.time() * 1000)
+        info.eth, info.fills = "0", [_liquidation_fill(now_ms)]
+        await ws.push(trades_frame(900777, "2950", "10", buyer=OTHER, seller=WHALE))  # looks like a sale
+        await sink.until(1)
+        [event] = sink.events
+        assert isinstance(event.body, LiquidationBody) and event.subject == WHALE
+        assert (event.body.cause, event.body.method, event.body.side.value) == ("liquidation", "market", "long")
+        assert event.usd == Decimal(29500)
+        assert any(a["type"] == "userFillsByTime" for a in info.asked)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()
+
+
+async def test_a_vanished_position_is_checked_and_confirmed_by_the_ledger(
+    venue: tuple[FakeRest, FakeVenueStream, FakeInfo],
+) -> None:
+    rest, ws, info = venue
+    _, runtime, sink, task = await _near_liquidation(rest, ws, info)
+    try:
+        info.eth = "0"  # gone, with no trade seen and no fill naming it: the ledger is asked
+        info.ledger = [
+            {
+                "time": int(time.time() * 1000),
+                "hash": "0x" + "34" * 32,
+                "delta": {
+                    "type": "liquidation",
+                    "accountValue": "-3.2",
+                    "leverageType": "Cross",
+                    "liquidatedPositions": [{"coin": "ETH", "szi": "10"}],
+                },
+            }
+        ]
+        await sink.until(1)
+        [event] = sink.events
+        assert isinstance(event.body, LiquidationBody) and event.body.note is not None
+        assert [a["type"] for a in info.asked][-2:] == ["userFillsByTime", "userNonFundingLedgerUpdates"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()
+
+
+async def test_hip3_dexes_are_seeded_and_shown(venue: tuple[FakeRest, FakeVenueStream, FakeInfo]) -> None:
+    rest, ws, info = venue
+    info.dexes, info.dex_positions = ["xyz"], {"xyz": [("xyz:TSLA", "-5")]}
+    watcher, runtime = _watcher(rest, ws, MemoryKv())
+    task = asyncio.create_task(watcher.run(CollectingSink()))
+    try:
+        await _until(lambda: WHALE in watcher.books and "xyz:TSLA" in watcher.books[WHALE].holdings)
+        assert {"type": "clearinghouseState", "user": WHALE, "dex": "xyz"} in info.asked
+        view = await watcher.account(WHALE)
+        assert [(p.coin, p.side.value, p.size) for p in view.positions] == [
+            ("ETH", "long", Decimal(10)),
+            ("xyz:TSLA", "short", Decimal(5)),
+        ]
+        assert watcher.health.extra["dexes"] == "main, xyz"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()

@@ -304,9 +304,12 @@ class HyperliquidWhaleWatcher(Watcher):
         """A wallet's positions on every dex, fetched now from the host's budget (not this watcher's share,
         so a query is not queued behind the reconcile); waits at most `LOOKUP_WAIT_S` for it."""
         source = self.ctx.session
-        if source is None:
-            raise AccountUnavailable("no HTTP session: the bot is not running its watchers")
-        session = source if isinstance(source, aiohttp.ClientSession) else source()
+        if source is None:  # a runtime without a shared session (tests, tools): one for this lookup
+            async with aiohttp.ClientSession() as own:
+                return await self._account(own, address)
+        return await self._account(source if isinstance(source, aiohttp.ClientSession) else source(), address)
+
+    async def _account(self, session: aiohttp.ClientSession, address: str) -> AccountView:
         snapshots = []
         for dex in self.dexes:
             body: dict[str, Any] = {"type": "clearinghouseState", "user": address}

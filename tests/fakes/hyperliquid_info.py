@@ -27,14 +27,23 @@ DOC_WEIGHTS = {"clearinghouseState": 2}
 
 
 class FakeInfo:
-    """`/info` answering from the documented samples, with the ETH size of WHALE's account settable."""
+    """`/info` answering from the documented samples. WHALE's account: `eth` (its ETH size at mark 3000) with
+    `liquidation_px`, and on each HIP-3 dex in `dexes` the positions of `dex_positions`; `fills` and
+    `ledger` answer `userFillsByTime` and `userNonFundingLedgerUpdates` (items in the documented shapes)."""
 
     def __init__(self) -> None:
         self.eth = "10"
+        self.liquidation_px: str | None = None
+        self.dexes: list[str] = []
+        self.dex_positions: dict[str, list[tuple[str, str]]] = {}
+        self.fills: list[dict[str, Any]] = []
+        self.ledger: list[dict[str, Any]] = []
         self.weights: list[tuple[float, int]] = []
+        self.asked: list[dict[str, Any]] = []
 
     def __call__(self, request: Any) -> Any:
         kind = request["type"]
+        self.asked.append(request)
         self.weights.append((time.monotonic(), DOC_WEIGHTS.get(kind, 20)))
         if kind == "meta":
             return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
@@ -44,12 +53,24 @@ class FakeInfo:
                 body.update(vaultAddress=request["vaultAddress"], name="HLP Strategy", relationship={"type": "child"})
             return body
         if kind == "perpDexs":
-            return [None]
+            return [None, *({"name": d, "fullName": d, "deployer": OTHER} for d in self.dexes)]
+        if kind == "userFillsByTime":
+            return [f for f in self.fills if f["time"] >= request["startTime"]]
+        if kind == "userNonFundingLedgerUpdates":
+            return [u for u in self.ledger if u["time"] >= request["startTime"]]
         assert kind == "clearinghouseState" and request["user"] == WHALE, request
         body = _load("hyperliquid_clearinghouseState_docs.json")
         body["time"] = int(time.time() * 1000)
-        position = body["assetPositions"][0]["position"]
-        position.update(szi=self.eth, positionValue=str(Decimal(self.eth) * 3000), liquidationPx=None)
+        template = body["assetPositions"].pop()
+        dex = request.get("dex", "")
+        held = [("ETH", self.eth)] if not dex else self.dex_positions.get(dex, [])
+        for coin, szi in held:
+            if Decimal(szi) == 0:
+                continue
+            entry = json.loads(json.dumps(template))
+            liq = self.liquidation_px if not dex else None
+            entry["position"].update(coin=coin, szi=szi, positionValue=str(abs(Decimal(szi)) * 3000), liquidationPx=liq)
+            body["assetPositions"].append(entry)
         return body
 
     def max_weight_per_min(self) -> int:
