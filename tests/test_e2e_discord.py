@@ -312,7 +312,7 @@ async def test_operator_commands_answer_only_admin_ids(
 async def test_every_command_is_exercised_here() -> None:
     """Pins the list above: a new command needs its own e2e test in this file."""
     covered = {"start", "help", "status", "subscribe", "list", "unsubscribe", "watch", "label", "watchlist"}
-    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs"}
+    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs", "whale"}
     assert {c.name for c in COMMANDS} == covered
     assert set(ADMIN_COMMAND_OPTIONS) == {c.name for c in COMMANDS if c.access is Access.CHAT_ADMIN}
 
