@@ -62,6 +62,7 @@ def test_the_wheel_ships_no_tests_and_carries_the_demo_and_the_migrations(wheel:
         "bot/demo.py",
         "bot/demo_venue.py",
         "bot/demo_frames/forceorder_replay.jsonl",
+        "bot/data/known_wallets.toml",
         "storage/migrations/sqlite/0001_init.sql",
         "storage/migrations/postgresql/0001_init.sql",
         "watchers/registry.py",

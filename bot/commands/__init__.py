@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.commands import general, liqs, settings_cmds, subscriptions, watchlist, whale
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
+from bot.commands.watchlist import known_names_hint
 from bot.render import Reply
 from storage.chats import SCOPES
 
@@ -24,7 +25,10 @@ __all__ = [
 async def help_(ctx: Context) -> Reply:
     """Lives beside the registry it lists, so no command module has to import the registry back."""
     lines = [
-        f"{c.usage} — {c.summary}" + ("" if c.access.value == "anyone" else f" ({c.access.value})") for c in COMMANDS
+        f"{c.usage} — {c.summary}"
+        + (f"; {c.details()}" if c.details else "")
+        + ("" if c.access.value == "anyone" else f" ({c.access.value})")
+        for c in COMMANDS
     ]
     return Reply(lines=tuple(lines), title="Commands")
 
@@ -63,10 +67,14 @@ COMMANDS: tuple[Command, ...] = (
     Command("list", "this chat's subscriptions, thresholds and quiet hours", subscriptions.list_),
     Command(
         "watch",
-        "follow a wallet",
+        "follow a wallet, by address or by a known wallet's name (listed in /help)",
         watchlist.watch,
-        params=(Param("address", "0x… wallet address", required=True), Param("label", "a short name")),
+        params=(
+            Param("address", "0x… wallet address, or a known wallet's name", required=True),
+            Param("label", "a short name (default: the known wallet's name)"),
+        ),
         access=Access.CHAT_ADMIN,
+        details=known_names_hint,
     ),
     Command(
         "unwatch",

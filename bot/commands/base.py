@@ -71,6 +71,8 @@ class Command:
     params: tuple[Param, ...] = ()
     access: Access = Access.ANYONE
     aliases: tuple[str, ...] = field(default=())
+    details: Callable[[], str] | None = None
+    """More for /help's line, worked out when /help is asked (e.g. the known wallet names /watch takes)."""
 
     @property
     def usage(self) -> str:
