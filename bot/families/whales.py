@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from bot.families.registry import Family, register
+from bot.known_wallets import label_for
 from bot.render import Alert, AlertField, number, price, usd, when
 from perpwatch.events import DistanceBody, Event, PositionBody, PositionSide, WhaleTradeBody
 
@@ -68,7 +69,7 @@ def render_position(event: Event) -> Alert:
     if body.realised_pnl_usd is not None:
         sign = "+" if body.realised_pnl_usd >= 0 else "−"
         fields.append(AlertField("Realised PnL", f"{sign}{usd(abs(body.realised_pnl_usd))}"))
-    fields += [AlertField("Wallet", body.wallet), AlertField("Time", when(event.occurred_at))]
+    fields += [AlertField("Wallet", _named(body.wallet, None)), AlertField("Time", when(event.occurred_at))]
     icon = "🐋" if body.change in ("opened", "increased", "flipped") else "🏁" if body.change == "closed" else "✂️"
     return Alert(
         title=f"{icon} {short(body.wallet)}: {_headline(body)}",
@@ -116,7 +117,7 @@ def render_distance(event: Event) -> Alert:
             ),
             AlertField("Position", f"{_side(body.side)} {number(body.size)} {body.coin}"),
             AlertField("USD", usd(body.notional_usd)),
-            AlertField("Wallet", body.wallet),
+            AlertField("Wallet", _named(body.wallet, None)),
             AlertField("Time", when(event.occurred_at)),
         ),
         tone="long" if body.side is PositionSide.LONG else "short",
@@ -145,6 +146,8 @@ def _trade(event: Event) -> WhaleTradeBody:
 
 
 def _named(address: str, label: str | None) -> str:
+    """The body's label, else the bundled list's name for it (bot/data/known_wallets.toml)."""
+    label = label or label_for(address)
     return f"{label} ({short(address)})" if label else address
 
 
