@@ -220,3 +220,28 @@ async def test_hip3_dexes_are_seeded_and_shown(venue: tuple[FakeRest, FakeVenueS
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await runtime.close()
+
+
+async def test_a_wallet_no_chat_watches_any_more_is_forgotten_with_its_book(
+    venue: tuple[FakeRest, FakeVenueStream, FakeInfo],
+) -> None:
+    rest, ws, _ = venue
+    kv = MemoryKv()
+    watcher, runtime = _watcher(rest, ws, kv)
+    watched = {WHALE}
+
+    async def current() -> set[str]:
+        return set(watched)
+
+    object.__setattr__(watcher.ctx, "watched", current)
+    task = asyncio.create_task(watcher.run(CollectingSink()))
+    try:
+        await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded)
+        await _until(lambda: ("hyperliquid_whales", "book:" + WHALE) in kv.values)
+        watched.clear()
+        await _until(lambda: WHALE not in watcher.books)
+        assert await watcher.ctx.state.get("book:" + WHALE) is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()

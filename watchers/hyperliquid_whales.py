@@ -49,6 +49,9 @@ WALLETS_REFRESH_S = 2.0
 """How soon a wallet a chat just added is seeded."""
 LOOKUP_WAIT_S = 10.0
 """How long `/whale` waits for the host's budget before saying it is busy."""
+STALE_BOOK_MS = 7 * 86_400_000
+"""A stored book older than this (the bot was down for a week, or the wallet left every watch list while it
+was down) is not compared with: "what changed while it was down" would be news from long ago."""
 FILLS_LOOKBACK_MS = 3_600_000
 """A first fills query looks back an hour: what a liquidation check needs, and little weight."""
 
@@ -225,13 +228,19 @@ class HyperliquidWhaleWatcher(Watcher):
                 pending = [Event.model_validate(e) for e in data.get("pending", [])]
                 if pending:  # made before the last stop, maybe never accepted: their keys make this safe
                     await sink(pending)
+                now_ms = int(self.clock.now().timestamp() * 1000)
+                if book.checked_ms is None or now_ms - book.checked_ms > STALE_BOOK_MS:
+                    book = WalletBook(wallet)  # too old to compare with: seeded afresh, silently
             else:
                 book = WalletBook(wallet)
             self.books[wallet] = book
             self.due[wallet] = self.clock.monotonic()  # seeded (or reconciled after a restart) first
         for wallet in set(self.books) - watched:
+            # Forgotten with its stored book: a chat that adds it again later starts from a fresh seed, not
+            # from a "what changed while you were away" against positions of weeks ago.
             del self.books[wallet]
             self.due.pop(wallet, None)
+            await self.ctx.state.delete(BOOK_PREFIX + wallet)
         self._show()
 
     # --- the reconcile poll --------------------------------------------------------------------------------
