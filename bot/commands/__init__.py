@@ -65,7 +65,7 @@ COMMANDS: tuple[Command, ...] = (
         "watch",
         "follow a wallet",
         watchlist.watch,
-        params=(Param("address", "0x… wallet address", required=True), Param("label", "a short name")),
+        params=(Param("address", "0x… or Solana wallet address", required=True), Param("label", "a short name")),
         access=Access.CHAT_ADMIN,
     ),
     Command(
@@ -81,7 +81,7 @@ COMMANDS: tuple[Command, ...] = (
         "name a watched wallet",
         watchlist.label,
         params=(
-            Param("address", "0x… wallet address", required=True),
+            Param("address", "0x… or Solana wallet address", required=True),
             Param("label", "a short name", required=True),
         ),
         access=Access.CHAT_ADMIN,
@@ -117,7 +117,7 @@ COMMANDS: tuple[Command, ...] = (
         "whale",
         "a wallet's open positions, account value and distance to liquidation, fetched live",
         whale.whale,
-        params=(Param("target", "a 0x address, or a label on /watchlist", required=True),),
+        params=(Param("target", "a 0x or Solana address, or a label on /watchlist", required=True),),
     ),
     Command(
         "pause",

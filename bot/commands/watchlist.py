@@ -22,10 +22,10 @@ async def watch(ctx: Context) -> Reply:
 
 
 def unwatch_target(text: str) -> str:
-    """A watched address or its label, held to the shapes /watch stores (no label starts with 0x), so no
-    other text reaches the store."""
+    """A watched address or its label, held to the shapes /watch stores (no label starts with 0x or is a
+    Solana address), so no other text reaches the store."""
     try:
-        return values.address(text) if text.strip().lower().startswith("0x") else values.label(text)
+        return values.address(text) if values.looks_like_address(text) else values.label(text)
     except CommandError:
         raise CommandError(
             f"{values.shown(text)} is neither a wallet address nor a label; see /watchlist", show_usage=True
