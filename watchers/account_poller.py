@@ -226,6 +226,7 @@ class AccountPollWatcher(Watcher):
                 await self.refresh_wallets(sink)
             except Exception as exc:  # storage away: the books we have go on
                 logger.warning("reading the watch lists failed; will retry error=%s", describe(exc))
+            now = self.clock.monotonic()  # a wallet just added is due now, in this round
         for address in sorted((a for a, at in self.due.items() if at <= now), key=self.due.__getitem__):
             if address not in self.watched:
                 continue
@@ -244,7 +245,8 @@ class AccountPollWatcher(Watcher):
                 )
                 if isinstance(exc, OSError | TimeoutError | aiohttp.ClientError | HttpStatusError):
                     raise  # the host is away or limiting us: the poller's back-off applies to every wallet
-        self._show()
+            finally:
+                self._show()  # a round waiting for the share shows what it has spent so far
 
     async def _poll_one(self, poller: _Poller, address: str, sink: EventSink) -> None:
         await self.share.acquire(self.spec.weight)
