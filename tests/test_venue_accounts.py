@@ -257,3 +257,17 @@ def test_a_pacifica_book_never_warns_and_says_why() -> None:
     assert isinstance(event.body, PositionBody) and event.body.wallet == SOL
     assert event.body.note is not None and "no liquidation price" in event.body.note
     assert (event.body.change, event.body.side_after, event.body.size_after) == ("increased", "short", Decimal(300))
+
+
+def test_the_alerts_name_the_venue_and_pacificas_says_why_no_distance() -> None:
+    from bot.families.registry import render_event
+
+    book = WalletBook(SOL, venue=Venue.PACIFICA, link=None, position_note=pacifica_accounts.NO_LIQUIDATION_PRICE)
+    body = pacifica_sample()
+    book.on_snapshots([pacifica_accounts.parse_positions(body, at=AT)])
+    body["data"][0]["amount"] = "300"
+    [event] = book.on_snapshots([pacifica_accounts.parse_positions(body, at=AT + timedelta(minutes=1))])
+    alert = render_event(event)
+    assert alert.title.endswith("AAVE SHORT increased on Pacifica")
+    assert alert.footer is not None and "publishes no liquidation price" in alert.footer
+    assert "Seen in a snapshot" in alert.footer

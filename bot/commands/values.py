@@ -99,10 +99,7 @@ def address(text: str) -> str:
         return cleaned.lower()
     if is_solana_address(cleaned):
         return cleaned
-    raise CommandError(
-        f"{shown(text)} is not a wallet address; expected 0x followed by 40 hex digits, "
-        "or a Solana address (32-44 base58 characters, a 32-byte key)"
-    )
+    raise CommandError(f"{shown(text)} is not a wallet address; expected 0x and 40 hex digits, or a Solana address")
 
 
 def label(text: str) -> str:
