@@ -20,6 +20,7 @@ from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
 from tests.test_venue_accounts import SOL, lighter_account, lighter_body, lighter_position, pacifica_sample
 from watchers.account_poller import LIGHTER, PACIFICA, AccountPollTuning, AccountPollWatcher, AccountVenue
+from watchers.poller import HttpStatusError
 from watchers.registry import REGISTRY
 from watchers.runtime import MemoryKv, Runtime
 
@@ -37,14 +38,18 @@ class Accounts:
     def __init__(self) -> None:
         self.eth = "10"
         self.aave = "223.72"
+        self.opened: dict[str, str] = {}
+        """Other 0x wallets that have a Lighter account now, with their ETH size."""
 
     def lighter(self, query: dict[str, str]) -> Any:
         assert query["by"] == "l1_address"
-        if query["value"] != HAS:
+        address = query["value"]
+        size = self.eth if address == HAS else self.opened.get(address)
+        if size is None:
             return {"code": 200, "total": 0, "accounts": []}
-        value = str(Decimal(self.eth) * 3100)  # mark 3100, 19% above the liquidation price: no warning
-        row = lighter_position(position=self.eth, position_value=value)
-        return lighter_body(lighter_account(7, [row], address=HAS))
+        value = str(Decimal(size) * 3100)  # mark 3100, 19% above the liquidation price: no warning
+        row = lighter_position(position=size, position_value=value)
+        return lighter_body(lighter_account(7, [row], address=address))
 
     def pacifica(self, query: dict[str, str]) -> Any:
         assert query["account"] == SOL
@@ -73,10 +78,11 @@ def _watcher(
     *,
     per_min: int = 60,
     poll_s: float = 0.2,
-    watched: Callable[[], Awaitable[set[str]]] = _watched,
+    recheck_s: float = 3600,
+    watched: Callable[[], Awaitable[set[str]]] | None = _watched,
 ) -> tuple[AccountPollWatcher, Runtime]:
     runtime = Runtime(clock=SYSTEM_CLOCK, kv=kv, watched=watched)
-    tuning = AccountPollTuning(requests_per_min=per_min, poll_s=poll_s, near_poll_s=poll_s, absent_recheck_s=3600)
+    tuning = AccountPollTuning(requests_per_min=per_min, poll_s=poll_s, near_poll_s=poll_s, absent_recheck_s=recheck_s)
     name = f"{spec.venue.value}_accounts"
     return AccountPollWatcher(spec, url, tuning, runtime.context(name)), runtime
 
@@ -246,6 +252,59 @@ async def test_pacifica_alerts_say_there_is_no_liquidation_price(venue: tuple[Fa
     assert isinstance(cut.body, PositionBody)
     assert (cut.body.change, cut.body.size_before, cut.body.size_after) == ("reduced", Decimal(300), Decimal(100))
     assert cut.body.note == body.note
+
+
+async def test_a_wallet_that_opens_a_lighter_account_later_is_told_as_opened(
+    venue: tuple[FakeRest, Accounts],
+) -> None:
+    """Lighter listed no account for NONE; on a re-check it has one: it held nothing there before, so its
+    position is an open, told once, not seeded silently."""
+    rest, accounts = venue
+    watcher, runtime = _watcher(LIGHTER, rest.url(LIGHTER_PATH), MemoryKv(), recheck_s=0.5)
+    sink = CollectingSink()
+    task = asyncio.create_task(watcher.run(sink))
+    try:
+        await _until(lambda: NONE in watcher.absent and HAS in watcher.books and watcher.books[HAS].seeded)
+        accounts.opened[NONE] = "5"
+        await sink.until(1)
+        await rest.until(lambda: _asked(rest, LIGHTER_PATH, NONE) >= 3)  # polled now, and nothing more said
+        [opened] = sink.events
+        assert isinstance(opened.body, PositionBody) and opened.subject == NONE
+        assert (opened.body.change, opened.body.seen_by, opened.body.size_after) == ("opened", "snapshot", Decimal(5))
+        assert NONE not in watcher.absent and len(sink.events) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()
+
+
+@pytest.mark.parametrize("watched", [None, "empty"])
+async def test_nobody_watching_asks_nothing(venue: tuple[FakeRest, Accounts], watched: str | None) -> None:
+    """Safe in the default watcher list: with no watch list, or an empty one, no request is made."""
+    rest, _ = venue
+
+    async def empty() -> set[str]:
+        return set()
+
+    for spec, path in ((LIGHTER, LIGHTER_PATH), (PACIFICA, PACIFICA_PATH)):
+        watcher, runtime = _watcher(spec, rest.url(path), MemoryKv(), watched=None if watched is None else empty)
+        task = asyncio.create_task(watcher.run(CollectingSink()))
+        try:
+            await asyncio.sleep(1.2)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await runtime.close()
+    assert rest.seen == []
+
+
+def test_a_lighter_not_found_answer_means_no_account() -> None:
+    url = "https://mainnet.zklighter.elliot.ai/api/v1/account"
+    assert LIGHTER.no_account is not None
+    assert LIGHTER.no_account(HttpStatusError(400, url, '{"code":21100,"message":"account not found"}'))
+    assert LIGHTER.no_account(HttpStatusError(404, url, "Not Found"))
+    assert not LIGHTER.no_account(HttpStatusError(400, url, '{"code":20001,"message":"invalid param"}'))
+    assert not LIGHTER.no_account(HttpStatusError(500, url, "not found"))
 
 
 def test_the_registry_builds_both_from_settings() -> None:

@@ -15,7 +15,9 @@ Which addresses each venue polls:
   (60 requests a minute per IP) on wallets that have never touched it. So every watched 0x address is asked
   once; when Lighter lists no account for it, that is remembered (in the watcher's durable state, with when
   it was asked) and the address is asked again only every `PERPWATCH_VENUE_ACCOUNTS_ABSENT_RECHECK_S`
-  (6 hours by default). Only an address with an account is polled on the regular schedule.
+  (6 hours by default). Only an address with an account is polled on the regular schedule. An address
+  found with an account after Lighter listed none is known to have held nothing there before, so what it
+  holds then is told as opened (seen in a snapshot, up to one re-check late), not seeded silently.
 - **Pacifica** takes Solana (base58) addresses, which no other venue here uses: every watched Solana address
   is Pacifica's and is polled on the schedule. Its answer cannot tell "no account" from "no positions", so
   none is ever set aside.
@@ -261,12 +263,15 @@ class AccountPollWatcher(Watcher):
         if not snapshots:
             await self._set_aside(address, at)
             return
-        if self.absent.pop(address, None) is not None:
+        was_absent = self.absent.pop(address, None) is not None
+        if was_absent:
             await self.ctx.state.delete(ABSENT_PREFIX + address)
         book = self.books.get(address)
         if book is None:
             data = await self.ctx.state.get(BOOK_PREFIX + address)
             book = self.books[address] = self._book(address, data if isinstance(data, dict) else None)
+        if was_absent and not book.seeded:
+            book.seeded = True  # the venue said it had no account: whatever it holds now was opened since
         events = book.on_snapshots(snapshots)
         book.reconciled(int(at.timestamp() * 1000))
         await self._save(book, pending=events)

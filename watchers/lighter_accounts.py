@@ -44,14 +44,16 @@ from decimal import Decimal
 from typing import Any
 
 from perpwatch.events import parse_decimal
+from watchers import lighter
 from watchers import venuekit as kit
 from watchers.hl_account import AccountSnapshot, Position
 from watchers.validate import BAD_FIGURE, Refused
 
 ACCOUNT_URL = "https://mainnet.zklighter.elliot.ai/api/v1/account"
 """§4: `account?by=index|l1_address&value=…`, on the same REST base as `orderBooks`."""
-REQUESTS_PER_MIN = 60
-"""§4: a standard account's 60 requests per rolling minute per IP (unweighted); the host's whole budget."""
+REQUESTS_PER_MIN = lighter.STREAM.budget_per_min
+"""§4: a standard account's 60 requests per rolling minute per IP (unweighted): the host's whole budget, the
+figure `watchers.lighter` declares for the same host."""
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -105,7 +107,7 @@ def _position(raw: object, dex: str, name: str) -> Position | None:
     )
 
 
-def _account(raw: object, dex: str, address: str, at: datetime, name: str) -> AccountSnapshot:
+def _account(raw: object, dex: str, at: datetime, name: str) -> AccountSnapshot:
     account = kit.mapping(raw, name)
     positions: list[Position] = []
     for i, row in enumerate(kit.array(account.get("positions"), f"{name}.positions")):
@@ -156,5 +158,5 @@ def parse_accounts(body: Any, *, address: str, at: datetime) -> list[AccountSnap
     snapshots = []
     for n, index in enumerate(sorted(indexed)):
         dex = "" if n == 0 else str(index)
-        snapshots.append(_account(indexed[index], dex, wanted, at, f"accounts[index={index}]"))
+        snapshots.append(_account(indexed[index], dex, at, f"accounts[index={index}]"))
     return snapshots

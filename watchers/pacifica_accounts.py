@@ -38,14 +38,15 @@ from decimal import Decimal
 from typing import Any
 
 from perpwatch.events import is_solana_address, parse_decimal
+from watchers import pacifica
 from watchers import venuekit as kit
 from watchers.hl_account import AccountSnapshot, Position
 from watchers.validate import BAD_FIGURE, Refused
 
 POSITIONS_URL = "https://api.pacifica.fi/api/v1/positions"
 """§5.2: `GET /positions?account=<addr>` on the REST base `https://api.pacifica.fi/api/v1`."""
-REQUESTS_PER_MIN = 20
-"""The host's request budget as `watchers.pacifica` declares it: 100 credits a minute for an unidentified
+REQUESTS_PER_MIN = pacifica.STREAM.budget_per_min
+"""The host's request budget as `watchers.pacifica` declares it (20): 100 credits a minute for an unidentified
 IP at up to 5 credits a request (§5.2; the credit class of each GET is not stated)."""
 NO_LIQUIDATION_PRICE = (
     "Pacifica publishes no liquidation price for positions, so no distance to liquidation is shown or warned "
