@@ -150,7 +150,8 @@ class Position:
     """`szi`: signed base units, + long, − short (docs "Notation")."""
     entry_px: Decimal
     position_value_usd: Decimal
-    """`positionValue` = |szi| × mark (§1.2)."""
+    """`positionValue` = |szi| × mark (§1.2); Lighter's `position_value`. Pacifica gives no mark: there it is
+    |amount| × entry price (`watchers.pacifica_accounts`), and its alerts say so."""
     unrealized_pnl_usd: Decimal | None
     """None only where a venue publishes none (Pacifica's `positions`); Hyperliquid always gives it."""
     return_on_equity: Decimal | None
