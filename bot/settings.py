@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.engine import mask_url, parse_database_url
-from watchers import bybit, hyperliquid, lighter, okx, pacifica
+from watchers import bybit, hyperliquid, lighter, lighter_accounts, okx, pacifica, pacifica_accounts
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     whale_weight_per_min: int = Field(default=600, ge=20, le=1200)
     whale_poll_s: float = Field(default=60.0, ge=5, le=3600)
     whale_near_poll_s: float = Field(default=10.0, ge=2, le=600)
+    # --- watched wallets on Lighter and Pacifica (watchers/account_poller.py) ---------------------------
+    # The account endpoints; each watcher's share of its host's requests a minute (Lighter allows 60 per IP,
+    # Pacifica's budget here is 20); how often an account is polled at most, one near liquidation, and how
+    # often a 0x address Lighter listed no account for is asked again.
+    lighter_account_url: str = lighter_accounts.ACCOUNT_URL
+    pacifica_positions_url: str = pacifica_accounts.POSITIONS_URL
+    lighter_accounts_per_min: int = Field(default=20, ge=1, le=lighter_accounts.REQUESTS_PER_MIN)
+    pacifica_accounts_per_min: int = Field(default=10, ge=1, le=pacifica_accounts.REQUESTS_PER_MIN)
+    venue_accounts_poll_s: float = Field(default=60.0, ge=5, le=3600)
+    venue_accounts_near_poll_s: float = Field(default=15.0, ge=2, le=600)
+    venue_accounts_absent_recheck_s: float = Field(default=21600.0, ge=60, le=7 * 86400)
     ws_probe_after_s: float = Field(default=60.0, gt=0)
     ws_probe_timeout_s: float = Field(default=10.0, gt=0)
     ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)

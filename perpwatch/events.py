@@ -147,11 +147,29 @@ class CascadeBody(_Body):
 
 
 ADDRESS_PATTERN = re.compile(r"^0x[0-9a-f]{40}$")
+SOLANA_ADDRESS_PATTERN = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
+"""A Solana account (Pacifica's): a base58 public key, 32-44 characters of the Bitcoin alphabet (no 0, O, I,
+l). Case matters in base58, so these are kept as given, never lower-cased."""
+
+
+_BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def is_solana_address(value: str) -> bool:
+    """A base58 string that decodes to exactly 32 bytes (an ed25519 public key): the pattern alone would take
+    a 0x address typed without its 0x (40 hex digits without a zero are base58 too), which decodes shorter."""
+    if not SOLANA_ADDRESS_PATTERN.match(value):
+        return False
+    number = 0
+    for char in value:
+        number = number * 58 + _BASE58.index(char)
+    zeros = len(value) - len(value.lstrip("1"))  # each leading "1" is a zero byte
+    return zeros + (number.bit_length() + 7) // 8 == 32
 
 
 def _wallet(value: str) -> str:
-    if not ADDRESS_PATTERN.match(value):
-        raise ValueError(f"{value[:60]!r} is not a lower-case 0x address")
+    if not ADDRESS_PATTERN.match(value) and not is_solana_address(value):
+        raise ValueError(f"{value[:60]!r} is neither a lower-case 0x address nor a base58 Solana address")
     return value
 
 

@@ -351,7 +351,12 @@ class ChatRepo:
     async def unwatch(self, chat_id: int, address_or_label: str) -> int:
         removed = await self.db.execute(
             "DELETE FROM watchlist WHERE chat_id=? AND (address=? OR label=?)",
-            (chat_id, address_or_label.lower(), address_or_label),
+            # 0x addresses are stored lower-cased; Solana (base58) ones as typed: case is part of them.
+            (
+                chat_id,
+                address_or_label.lower() if address_or_label[:2].lower() == "0x" else address_or_label,
+                address_or_label,
+            ),
         )
         self._changed(chat_id)
         return removed

@@ -223,3 +223,36 @@ def test_no_chat_text_breaks_a_handler(
 ) -> None:
     reply = handlers(name, tokens)
     assert OOPS not in reply.plain(), reply.plain()
+
+
+# --- Solana addresses (Pacifica) -----------------------------------------------------------------------------
+SOLANA = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM"
+
+
+def test_a_solana_address_is_kept_as_typed_and_an_evm_one_lower_cased() -> None:
+    assert values.address(f"  {SOLANA} ") == SOLANA  # base58 is case-sensitive
+    assert values.address("0x" + "AB" * 20) == "0x" + "ab" * 20
+    assert values.looks_like_address(SOLANA) and values.looks_like_address("0x12")
+    assert unwatch_target(SOLANA) == SOLANA
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ab" * 20,  # an EVM address without its 0x: base58 characters, but it decodes short of 32 bytes
+        SOLANA[:-1] + "0",  # 0 is not base58
+        SOLANA[:-1] + "l",  # nor is l
+        "z" * 44,  # decodes past 32 bytes
+        SOLANA[:31],
+    ],
+)
+def test_what_is_not_a_solana_address_is_refused(text: str) -> None:
+    with pytest.raises(CommandError, match="not a wallet address"):
+        values.address(text)
+
+
+def test_a_label_cannot_be_a_solana_address() -> None:
+    one_and_32 = "1" * 32  # the system program's address, 32 characters: a label's length too
+    with pytest.raises(CommandError, match="not a Solana address"):
+        values.label(one_and_32)
+    assert values.label("whale_2") == "whale_2"

@@ -95,6 +95,19 @@ async def test_watch_label_watchlist_unwatch_and_bad_input(
         assert await watchlist(app) == []
 
 
+async def test_a_solana_address_is_watched_as_typed(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    solana = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM"  # Pacifica accounts are Solana addresses
+    async with running_bot(make_settings, telegram, binance) as app:
+        assert f"Watching {solana} as pac" in (await command(telegram, f"/watch {solana} pac")).body
+        assert await watchlist(app) == [(solana, "pac")]
+        lowered = (await command(telegram, f"/unwatch {solana.lower()}")).body  # case is part of base58
+        assert "is neither a wallet address nor a label" in lowered
+        assert f"Stopped watching {solana}" in (await command(telegram, f"/unwatch {solana}")).body
+        assert await watchlist(app) == []
+
+
 async def test_watch_list_limit_is_a_setting(
     make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
 ) -> None:

@@ -69,6 +69,7 @@ def test_clearinghouse_sample_reads_every_field(house: dict[str, Any]) -> None:
     assert snap.margin_summary == acct.MarginSummary(
         Decimal("13109.482328"), Decimal("100.02765"), Decimal("13009.454678"), Decimal("4.967826")
     )
+    assert snap.cross_margin_summary is not None
     assert snap.cross_margin_summary.account_value_usd == Decimal("13104.514502")
     assert snap.cross_maintenance_margin_used_usd == Decimal("0.0")
     assert snap.withdrawable_usd == Decimal("13104.514502")

@@ -62,7 +62,11 @@ def test_fixed_setting_names_and_real_defaults() -> None:
         "pacifica",
         "hyperliquid",
         "hyperliquid_whales",
+        "lighter_accounts",
+        "pacifica_accounts",
     ]
+    assert settings.lighter_account_url == "https://mainnet.zklighter.elliot.ai/api/v1/account"
+    assert settings.pacifica_positions_url == "https://api.pacifica.fi/api/v1/positions"
     assert settings.whale_trade_min_usd == 1_000_000 and settings.whale_weight_per_min == 600
     assert (settings.whale_poll_s, settings.whale_near_poll_s) == (60, 10)
     assert settings.telegram_bot_token is None

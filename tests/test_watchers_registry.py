@@ -18,7 +18,18 @@ from watchers.registry import REGISTRY, URL_SETTINGS, build_watchers
 
 
 def test_the_known_watcher_names_are_the_registry_entries() -> None:
-    names = ("binance", "aster", "bybit", "okx", "lighter", "pacifica", "hyperliquid", "hyperliquid_whales")
+    names = (
+        "binance",
+        "aster",
+        "bybit",
+        "okx",
+        "lighter",
+        "pacifica",
+        "hyperliquid",
+        "hyperliquid_whales",
+        "lighter_accounts",
+        "pacifica_accounts",
+    )
     assert KNOWN_WATCHERS == tuple(REGISTRY) == names
     assert load_settings(watchers="all").watchers == list(REGISTRY)
     with pytest.raises(SettingsError, match=r"PERPWATCH_WATCHERS: unknown watcher\(s\) edgex; .* binance, aster"):

@@ -150,14 +150,21 @@ class Position:
     """`szi`: signed base units, + long, − short (docs "Notation")."""
     entry_px: Decimal
     position_value_usd: Decimal
-    """`positionValue` = |szi| × mark (§1.2)."""
-    unrealized_pnl_usd: Decimal
-    return_on_equity: Decimal
-    leverage: Leverage
+    """`positionValue` = |szi| × mark (§1.2); Lighter's `position_value`. Pacifica gives no mark: there it is
+    |amount| × entry price (`watchers.pacifica_accounts`), and its alerts say so."""
+    unrealized_pnl_usd: Decimal | None
+    """None only where a venue publishes none (Pacifica's `positions`); Hyperliquid always gives it."""
+    return_on_equity: Decimal | None
+    """None where the venue publishes none (Lighter, Pacifica): never computed here."""
+    leverage: Leverage | None
+    """None where the venue states no leverage for the position (Lighter, Pacifica): never derived."""
     liquidation_px: Decimal | None
-    """`liquidationPx` is `null` when there is none (§1.2): kept None, never read as 0."""
-    margin_used_usd: Decimal
-    max_leverage: int
+    """`liquidationPx` is `null` when there is none (§1.2): kept None, never read as 0. Also None where a
+    venue publishes no liquidation price at all (Pacifica)."""
+    margin_used_usd: Decimal | None
+    """None where the venue gives no per-position margin (Lighter and Pacifica cross positions)."""
+    max_leverage: int | None
+    """None where the account answer carries no market limit (Lighter, Pacifica)."""
 
     @property
     def side(self) -> PositionSide:
@@ -179,19 +186,25 @@ class AccountSnapshot:
     dex: str
     at: datetime
     """`time` (ms) of the response."""
-    margin_summary: MarginSummary
-    """Cross and isolated together (§1.2)."""
-    cross_margin_summary: MarginSummary
+    margin_summary: MarginSummary | None
+    """Cross and isolated together (§1.2). None for a venue that has no such summary (Lighter, Pacifica)."""
+    cross_margin_summary: MarginSummary | None
     """Cross only."""
-    cross_maintenance_margin_used_usd: Decimal
-    withdrawable_usd: Decimal
+    cross_maintenance_margin_used_usd: Decimal | None
+    withdrawable_usd: Decimal | None
     positions: tuple[Position, ...]
+    equity_usd: Decimal | None = None
+    """The account's value as a venue without Hyperliquid's margin summary states it (Lighter's
+    `total_asset_value`); None where the answer carries none (Pacifica's `positions`)."""
 
     @property
-    def account_value_usd(self) -> Decimal:
+    def account_value_usd(self) -> Decimal | None:
         """`marginSummary.accountValue`. Under a unified/portfolio-margin account the docs point to
-        `spotClearinghouseState` for the real trading balance (§1.2); that is not read here."""
-        return self.margin_summary.account_value_usd
+        `spotClearinghouseState` for the real trading balance (§1.2); that is not read here. Other venues:
+        `equity_usd`."""
+        if self.margin_summary is not None:
+            return self.margin_summary.account_value_usd
+        return self.equity_usd
 
     def position(self, coin: str) -> Position | None:
         return next((p for p in self.positions if p.coin == coin), None)

@@ -221,6 +221,7 @@ class HyperliquidWhaleWatcher(Watcher):
     # --- the watch list ---------------------------------------------------------------------------------
     async def refresh_wallets(self, sink: EventSink) -> None:
         watched = await self.ctx.watched() if self.ctx.watched is not None else set()  # none: trades only
+        watched = {w for w in watched if w.startswith("0x")}  # Solana (Pacifica) addresses are not Hyperliquid's
         for wallet in sorted(watched - set(self.books)):
             data = await self.ctx.state.get(BOOK_PREFIX + wallet)
             if isinstance(data, dict):
@@ -312,6 +313,8 @@ class HyperliquidWhaleWatcher(Watcher):
     async def account(self, address: str) -> AccountView:
         """A wallet's positions on every dex, fetched now from the host's budget (not this watcher's share,
         so a query is not queued behind the reconcile); waits at most `LOOKUP_WAIT_S` for it."""
+        if not address.startswith("0x"):
+            raise AccountUnavailable("Hyperliquid accounts are 0x addresses; this one is a Solana (Pacifica) address")
         source = self.ctx.session
         if source is None:  # a runtime without a shared session (tests, tools): one for this lookup
             async with aiohttp.ClientSession() as own:
@@ -389,7 +392,7 @@ def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountVie
     for snap in snapshots:
         for p in snap.positions:
             mark = p.position_value_usd / abs(p.size)
-            lev = f"{p.leverage.value}x {p.leverage.type}"
+            lev = f"{p.leverage.value}x {p.leverage.type}" if p.leverage is not None else "leverage not given"
             positions.append(
                 PositionView(
                     coin=p.coin,
@@ -398,7 +401,7 @@ def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountVie
                     notional_usd=p.position_value_usd,
                     entry_px=p.entry_px,
                     mark_px=mark,
-                    unrealized_pnl_usd=p.unrealized_pnl_usd,
+                    unrealized_pnl_usd=p.unrealized_pnl_usd if p.unrealized_pnl_usd is not None else Decimal(0),
                     leverage=lev,
                     liquidation_px=p.liquidation_px,
                     distance=acct.distance(p, mark) if mark > 0 else None,
@@ -409,7 +412,7 @@ def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountVie
         address=address,
         venue=Venue.HYPERLIQUID.value,
         at=max(s.at for s in snapshots),
-        account_value_usd=sum((s.account_value_usd for s in snapshots), Decimal(0)),
+        account_value_usd=sum((s.account_value_usd or Decimal(0) for s in snapshots), Decimal(0)),
         positions=tuple(positions),
     )
 

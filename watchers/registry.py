@@ -18,6 +18,7 @@ import aiohttp
 from perpwatch.clock import Clock
 from perpwatch.events import Topic, Venue
 from watchers import bybit, hyperliquid, lighter, okx, pacifica
+from watchers.account_poller import LIGHTER, PACIFICA, AccountPollTuning, AccountPollWatcher, AccountVenue
 from watchers.base import Watcher
 from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
 from watchers.hyperliquid_node import HyperliquidNodeWatcher
@@ -161,6 +162,33 @@ def _whales() -> WatcherSpec:
     )
 
 
+def _accounts(spec: AccountVenue, url_setting: str, share_setting: str) -> WatcherSpec:
+    """Watched wallets of a venue read by snapshot only: polls only the watched addresses that are the
+    venue's kind (none watched, no request)."""
+
+    def build(settings: Any, context: WatcherContext) -> Watcher:
+        tuning = AccountPollTuning.from_settings(settings, getattr(settings, share_setting))
+        return AccountPollWatcher(spec, getattr(settings, url_setting), tuning, context)
+
+    name = spec.venue.value
+    return WatcherSpec(
+        name=f"{name}_accounts",
+        settings=(
+            url_setting,
+            share_setting,
+            "venue_accounts_poll_s",
+            "venue_accounts_near_poll_s",
+            "venue_accounts_absent_recheck_s",
+        ),
+        build=build,
+        covers=frozenset({(Topic.WHALE, spec.venue)}),
+        note={
+            Venue.LIGHTER: "Watched 0x wallets that have a Lighter account (others asked again every few hours)",
+            Venue.PACIFICA: "Watched Solana wallets' Pacifica positions (Pacifica publishes no liquidation price)",
+        }.get(spec.venue),
+    )
+
+
 def _share_streams(built: Sequence[Watcher]) -> None:
     """One Hyperliquid `trades` connection, not two: the whale watcher reads the `hyperliquid` watcher's."""
     public = next((w for w in built if isinstance(w, TopicVenueWatcher) and w.spec is hyperliquid.STREAM), None)
@@ -181,6 +209,8 @@ REGISTRY: Mapping[str, WatcherSpec] = {
         _topic_venue(pacifica.STREAM),
         _hyperliquid(),
         _whales(),
+        _accounts(LIGHTER, "lighter_account_url", "lighter_accounts_per_min"),
+        _accounts(PACIFICA, "pacifica_positions_url", "pacifica_accounts_per_min"),
     )
 }
 

@@ -55,6 +55,8 @@ SEEN_KEPT = 2000
 """Trade ids remembered per wallet: more than the stream replays on a subscribe."""
 EXPLORER = "https://app.hyperliquid.xyz/explorer/address/"
 """Hyperliquid's official explorer (app.hyperliquid.xyz/explorer), an address's page under `address/`."""
+HL_LINK = EXPLORER + "{address}"
+"""The default `WalletBook.link`: a template with `{address}`."""
 
 
 def _dex_of(coin: str) -> str:
@@ -121,6 +123,13 @@ class HeldChange:
 @dataclass(slots=True)
 class WalletBook:
     wallet: str
+    venue: Venue = Venue.HYPERLIQUID
+    """Every alert's venue. A book of another venue is fed snapshots only (`watchers.account_poller`)."""
+    link: str | None = HL_LINK
+    """The wallet's page, a template with `{address}`; None where the venue has no page we know of."""
+    source: str = SOURCE
+    position_note: str | None = None
+    """Said on every position alert of this book (a venue that publishes no liquidation price says so)."""
     holdings: dict[str, Holding] = field(default_factory=dict)
     as_of_ms: dict[str, int] = field(default_factory=dict)
     """Per dex (`""` the main one): the newest snapshot's time. Trades up to it are in the snapshot."""
@@ -147,9 +156,11 @@ class WalletBook:
         }
 
     @classmethod
-    def from_json(cls, wallet: str, data: dict[str, Any]) -> WalletBook:
+    def from_json(cls, wallet: str, data: dict[str, Any], **venue: Any) -> WalletBook:
+        """`venue`: the constructor's venue, link, source and position_note (not persisted: code, not state)."""
         return cls(
             wallet=wallet,
+            **venue,
             holdings={str(c): Holding.from_json(h) for c, h in data.get("holdings", {}).items()},
             as_of_ms={str(d): int(t) for d, t in data.get("as_of_ms", {}).items()},
             seen=deque((str(s) for s in data.get("seen", [])), maxlen=SEEN_KEPT),
@@ -158,6 +169,16 @@ class WalletBook:
             seeded=bool(data.get("seeded", False)),
             checked_ms=data.get("checked_ms"),
         )
+
+    @property
+    def _prefix(self) -> str:
+        """Alert keys and threads: `hl:` for Hyperliquid as before, the venue's name for the others (one 0x
+        address may hold positions on Hyperliquid and Lighter; their alerts must not share a key)."""
+        return "hl" if self.venue is Venue.HYPERLIQUID else self.venue.value
+
+    @property
+    def _link(self) -> str | None:
+        return None if self.link is None else self.link.format(address=self.wallet)
 
     # --- what the poll should do next ----------------------------------------------------------------
     @property
@@ -207,7 +228,7 @@ class WalletBook:
             holding.size, holding.entry_px = after, entry
         tids = sorted(f.tid for f in order.fills)
         event = self._position_event(
-            key=f"hl:pos:{self.wallet}:{order.coin}:{tids[0]}:{tids[-1]}",
+            key=f"{self._prefix}:pos:{self.wallet}:{order.coin}:{tids[0]}:{tids[-1]}",
             coin=order.coin,
             change=change.kind,
             before=before,
@@ -344,7 +365,7 @@ class WalletBook:
                 value = position.position_value_usd if position is not None else abs(before) * (entry or Decimal(0))
                 events.append(
                     self._position_event(
-                        key=f"hl:pos:{self.wallet}:{coin}:snap:{now_ms}",
+                        key=f"{self._prefix}:pos:{self.wallet}:{coin}:snap:{now_ms}",
                         coin=coin,
                         change=change.kind,
                         before=before,
@@ -353,7 +374,9 @@ class WalletBook:
                         notional=value,
                         price=None,
                         entry=position.entry_px if position is not None else None,
-                        leverage=position.leverage.value if position is not None else None,
+                        leverage=position.leverage.value
+                        if position is not None and position.leverage is not None
+                        else None,
                         seen_by="snapshot",
                     )
                 )
@@ -365,7 +388,7 @@ class WalletBook:
                 holding = self.holdings[coin] = Holding(size=after)
             holding.size = after + later.get(coin, Decimal(0))
             holding.entry_px = position.entry_px
-            holding.leverage = position.leverage.value
+            holding.leverage = position.leverage.value if position.leverage is not None else None
             holding.liquidation_px = position.liquidation_px
             mark = position.position_value_usd / abs(position.size)
             gap = distance(position, mark) if mark > 0 else None
@@ -374,17 +397,17 @@ class WalletBook:
                 holding.warnings += 1
                 events.append(
                     Event(
-                        key=f"hl:dist:{self.wallet}:{coin}:{holding.warnings}",
+                        key=f"{self._prefix}:dist:{self.wallet}:{coin}:{holding.warnings}",
                         topic=Topic.WHALE,
-                        source=SOURCE,
-                        venue=Venue.HYPERLIQUID,
+                        source=self.source,
+                        venue=self.venue,
                         symbol=coin,
                         usd=position.position_value_usd,
                         occurred_at=snap.at,
                         subject=self.wallet,
-                        thread=f"hl:dist:{self.wallet}:{coin}",
+                        thread=f"{self._prefix}:dist:{self.wallet}:{coin}",
                         revision=holding.warnings,
-                        link=EXPLORER + self.wallet,
+                        link=self._link,
                         body=DistanceBody(
                             wallet=self.wallet,
                             coin=coin,
@@ -422,13 +445,13 @@ class WalletBook:
         return Event(
             key=key,
             topic=Topic.WHALE,
-            source=SOURCE,
-            venue=Venue.HYPERLIQUID,
+            source=self.source,
+            venue=self.venue,
             symbol=coin,
             usd=notional,
             occurred_at=at,
             subject=self.wallet,
-            link=EXPLORER + self.wallet,
+            link=self._link,
             body=PositionBody(
                 wallet=self.wallet,
                 coin=coin,
@@ -442,6 +465,7 @@ class WalletBook:
                 entry_px=entry,
                 leverage=leverage,
                 seen_by=seen_by,
+                note=self.position_note,
             ),
         )
 
@@ -462,13 +486,13 @@ class WalletBook:
         return Event(
             key=key,
             topic=Topic.WHALE,
-            source=SOURCE,
-            venue=Venue.HYPERLIQUID,
+            source=self.source,
+            venue=self.venue,
             symbol=coin,
             usd=notional,
             occurred_at=at,
             subject=self.wallet,
-            link=EXPLORER + self.wallet,
+            link=self._link,
             body=LiquidationBody(
                 side=side,
                 size=size,

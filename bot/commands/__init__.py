@@ -70,7 +70,7 @@ COMMANDS: tuple[Command, ...] = (
         "follow a wallet, by address or by a known wallet's name (listed in /help)",
         watchlist.watch,
         params=(
-            Param("address", "0x… wallet address, or a known wallet's name", required=True),
+            Param("address", "0x… or Solana wallet address, or a known wallet's name", required=True),
             Param("label", "a short name (default: the known wallet's name)"),
         ),
         access=Access.CHAT_ADMIN,
@@ -89,7 +89,7 @@ COMMANDS: tuple[Command, ...] = (
         "name a watched wallet",
         watchlist.label,
         params=(
-            Param("address", "0x… wallet address", required=True),
+            Param("address", "0x… or Solana wallet address", required=True),
             Param("label", "a short name", required=True),
         ),
         access=Access.CHAT_ADMIN,
@@ -125,7 +125,7 @@ COMMANDS: tuple[Command, ...] = (
         "whale",
         "a wallet's open positions, account value and distance to liquidation, fetched live",
         whale.whale,
-        params=(Param("target", "a 0x address, or a label on /watchlist", required=True),),
+        params=(Param("target", "a 0x or Solana address, or a label on /watchlist", required=True),),
     ),
     Command(
         "pause",

@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from bot.commands.base import CommandError
-from perpwatch.events import Topic, Venue
+from perpwatch.events import Topic, Venue, is_solana_address
 from perpwatch.symbols import normalize_symbol
 
 TOPICS = tuple(t.value for t in Topic)
@@ -84,19 +84,32 @@ def subscription_id(text: str) -> int:
     return int(match.group(1))
 
 
+def looks_like_address(text: str) -> bool:
+    """Whether `text` is meant as an address rather than a label: it starts with 0x, or is a base58 Solana
+    address (which no label may be, see `label`)."""
+    cleaned = text.strip()
+    return cleaned.lower().startswith("0x") or is_solana_address(cleaned)
+
+
 def address(text: str) -> str:
-    if not _ADDRESS.fullmatch(text.strip()):
-        raise CommandError(f"{shown(text)} is not a wallet address; expected 0x followed by 40 hex digits")
-    return text.strip().lower()
+    """An EVM address (Hyperliquid, Lighter), lower-cased, or a base58 Solana address (Pacifica), kept as
+    typed: base58 is case-sensitive."""
+    cleaned = text.strip()
+    if _ADDRESS.fullmatch(cleaned):
+        return cleaned.lower()
+    if is_solana_address(cleaned):
+        return cleaned
+    raise CommandError(f"{shown(text)} is not a wallet address; expected 0x and 40 hex digits, or a Solana address")
 
 
 def label(text: str) -> str:
     cleaned = text.strip()
     if len(cleaned) > 32:
         raise CommandError(f"label is {len(cleaned)} characters; the limit is 32")
-    if not _LABEL.fullmatch(cleaned) or cleaned.lower().startswith("0x"):
+    if not _LABEL.fullmatch(cleaned) or looks_like_address(cleaned):
         raise CommandError(
             f"{shown(text)} is not a label; expected 1-32 letters, digits, '_', '-' or '.', not starting with 0x"
+            " and not a Solana address"
         )
     return cleaned
 

@@ -17,13 +17,13 @@ def known_names_hint() -> str:
 
 def watch_target(text: str) -> tuple[str, KnownWallet | None]:
     """An address as typed, or the name (or alias) of a bundled known wallet, never other text."""
-    if text.strip().lower().startswith("0x"):
+    if values.looks_like_address(text):
         return values.address(text), None
     known = known_wallets.lookup(text)
     if known is None:
         raise CommandError(
-            f"{values.shown(text)} is not a wallet address (0x followed by 40 hex digits) or a known wallet's "
-            f"name; {known_names_hint()} (also in /help)",
+            f"{values.shown(text)} is not a wallet address (0x and 40 hex digits, or a Solana address) or a "
+            f"known wallet's name; {known_names_hint()} (also in /help)",
             show_usage=True,
         )
     return known.address, known
@@ -56,10 +56,10 @@ async def watch(ctx: Context) -> Reply:
 
 
 def unwatch_target(text: str) -> str:
-    """A watched address or its label, held to the shapes /watch stores (no label starts with 0x), so no
-    other text reaches the store."""
+    """A watched address or its label, held to the shapes /watch stores (no label starts with 0x or is a
+    Solana address), so no other text reaches the store."""
     try:
-        return values.address(text) if text.strip().lower().startswith("0x") else values.label(text)
+        return values.address(text) if values.looks_like_address(text) else values.label(text)
     except CommandError:
         raise CommandError(
             f"{values.shown(text)} is neither a wallet address nor a label; see /watchlist", show_usage=True

@@ -30,7 +30,7 @@ def _line(p: PositionView) -> str:
 async def _address(ctx: Context, target: str) -> tuple[str, str | None]:
     """An address, or a label on this chat's watch list."""
     text = target.strip()
-    if text.lower().startswith("0x"):
+    if values.looks_like_address(text):
         return values.address(text), None
     name = values.label(text)
     for entry in await ctx.services.store.chats.watchlist(ctx.chat.id):

@@ -11,7 +11,7 @@ from decimal import Decimal
 from bot.families.registry import Family, register
 from bot.known_wallets import label_for
 from bot.render import Alert, AlertField, number, price, usd, when
-from perpwatch.events import DistanceBody, Event, PositionBody, PositionSide, WhaleTradeBody
+from perpwatch.events import DistanceBody, Event, PositionBody, PositionSide, Venue, WhaleTradeBody
 
 EXPLORER = "https://app.hyperliquid.xyz/explorer/address/"
 """Hyperliquid's own explorer page of an address (research §1.1)."""
@@ -23,6 +23,12 @@ def short(address: str) -> str:
 
 def _side(side: PositionSide | None) -> str:
     return "flat" if side is None else side.value.upper()
+
+
+def _on(event: Event) -> str:
+    """` on Lighter` for a venue other than Hyperliquid (whose alerts read as they always did): one 0x
+    address may hold positions on both."""
+    return "" if event.venue in (None, Venue.HYPERLIQUID) else f" on {event.venue.value.capitalize()}"
 
 
 def _percent(fraction: Decimal) -> str:
@@ -71,13 +77,13 @@ def render_position(event: Event) -> Alert:
         fields.append(AlertField("Realised PnL", f"{sign}{usd(abs(body.realised_pnl_usd))}"))
     fields += [AlertField("Wallet", _named(body.wallet, None)), AlertField("Time", when(event.occurred_at))]
     icon = "🐋" if body.change in ("opened", "increased", "flipped") else "🏁" if body.change == "closed" else "✂️"
+    snapshot = "Seen in a snapshot, not as fills: no trade price." if body.seen_by == "snapshot" else None
     return Alert(
-        title=f"{icon} {short(body.wallet)}: {_headline(body)}",
+        title=f"{icon} {short(body.wallet)}: {_headline(body)}{_on(event)}",
         headline=usd(body.notional_usd),
         fields=tuple(fields),
         tone="long" if side is PositionSide.LONG else "short",
-        footer=body.note
-        or ("Seen in a snapshot, not as fills: no trade price." if body.seen_by == "snapshot" else None),
+        footer=" ".join(part for part in (body.note, snapshot) if part) or None,
         url=event.link,
         link_label="wallet on the explorer",
         data={
@@ -93,7 +99,7 @@ def render_position(event: Event) -> Alert:
 
 def position_line(event: Event) -> str:
     body = _position(event)
-    return f"{short(body.wallet)}: {_headline(body)} {usd(body.notional_usd)}"
+    return f"{short(body.wallet)}: {_headline(body)}{_on(event)} {usd(body.notional_usd)}"
 
 
 def _distance(event: Event) -> DistanceBody:
@@ -107,7 +113,8 @@ def render_distance(event: Event) -> Alert:
     gone = body.distance <= 0
     return Alert(
         title=f"⚠️ {short(body.wallet)} {body.coin} {_side(body.side)} "
-        + ("is past its liquidation price" if gone else f"within {_percent(body.threshold)} of liquidation"),
+        + ("is past its liquidation price" if gone else f"within {_percent(body.threshold)} of liquidation")
+        + _on(event),
         headline=_percent(body.distance),
         fields=(
             AlertField(
@@ -121,7 +128,9 @@ def render_distance(event: Event) -> Alert:
             AlertField("Time", when(event.occurred_at)),
         ),
         tone="long" if body.side is PositionSide.LONG else "short",
-        footer="Updated in place as the distance changes; a liquidation is confirmed only from fills or the ledger.",
+        footer="Updated in place as the distance changes; a liquidation is confirmed only from fills or the ledger."
+        if event.venue in (None, Venue.HYPERLIQUID)
+        else "Updated in place as the distance changes.",
         url=event.link,
         link_label="wallet on the explorer",
         data={
@@ -136,7 +145,7 @@ def render_distance(event: Event) -> Alert:
 
 def distance_line(event: Event) -> str:
     body = _distance(event)
-    return f"{short(body.wallet)} {body.coin} {_side(body.side)} {_percent(body.distance)} from liquidation"
+    return f"{short(body.wallet)} {body.coin} {_side(body.side)} {_percent(body.distance)} from liquidation{_on(event)}"
 
 
 def _trade(event: Event) -> WhaleTradeBody:

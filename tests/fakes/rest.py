@@ -21,6 +21,7 @@ class Seen:
     at: float
     weight: int
     status: int
+    query: str = ""
 
 
 class FakeRest:
@@ -28,6 +29,7 @@ class FakeRest:
         self.clock = clock
         self.bodies: dict[str, Any] = {}
         self.posts: dict[str, Callable[[Any], Any]] = {}
+        self.gets: dict[str, Callable[[dict[str, str]], Any]] = {}
         self.weights: dict[str, int] = {}
         self.seen: list[Seen] = []
         self.down = False
@@ -45,6 +47,11 @@ class FakeRest:
         """POSTs to `path` are answered with `answer(decoded JSON body)` (one info endpoint, many request
         types: Hyperliquid's `/info`)."""
         self.posts[path] = answer
+
+    def answer_gets(self, path: str, answer: Callable[[dict[str, str]], Any]) -> None:
+        """GETs to `path` are answered with `answer(query parameters)` (one endpoint, one account per query:
+        Lighter's `account`, Pacifica's `positions`)."""
+        self.gets[path] = answer
 
     def serve(self, path: str, body: Any, *, weight: int = 1) -> None:
         self.bodies[path] = body
@@ -80,13 +87,16 @@ class FakeRest:
         elif request.method == "POST" and path in self.posts:
             answer = self.posts[path](await request.json())
             response = web.Response(text=json.dumps(answer), content_type="application/json")
+        elif request.method == "GET" and path in self.gets:
+            answer = self.gets[path](dict(request.query))
+            response = web.Response(text=json.dumps(answer), content_type="application/json")
         elif path not in self.bodies:
             status, response = 404, web.Response(status=404, text="no such path")
         else:
             body = self.bodies[path]
             text = body() if callable(body) else body
             response = web.Response(text=json.dumps(text), content_type="application/json")
-        self.seen.append(Seen(path, self.clock.monotonic(), weight, status))
+        self.seen.append(Seen(path, self.clock.monotonic(), weight, status, request.query_string))
         self.arrived.set()
         return response
 
