@@ -1,11 +1,15 @@
 """A loopback Hyperliquid `/info` for the whale tests: answers from the documented samples (meta, vaultDetails,
 clearinghouseState), with the watched wallet's ETH size settable, and counts weight as the docs give it,
-apart from the code under test. `trades_frame` shapes the public trades sample with both users named."""
+apart from the code under test. `trades_frame` shapes the public trades sample with both users named.
+
+Given `sizes` (user -> signed ETH size), it answers `clearinghouseState` for any user instead (the whale
+bench's many wallets), and their fills and ledger as empty."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,15 +31,19 @@ DOC_WEIGHTS = {"clearinghouseState": 2}
 
 
 class FakeInfo:
-    """`/info` answering from the documented samples, with the ETH size of WHALE's account settable."""
+    """`/info` answering from the documented samples, with the ETH size of WHALE's account settable (or of
+    every user's, through `sizes`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sizes: Callable[[str], Decimal] | None = None) -> None:
         self.eth = "10"
+        self.sizes = sizes
         self.weights: list[tuple[float, int]] = []
+        self.kinds: dict[str, int] = {}
 
     def __call__(self, request: Any) -> Any:
         kind = request["type"]
         self.weights.append((time.monotonic(), DOC_WEIGHTS.get(kind, 20)))
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
         if kind == "meta":
             return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
         if kind == "vaultDetails":
@@ -45,15 +53,28 @@ class FakeInfo:
             return body
         if kind == "perpDexs":
             return [None]
-        assert kind == "clearinghouseState" and request["user"] == WHALE, request
-        body = _load("hyperliquid_clearinghouseState_docs.json")
+        if self.sizes is not None and kind in ("userFillsByTime", "userNonFundingLedgerUpdates"):
+            return []
+        assert kind == "clearinghouseState" and (self.sizes is not None or request["user"] == WHALE), request
+        eth = self.eth if self.sizes is None else str(self.sizes(str(request["user"])))
+        body = _clearinghouse()
         body["time"] = int(time.time() * 1000)
         position = body["assetPositions"][0]["position"]
-        position.update(szi=self.eth, positionValue=str(Decimal(self.eth) * 3000), liquidationPx=None)
+        position.update(szi=eth, positionValue=str(abs(Decimal(eth)) * 3000), liquidationPx=None)
         return body
 
     def max_weight_per_min(self) -> int:
         return max((sum(w for t, w in self.weights if start <= t < start + 60) for start, _ in self.weights), default=0)
+
+
+_CLEARINGHOUSE: list[str] = []
+
+
+def _clearinghouse() -> Any:
+    """A fresh copy of the clearinghouseState sample (read from disk once: the bench asks thousands of times)."""
+    if not _CLEARINGHOUSE:
+        _CLEARINGHOUSE.append((PAYLOADS / "hyperliquid_clearinghouseState_docs.json").read_text(encoding="utf-8"))
+    return json.loads(_CLEARINGHOUSE[0])
 
 
 def trades_frame(tid: int, px: str, sz: str, *, buyer: str = WHALE, seller: str = OTHER) -> str:
