@@ -25,7 +25,7 @@ Figures:
                  `checked_ms`); a wallet not yet seeded counts from the start of the run. Seeding: when
                  the last wallet was first reconciled, or how far it got.
   loop hold      the longest a 10 ms sleeper was held past its time: how busy the one event loop (watcher,
-                 pipeline and both fakes) was.
+                 pipeline and both fakes) was; and the process's CPU time over the run.
   peak RSS       of the whole process (fakes included).
 """
 
@@ -120,11 +120,17 @@ class Result:
     loop_hold_ms: float = 0.0
     rss_start_mib: float = 0.0
     rss_peak_mib: float = 0.0
+    cpu_s: float = 0.0
     commits: int = 0
 
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def run(
@@ -180,6 +186,7 @@ async def run(
             assert isinstance(watcher, HyperliquidWhaleWatcher)
             started = time.perf_counter()
             started_ms = time.time() * 1000
+            cpu_before = _cpu_s()
             task = asyncio.create_task(watcher.run(pipeline))
             stop = asyncio.Event()
 
@@ -274,6 +281,7 @@ async def run(
                     task.result()  # the watcher died: say why
                 await asyncio.sleep(min(1.0, max(0.0, end - time.perf_counter())) + 0.5)  # the last alerts land
                 result.seeded_at_end = sample(result.final_staleness_s, None)
+                result.cpu_s = _cpu_s() - cpu_before
             finally:
                 stop.set()
                 for t in (push, task, *helpers):
@@ -317,11 +325,12 @@ def report(r: Result) -> None:
     if r.all_seeded_s is not None:
         seeding = f"all {r.wallets:,} seeded by {r.all_seeded_s:.1f} s"
     else:
-        rate = r.seeded_at_end / max(r.seconds - (r.first_seeded_s or 0.0), 1e-9) * 60
-        left = (r.wallets - r.seeded_at_end) / rate * 60 if rate > 0 else float("inf")
+        per_min = r.weight_per_min / hl_account.weight("clearinghouseState")  # one dex here
+        left = (r.wallets - r.seeded_at_end) / per_min * 60
         seeding = (
-            f"NOT all seeded: {r.seeded_at_end:,} of {r.wallets:,} at the end ({rate:,.0f} wallets/min; "
-            f"about {left:.0f} s more for the rest, {r.seconds + left:.0f} s in all)"
+            f"NOT all seeded: {r.seeded_at_end:,} of {r.wallets:,} at the end; at the share's {per_min:,.0f} "
+            f"wallets/min (in bursts, as its trailing 60 s window frees) the rest need about {left:.0f} s more, "
+            f"~{r.wallets / per_min * 60:.0f} s from the start in all"
         )
     print(f"seeding: watch list loaded in {loaded}, first wallet seeded at {first}, {seeding}")
     print(
@@ -333,7 +342,10 @@ def report(r: Result) -> None:
         f"staleness (seeded wallets only): p99 {percentile(r.staleness_seeded_s, 99):.1f} s, "
         f"max {max(r.staleness_seeded_s, default=float('nan')):.1f} s; reconcile errors {r.reconcile_errors}"
     )
-    print(f"loop hold: max {r.loop_hold_ms:.1f} ms")
+    print(
+        f"loop hold: max {r.loop_hold_ms:.1f} ms; CPU {r.cpu_s:.1f} s over the run "
+        f"({r.cpu_s / r.seconds:.0%} of one core, watcher, pipeline and both fakes)"
+    )
     print(f"peak RSS: {r.rss_peak_mib:.0f} MiB (at start {r.rss_start_mib:.0f} MiB)")
 
 
