@@ -58,6 +58,7 @@ from watchers import hl_account
 from watchers.hyperliquid_whales import HyperliquidWhaleWatcher
 from watchers.registry import REGISTRY
 from watchers.runtime import Runtime
+from watchers.whale_book import WalletBook
 
 HOST_LIMIT = hl_account.WEIGHT_PER_MIN
 PING = '{"method":"ping"}'
@@ -121,6 +122,7 @@ class Result:
     rss_start_mib: float = 0.0
     rss_peak_mib: float = 0.0
     cpu_s: float = 0.0
+    interval_s: float = 0.0
     commits: int = 0
 
 
@@ -290,6 +292,7 @@ async def run(
                 await pipeline.drain()
                 await runtime.close()
             result.reconcile_errors = watcher.health.parse_errors
+            result.interval_s = watcher._interval_s(WalletBook(watched[0]))  # a wallet not near liquidation
             result.commits = pipeline.stats.commits
     stamps = sorted(info.weights)
     result.max_weight_60s = max_in_window(stamps, 60.0)
@@ -340,7 +343,9 @@ def report(r: Result) -> None:
     )
     print(
         f"staleness (seeded wallets only): p99 {percentile(r.staleness_seeded_s, 99):.1f} s, "
-        f"max {max(r.staleness_seeded_s, default=float('nan')):.1f} s; reconcile errors {r.reconcile_errors}"
+        f"max {max(r.staleness_seeded_s, default=float('nan')):.1f} s; reconcile errors {r.reconcile_errors}; "
+        f"the watcher's interval per wallet at this size {r.interval_s:.0f} s (steady-state staleness needs a run "
+        f"past seeding plus that)"
     )
     print(
         f"loop hold: max {r.loop_hold_ms:.1f} ms; CPU {r.cpu_s:.1f} s over the run "
