@@ -15,8 +15,9 @@ which `--watched-per-frame` name a random watched wallet (as buyer or seller) ag
 address; the rest are between unwatched addresses. The trades are small: no whale-trade alerts.
 
 Figures:
-  weight/min     the most weight the fake counted in any 60 s window (the whole run if shorter), against
-                 the watcher's share (`--weight-per-min`, PERPWATCH_WHALE_WEIGHT_PER_MIN) and the host's 1,200.
+  weight/min     the most weight the fake counted in any 60 s window (the whole run if shorter): of the
+                 reconcile's requests against the watcher's share (`--weight-per-min`,
+                 PERPWATCH_WHALE_WEIGHT_PER_MIN), and of every request against the host's 1,200.
   frame→commit   per position alert: the frame's push onto the socket to the pipeline's commit of the event
                  (`on_accepted`), matched by the trade id in the key `hl:pos:{wallet}:{coin}:{tid}:{tid}`.
                  Only wallets already seeded alert (the seeding snapshot holds what came before), so the
@@ -64,6 +65,9 @@ HOST_LIMIT = hl_account.WEIGHT_PER_MIN
 PING = '{"method":"ping"}'
 PONG = '{"channel":"pong"}'
 PX = Decimal(3000)
+SHARE_KINDS = frozenset({"clearinghouseState", "perpDexs", "userFillsByTime", "userNonFundingLedgerUpdates"})
+"""What the reconcile asks, within the watcher's share; the rest (meta, vaultDetails: the trades connection's
+reference data) draws on the host's budget only."""
 
 
 def wallets(n: int) -> list[str]:
@@ -115,6 +119,7 @@ class Result:
     all_seeded_s: float | None = None
     seeded_at_end: int = 0
     max_weight_60s: int = 0
+    max_share_60s: int = 0
     weight_total: int = 0
     requests: dict[str, int] = field(default_factory=dict)
     reconcile_errors: int = 0
@@ -296,8 +301,10 @@ async def run(
             result.commits = pipeline.stats.commits
     stamps = sorted(info.weights)
     result.max_weight_60s = max_in_window(stamps, 60.0)
+    result.max_share_60s = max_in_window(sorted((t, w) for t, kind, w in info.requests if kind in SHARE_KINDS), 60.0)
     result.weight_total = sum(w for _, w in stamps)
-    result.requests = dict(info.kinds)
+    for _, kind, _ in info.requests:
+        result.requests[kind] = result.requests.get(kind, 0) + 1
     result.rss_peak_mib = _rss_mib()
     return result
 
@@ -309,8 +316,9 @@ def report(r: Result) -> None:
         f"(host limit {HOST_LIMIT:,})"
     )
     print(
-        f"weight: max {r.max_weight_60s:,} in {span} ({r.max_weight_60s / r.weight_per_min:.0%} of the share, "
-        f"{r.max_weight_60s / HOST_LIMIT:.0%} of the host limit); {r.weight_total:,} in all; requests "
+        f"weight: max {r.max_share_60s:,} of the reconcile's in {span} ({r.max_share_60s / r.weight_per_min:.0%} "
+        f"of the share); max {r.max_weight_60s:,} of all requests ({r.max_weight_60s / HOST_LIMIT:.0%} of the "
+        f"host limit); {r.weight_total:,} in all; requests "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(r.requests.items()))
     )
     print(

@@ -38,12 +38,14 @@ class FakeInfo:
         self.eth = "10"
         self.sizes = sizes
         self.weights: list[tuple[float, int]] = []
-        self.kinds: dict[str, int] = {}
+        self.requests: list[tuple[float, str, int]] = []
+        """(monotonic time, request type, weight) of every request."""
 
     def __call__(self, request: Any) -> Any:
         kind = request["type"]
-        self.weights.append((time.monotonic(), DOC_WEIGHTS.get(kind, 20)))
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        at, weight = time.monotonic(), DOC_WEIGHTS.get(kind, 20)
+        self.weights.append((at, weight))
+        self.requests.append((at, kind, weight))
         if kind == "meta":
             return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
         if kind == "vaultDetails":
