@@ -176,11 +176,14 @@ class HyperliquidWhaleWatcher(Watcher):
         events = whale_trades(frame, self.tuning.trade_min_usd)
         if events:
             self._queue(None, events)
-        seeded = [w for w, b in self.books.items() if b.seeded]
-        if not seeded:
+        # The seeded wallets this frame names, looked up from its few users rather than the frame checked
+        # against every book: the cost of a frame does not grow with the watch list.
+        named = {str(u).lower() for raw in frame.get("data") or () if isinstance(raw, dict) for u in _users(raw)}
+        seeded = [w for w in named if (b := self.books.get(w)) is not None and b.seeded]
+        if not seeded and not any(b.seeded for b in self.books.values()):
             return []
         per_wallet: dict[str, list[acct.WalletTrade]] = {}
-        for wallet, trade in acct.fills_for_wallets(frame, seeded):
+        for wallet, trade in acct.fills_for_wallets(frame, seeded):  # checks every trade's users, as before
             per_wallet.setdefault(wallet, []).append(trade)
         for wallet, trades in per_wallet.items():
             book = self.books[wallet]
@@ -415,6 +418,11 @@ def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountVie
         account_value_usd=sum((s.account_value_usd or Decimal(0) for s in snapshots), Decimal(0)),
         positions=tuple(positions),
     )
+
+
+def _users(trade: dict[Any, Any]) -> list[Any]:
+    users = trade.get("users")
+    return users if isinstance(users, list) else []
 
 
 _NO_BOOK = WalletBook("0x" + "0" * 40)

@@ -1,11 +1,15 @@
 """A loopback Hyperliquid `/info` for the whale tests: answers from the documented samples (meta, vaultDetails,
 clearinghouseState), with the watched wallet's ETH size settable, and counts weight as the docs give it,
-apart from the code under test. `trades_frame` shapes the public trades sample with both users named."""
+apart from the code under test. `trades_frame` shapes the public trades sample with both users named.
+
+Given `sizes` (user -> signed ETH size), it answers `clearinghouseState` for any user instead (the whale
+bench's many wallets), and their fills and ledger as empty."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,22 +33,30 @@ DOC_WEIGHTS = {"clearinghouseState": 2}
 class FakeInfo:
     """`/info` answering from the documented samples. WHALE's account: `eth` (its ETH size at mark 3000) with
     `liquidation_px`, and on each HIP-3 dex in `dexes` the positions of `dex_positions`; `fills` and
-    `ledger` answer `userFillsByTime` and `userNonFundingLedgerUpdates` (items in the documented shapes)."""
+    `ledger` answer `userFillsByTime` and `userNonFundingLedgerUpdates` (items in the documented shapes).
+    With `sizes` (user -> signed ETH size) any user is answered (the whale bench's many wallets), their
+    fills and ledger empty."""
 
-    def __init__(self) -> None:
+    def __init__(self, sizes: Callable[[str], Decimal] | None = None) -> None:
         self.eth = "10"
+        self.sizes = sizes
         self.liquidation_px: str | None = None
         self.dexes: list[str] = []
         self.dex_positions: dict[str, list[tuple[str, str]]] = {}
         self.fills: list[dict[str, Any]] = []
         self.ledger: list[dict[str, Any]] = []
         self.weights: list[tuple[float, int]] = []
+        self.requests: list[tuple[float, str, int]] = []
+        """(monotonic time, request type, weight) of every request."""
         self.asked: list[dict[str, Any]] = []
 
     def __call__(self, request: Any) -> Any:
         kind = request["type"]
-        self.asked.append(request)
-        self.weights.append((time.monotonic(), DOC_WEIGHTS.get(kind, 20)))
+        at, weight = time.monotonic(), DOC_WEIGHTS.get(kind, 20)
+        self.weights.append((at, weight))
+        self.requests.append((at, kind, weight))
+        if self.sizes is None:  # the bench asks thousands of times: only the tests keep every request
+            self.asked.append(request)
         if kind == "meta":
             return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
         if kind == "vaultDetails":
@@ -58,12 +70,13 @@ class FakeInfo:
             return [f for f in self.fills if f["time"] >= request["startTime"]]
         if kind == "userNonFundingLedgerUpdates":
             return [u for u in self.ledger if u["time"] >= request["startTime"]]
-        assert kind == "clearinghouseState" and request["user"] == WHALE, request
-        body = _load("hyperliquid_clearinghouseState_docs.json")
+        assert kind == "clearinghouseState" and (self.sizes is not None or request["user"] == WHALE), request
+        body = _clearinghouse()
         body["time"] = int(time.time() * 1000)
         template = body["assetPositions"].pop()
         dex = request.get("dex", "")
-        held = [("ETH", self.eth)] if not dex else self.dex_positions.get(dex, [])
+        eth = self.eth if self.sizes is None else str(self.sizes(str(request["user"])))
+        held = [("ETH", eth)] if not dex else self.dex_positions.get(dex, [])
         for coin, szi in held:
             if Decimal(szi) == 0:
                 continue
@@ -75,6 +88,16 @@ class FakeInfo:
 
     def max_weight_per_min(self) -> int:
         return max((sum(w for t, w in self.weights if start <= t < start + 60) for start, _ in self.weights), default=0)
+
+
+_CLEARINGHOUSE: list[str] = []
+
+
+def _clearinghouse() -> Any:
+    """A fresh copy of the clearinghouseState sample (read from disk once: the bench asks thousands of times)."""
+    if not _CLEARINGHOUSE:
+        _CLEARINGHOUSE.append((PAYLOADS / "hyperliquid_clearinghouseState_docs.json").read_text(encoding="utf-8"))
+    return json.loads(_CLEARINGHOUSE[0])
 
 
 def trades_frame(tid: int, px: str, sz: str, *, buyer: str = WHALE, seller: str = OTHER) -> str:
