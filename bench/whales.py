@@ -2,7 +2,7 @@
 asserts nothing.
 
     .venv/bin/python -m bench.whales                                  # 1,000 wallets, 60 s, 20 frames/s
-    .venv/bin/python -m bench.whales --weight-per-min 1200 --seconds 180
+    .venv/bin/python -m bench.whales --weight-per-min 1000 --seconds 180
     .venv/bin/python -m bench.whales --wallets 100 --seconds 10       # a quick look
 
 The watcher is built as the bot builds it (`REGISTRY["hyperliquid_whales"]`, its own trades connection) with
@@ -370,7 +370,7 @@ def main() -> None:
     parser.add_argument("--trades-per-frame", type=int, default=4, help="trades in each frame")
     parser.add_argument("--watched-per-frame", type=int, default=2, help="of those, trades naming a watched wallet")
     parser.add_argument(
-        "--weight-per-min", type=int, default=600, help="the watcher's share (PERPWATCH_WHALE_WEIGHT_PER_MIN, 20-1200)"
+        "--weight-per-min", type=int, default=600, help="the watcher's share (PERPWATCH_WHALE_WEIGHT_PER_MIN, 20-1000)"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed for the frames")
     args = parser.parse_args()

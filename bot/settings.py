@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     # Trades by any address at or above this are `whale` alerts; the watcher's share of Hyperliquid's 1,200
     # weight a minute per IP; how often a wallet is reconciled at most, and one near liquidation.
     whale_trade_min_usd: Decimal = Field(default=Decimal(1_000_000), gt=0)
-    whale_weight_per_min: int = Field(default=600, ge=20, le=1200)
+    whale_weight_per_min: int = Field(default=600, ge=20, le=1000)
     whale_poll_s: float = Field(default=60.0, ge=5, le=3600)
     whale_near_poll_s: float = Field(default=10.0, ge=2, le=600)
     # --- watched wallets on Lighter and Pacifica (watchers/account_poller.py) ---------------------------

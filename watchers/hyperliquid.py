@@ -230,7 +230,8 @@ def parse_frame(frame: Any, ref: HyperliquidRef, *, now_ms: int | None = None) -
 
 INFO_WEIGHT = 20
 """`meta` and `vaultDetails` each weigh 20 of the IP's 1,200 a minute (research §1.4)."""
-INFO_WEIGHT_PER_MIN = 1200
+INFO_WEIGHT_PER_MIN = 1150
+"""The IP's 1,200 less a reserve, as `hl_account.BUDGETED_PER_MIN` explains."""
 
 
 def reference(info_url: str) -> RefSource[HyperliquidRef]:

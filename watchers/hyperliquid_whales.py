@@ -151,7 +151,7 @@ class HyperliquidWhaleWatcher(Watcher):
         self.ctx = ctx
         self.info_url = info_url
         self.tuning = tuning
-        self.host = ctx.budgets.declare(info_url, acct.WEIGHT_PER_MIN)
+        self.host = ctx.budgets.declare(info_url, acct.BUDGETED_PER_MIN)
         self.share = HostBudget(f"{ctx.name} share", tuning.weight_per_min, clock=ctx.clock)
         """This watcher's own part of the host's budget, so `/whale` and the other pollers keep theirs."""
         self.books: dict[str, WalletBook] = {}
