@@ -10,6 +10,11 @@ from typing import Protocol, runtime_checkable
 
 from perpwatch.events import PositionSide
 
+DISTANCE_STEPS = ("20", "15", "10", "7.5", "5", "3", "2", "1")
+"""Every distance to liquidation, in percent, a chat may choose to be warned at (/distance); the whale
+watchers warn at each step crossed, and each chat hears only the steps it chose."""
+DEFAULT_DISTANCE_STEPS = ("10", "5", "2")
+
 
 @dataclass(frozen=True, slots=True)
 class PositionView:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from perpwatch.accounts import DEFAULT_DISTANCE_STEPS
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from storage.engine import Engine, Row, Tx, as_bool, as_time
 from storage.models import Chat, Interest, Subscription, Threshold, WatchEntry, to_cents
@@ -44,6 +45,8 @@ def chat_from_row(row: Row, *, chat_id: int | None = None) -> Chat:
 
 
 SCOPES = ("all", "watchlist")
+DEFAULT_DISTANCE_WARNINGS = ",".join(DEFAULT_DISTANCE_STEPS)
+"""Percent steps a chat is warned at before a watched position's liquidation price (schema 6's default)."""
 """A subscription hears every matching event, or only those whose subject is on the chat's watch list."""
 
 ANY = "*"
@@ -313,6 +316,19 @@ class ChatRepo:
                 (chat_id, topic, _text(min_usd), to_cents(min_usd)),
             )
         self._changed(chat_id)
+
+    # --- liquidation-distance warnings ------------------------------------------------------------------
+    async def set_distance_warnings(self, chat_id: int, steps: Sequence[str] | None) -> None:
+        """The distance steps (percent text, as the log writes them: '10', '7.5') this chat is warned at;
+        None: the default."""
+        value = ",".join(steps) if steps is not None else DEFAULT_DISTANCE_WARNINGS
+        await self.db.execute("UPDATE chats SET distance_warnings=? WHERE id=?", (value, chat_id))
+        self._changed(chat_id)
+
+    async def distance_warnings(self, chat_id: int) -> list[str]:
+        row = await self.db.fetchone("SELECT distance_warnings FROM chats WHERE id=?", (chat_id,))
+        value = str(row["distance_warnings"]) if row is not None else DEFAULT_DISTANCE_WARNINGS
+        return [step for step in value.split(",") if step]
 
     async def thresholds(self, chat_id: int) -> list[Threshold]:
         rows = await self.db.fetch(

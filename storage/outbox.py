@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from perpwatch.events import BODY_SCHEMA, Event, PositionSide
+from perpwatch.events import BODY_SCHEMA, DistanceBody, Event, PositionSide
 from perpwatch.symbols import base_asset
 from storage.chats import chat_from_row
 from storage.engine import Engine, Row, as_bool, as_time
@@ -37,9 +37,9 @@ milliseconds on SQLite), so a chat far behind catches up in many small steps, ne
 
 _EVENT_COLUMNS = (
     "key, topic, source, venue, symbol, base, usd, usd_cents, occurred_at, accepted_at, body, subject, thread, "
-    "revision, body_version, due_at, expires_at, side"
+    "revision, body_version, due_at, expires_at, side, level"
 )
-_EVENT_MARKS = "(" + ",".join("?" * 18) + ")"
+_EVENT_MARKS = "(" + ",".join("?" * 19) + ")"
 
 # The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A subscription
 # matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-
@@ -52,7 +52,8 @@ _EVENT_MARKS = "(" + ",".join("?" * 18) + ")"
 # quiet hours end goes out in their digest. An event without a USD value is not held back by a minimum: it has
 # nothing to compare. A withdrawn event, or one already a row, is skipped, and so is a liquidation a cascade carries
 # (`fold_thread`) for a chat that will hear that cascade: its cascade subscription covers the market and its minimum
-# is met by the cascade's total with this one in it.
+# is met by the cascade's total with this one in it. A distance warning is one step crossed (`level`): a chat hears
+# the steps on its list (`chats.distance_warnings`, /distance).
 _READ_LOG = """
 INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, quiet_held,
                         created_at)
@@ -80,6 +81,7 @@ WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active
           AND s.venue IN ('*', e.venue)
           AND s.symbol IN ('*', UPPER(e.symbol), e.base)
           AND COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.fold_usd_cents))
+  AND (e.level IS NULL OR (',' || c.distance_warnings || ',') LIKE ('%,' || e.level || ',%'))
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.chat_id = :chat)
 ORDER BY e.id
 LIMIT :limit
@@ -172,6 +174,7 @@ class Outbox:
                     max(event.due_at, now) if event.due_at is not None else None,
                     event.expires_at,
                     side_of(event),
+                    level_of(event),
                 )
             )
         async with self.db.transaction() as tx:
@@ -550,6 +553,18 @@ def _pending(row: Row, chat_id: int) -> PendingDelivery:
         edit_ref=row["edit_ref"],
         decode_error=error,
     )
+
+
+def level_of(event: Event) -> str | None:
+    """A distance warning's step in percent ('10', '7.5'): a chat hears the steps it chose (/distance)."""
+    if not isinstance(event.body, DistanceBody):
+        return None
+    return percent_text(event.body.threshold)
+
+
+def percent_text(fraction: Decimal) -> str:
+    """0.075 -> '7.5', 0.1 -> '10': how a step is written in the log and in a chat's list alike."""
+    return format((fraction * 100).normalize(), "f")
 
 
 def side_of(event: Event) -> str | None:

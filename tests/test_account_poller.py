@@ -47,7 +47,7 @@ class Accounts:
         size = self.eth if address == HAS else self.opened.get(address)
         if size is None:
             return {"code": 200, "total": 0, "accounts": []}
-        value = str(Decimal(size) * 3100)  # mark 3100, 19% above the liquidation price: no warning
+        value = str(Decimal(size) * 3700)  # mark 3700, 32% above the liquidation price: no warning
         row = lighter_position(position=size, position_value=value)
         return lighter_body(lighter_account(7, [row], address=address))
 

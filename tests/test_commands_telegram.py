@@ -332,3 +332,20 @@ async def test_liqs_sums_the_stored_window_and_refuses_bad_windows(
         too_long = (await command(telegram, "/liqs BTC 31d")).body
         assert "at most 30d" in too_long
         assert "is not a window" in (await command(telegram, "/liqs BTC soon")).body
+
+
+async def test_distance_sets_the_chats_warning_steps_and_refuses_others(
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer
+) -> None:
+    async with running_bot(make_settings, telegram, binance) as app:
+        assert "Subscribed" in (await command(telegram, "/subscribe whale scope=watchlist")).body
+        chat = await stored(app)
+        assert "liquidation-distance warnings at 10%, 5%, 2%" in (await command(telegram, "/list")).body
+        reply = (await command(telegram, "/distance 3,15%,7.5")).body
+        assert "warn this chat at 15%, 7.5%, 3% from their liquidation price." in reply
+        assert await app.store.chats.distance_warnings(chat.id) == ["15", "7.5", "3"]
+        refused = (await command(telegram, "/distance 4,2")).body
+        assert "'4,2' is not a list of steps; choose from 20, 15, 10, 7.5, 5, 3, 2, 1" in refused
+        assert await app.store.chats.distance_warnings(chat.id) == ["15", "7.5", "3"]  # nothing changed
+        assert "(the default)" in (await command(telegram, "/distance default")).body
+        assert await app.store.chats.distance_warnings(chat.id) == ["10", "5", "2"]

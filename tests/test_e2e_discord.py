@@ -54,6 +54,7 @@ ADMIN_COMMAND_OPTIONS: dict[str, dict[str, OptionValue]] = {
     "label": {"address": ADDRESS, "label": "renamed"},
     "threshold": {"topic": "liquidation", "min": "100k"},
     "quiet": {"window": "22:00-07:00"},
+    "distance": {"steps": "10,5,2"},
 }
 """A valid invocation of every command that changes a chat's settings."""
 
@@ -312,7 +313,7 @@ async def test_operator_commands_answer_only_admin_ids(
 async def test_every_command_is_exercised_here() -> None:
     """Pins the list above: a new command needs its own e2e test in this file."""
     covered = {"start", "help", "status", "subscribe", "list", "unsubscribe", "watch", "label", "watchlist"}
-    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs", "whale"}
+    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs", "whale", "distance"}
     assert {c.name for c in COMMANDS} == covered
     assert set(ADMIN_COMMAND_OPTIONS) == {c.name for c in COMMANDS if c.access is Access.CHAT_ADMIN}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from perpwatch.clock import FrozenClock
-from perpwatch.events import Event
+from perpwatch.events import DistanceBody, Event, PositionSide, Topic, Venue
 from storage import Store
 from storage.engine import as_time
 from storage.models import Chat, PendingDelivery
@@ -193,8 +193,6 @@ async def test_watchlist_scope_matches_the_subject_against_the_chats_list(store:
     await store.chats.watch(watching.id, wallet, "big", limit=10)
     not_watching = await _subscribed(store, "n", topic="whale", scope="watchlist")
     everyone = await _subscribed(store, "e", topic="whale")
-    from perpwatch.events import Topic
-
     about_wallet = _with(liquidation(key="w1"), topic=Topic.WHALE, subject=wallet.upper())
     about_other = _with(liquidation(key="w2"), topic=Topic.WHALE, subject="0x" + "cd" * 20)
     await store.outbox.accept([about_wallet, about_other])
@@ -215,6 +213,48 @@ async def test_watchlist_scope_matches_the_subject_against_the_chats_list(store:
         ("w4", everyone.id),
         ("w3", everyone.id),
     }
+
+
+def _warning(n: int, threshold: str, wallet: str) -> Event:
+    body = DistanceBody(
+        wallet=wallet,
+        coin="ETH",
+        side=PositionSide.LONG,
+        size=Decimal(10),
+        notional_usd=Decimal(21500),
+        mark_px=Decimal(2150),
+        liquidation_px=Decimal(2000),
+        distance=Decimal("0.07"),
+        threshold=Decimal(threshold),
+    )
+    return Event(
+        key=f"hl:dist:{wallet}:ETH:{n}",
+        topic=Topic.WHALE,
+        source="hyperliquid_whales",
+        venue=Venue.HYPERLIQUID,
+        symbol="ETH",
+        usd=body.notional_usd,
+        occurred_at=T0,
+        subject=wallet,
+        thread=f"hl:dist:{wallet}:ETH",
+        revision=n,
+        body=body,
+    )
+
+
+async def test_a_distance_warning_reaches_the_chats_that_chose_its_step(store: Store) -> None:
+    wallet = "0x" + "ab" * 20
+    default = await _subscribed(store, "d", topic="whale", scope="watchlist")
+    tight = await _subscribed(store, "t", topic="whale", scope="watchlist")
+    for chat in (default, tight):
+        await store.chats.watch(chat.id, wallet, None, limit=10)
+    await store.chats.set_distance_warnings(tight.id, ["3"])
+    assert await store.chats.distance_warnings(default.id) == ["10", "5", "2"]
+    await store.outbox.accept([_warning(1, "0.10", wallet), _warning(2, "0.075", wallet), _warning(3, "0.03", wallet)])
+    await read_logs(store)
+    rows = await store.db.fetch("SELECT e.key, d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id")
+    heard = {(str(r[0]).rsplit(":", 1)[1], int(r[1])) for r in rows}
+    assert heard == {("1", default.id), ("3", tight.id)}  # 7.5% is on neither chat's list
 
 
 async def test_subscription_parameters_are_stored_as_data(store: Store) -> None:

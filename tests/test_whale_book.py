@@ -128,17 +128,24 @@ def test_what_changed_while_down_is_told_once_per_coin_from_the_snapshot() -> No
     assert restored.on_snapshots([snapshot(("ETH", "25", "75000", None), at_ms=later + 1000)]) == []
 
 
-def test_distance_warns_once_per_crossing_on_one_thread() -> None:
+def test_distance_warns_once_per_step_crossed_on_one_thread() -> None:
     book = seeded(("ETH", "10", "30000", "2000"))  # mark 3000, liquidation 2000: 33% away
-    [warned] = book.on_snapshots([snapshot(("ETH", "10", "21500", "2000"), at_ms=SNAP_MS + 1)])  # 7% away
-    assert isinstance(warned.body, DistanceBody)
-    assert (warned.body.threshold, warned.thread, warned.revision) == (Decimal("0.10"), f"hl:dist:{WHALE}:ETH", 1)
-    # Hovering at the threshold does not re-alert; deeper does, on the same thread.
-    assert book.on_snapshots([snapshot(("ETH", "10", "22300", "2000"), at_ms=SNAP_MS + 2)]) == []
+    warned = book.on_snapshots([snapshot(("ETH", "10", "21500", "2000"), at_ms=SNAP_MS + 1)])  # 7% away
+    # One warning per step of the ladder crossed, each chat hearing the steps it chose (`/distance`).
+    assert all(isinstance(e.body, DistanceBody) for e in warned)
+    steps = [e.body.threshold for e in warned if isinstance(e.body, DistanceBody)]
+    assert steps == [Decimal("0.20"), Decimal("0.15"), Decimal("0.10"), Decimal("0.075")]
+    assert {e.thread for e in warned} == {f"hl:dist:{WHALE}:ETH"} and [e.revision for e in warned] == [1, 2, 3, 4]
+    # Hovering at a step does not re-alert; deeper does, on the same thread.
+    assert book.on_snapshots([snapshot(("ETH", "10", "21800", "2000"), at_ms=SNAP_MS + 2)]) == []  # 8.3%
     assert book.on_snapshots([snapshot(("ETH", "10", "21600", "2000"), at_ms=SNAP_MS + 3)]) == []
-    [deeper] = book.on_snapshots([snapshot(("ETH", "10", "20300", "2000"), at_ms=SNAP_MS + 4)])
-    assert isinstance(deeper.body, DistanceBody) and deeper.body.threshold == Decimal("0.02")
-    assert (deeper.thread, deeper.revision) == (warned.thread, 2)
+    deeper = book.on_snapshots([snapshot(("ETH", "10", "20300", "2000"), at_ms=SNAP_MS + 4)])  # 1.5% away
+    assert [e.body.threshold for e in deeper if isinstance(e.body, DistanceBody)] == [
+        Decimal("0.05"),
+        Decimal("0.03"),
+        Decimal("0.02"),
+    ]
+    assert [e.revision for e in deeper] == [5, 6, 7] and deeper[0].thread == warned[0].thread
 
 
 def _endangered() -> WalletBook:

@@ -994,15 +994,20 @@ class DistanceAlarm:
         """The next state, and the tightest threshold newly crossed (distance ≤ threshold) or None. A jump
         through several thresholds alerts once, at the tightest, and disarms all it crossed. None (no
         liquidation price) changes nothing."""
+        state, crossed = self.crossings(distance)
+        return state, (crossed[-1] if crossed else None)
+
+    def crossings(self, distance: Decimal | None) -> tuple[DistanceAlarm, list[Decimal]]:
+        """The next state, and every threshold newly crossed, widest first: where chats warn at different
+        thresholds, each hears the one it chose even when the mark jumps through several at once."""
         if distance is None:
-            return self, None
+            return self, []
         if not isinstance(distance, Decimal) or not distance.is_finite():
             raise ValueError(f"distance={distance!r} is not a finite Decimal")
         crossed = [t for t in self.thresholds if t in self.armed and distance <= t]
         armed = set(self.armed) - set(crossed)
         armed |= {t for t in self.thresholds if distance > t * (1 + self.hysteresis)}
-        state = DistanceAlarm(self.thresholds, self.hysteresis, frozenset(armed))
-        return state, (min(crossed) if crossed else None)
+        return DistanceAlarm(self.thresholds, self.hysteresis, frozenset(armed)), crossed
 
     def reset(self) -> DistanceAlarm:
         """Every threshold armed again (a position closed and reopened starts afresh)."""

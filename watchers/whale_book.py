@@ -34,6 +34,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from perpwatch.accounts import DISTANCE_STEPS
 from perpwatch.events import DistanceBody, Event, LiquidationBody, PositionBody, PositionSide, Topic, Venue
 from watchers.hl_account import (
     AccountSnapshot,
@@ -50,6 +51,9 @@ from watchers.hl_account import (
     liquidation_of,
 )
 
+DISTANCE_LADDER = tuple(Decimal(p) / 100 for p in DISTANCE_STEPS)
+"""Each step crossed is an alert of its own on the wallet and coin's thread, delivered only to the chats
+that chose that step (`/distance`)."""
 SOURCE = "hyperliquid_whales"
 SEEN_KEPT = 2000
 """Trade ids remembered per wallet: more than the stream replays on a subscribe."""
@@ -70,7 +74,7 @@ class Holding:
     entry_px: Decimal | None = None
     leverage: int | None = None
     liquidation_px: Decimal | None = None
-    alarm: DistanceAlarm = field(default_factory=DistanceAlarm.new)
+    alarm: DistanceAlarm = field(default_factory=lambda: DistanceAlarm.new(DISTANCE_LADDER))
     warnings: int = 0
     """Distance revisions told so far on this coin's thread."""
 
@@ -94,7 +98,7 @@ class Holding:
             entry_px=dec(data.get("entry_px")),
             leverage=data.get("leverage"),
             liquidation_px=dec(data.get("liquidation_px")),
-            alarm=DistanceAlarm.from_dict(data["alarm"]) if data.get("alarm") else DistanceAlarm.new(),
+            alarm=DistanceAlarm.from_dict(data["alarm"]) if data.get("alarm") else DistanceAlarm.new(DISTANCE_LADDER),
             warnings=int(data.get("warnings", 0)),
         )
 
@@ -392,8 +396,10 @@ class WalletBook:
             holding.liquidation_px = position.liquidation_px
             mark = position.position_value_usd / abs(position.size)
             gap = distance(position, mark) if mark > 0 else None
-            holding.alarm, crossed = holding.alarm.update(gap)
-            if crossed is not None and gap is not None and position.liquidation_px is not None and self.seeded:
+            holding.alarm, crossed = holding.alarm.crossings(gap)
+            if gap is None or position.liquidation_px is None or not self.seeded:
+                continue
+            for threshold in crossed:  # one revision per step: each chat hears the steps it chose (`level`)
                 holding.warnings += 1
                 events.append(
                     Event(
@@ -417,7 +423,7 @@ class WalletBook:
                             mark_px=mark,
                             liquidation_px=position.liquidation_px,
                             distance=gap,
-                            threshold=crossed,
+                            threshold=threshold,
                         ),
                     )
                 )

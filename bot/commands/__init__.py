@@ -102,6 +102,17 @@ COMMANDS: tuple[Command, ...] = (
         access=Access.CHAT_ADMIN,
     ),
     Command(
+        "distance",
+        "how near liquidation a watched position must come to warn this chat (percent steps)",
+        settings_cmds.distance,
+        params=(
+            Param(
+                "steps", "comma-separated percents, e.g. 10,5,2 (from 20,15,10,7.5,5,3,2,1), or default", required=True
+            ),
+        ),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
         "quiet",
         "hold alerts in a nightly window and send a digest after (or off)",
         settings_cmds.quiet,

@@ -8,6 +8,7 @@ from bot.commands.base import CommandError, Context
 from bot.commands.values import shown
 from bot.quiet import QuietHours
 from bot.render import Reply
+from perpwatch.accounts import DEFAULT_DISTANCE_STEPS, DISTANCE_STEPS
 
 _WINDOW = re.compile(r"[0-9]{1,2}:[0-9]{2}-[0-9]{1,2}:[0-9]{2}")
 _ZONE = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
@@ -65,3 +66,30 @@ async def resume(ctx: Context) -> Reply:
     name = _watcher(ctx)
     changed = await ctx.services.supervisor.resume(name)
     return Reply.of(f"Watcher {name} {'resumed' if changed else 'was already running'}.")
+
+
+def distance_steps(text: str) -> tuple[str, ...] | None:
+    """`10,5,2` (or `10%,5%`) as steps from the ladder the watchers warn at, widest first; None for
+    `default`. A step the ladder does not have is refused, not rounded to one it has."""
+    cleaned = text.strip().lower()
+    if cleaned == "default":
+        return None
+    parts = [p.strip().removesuffix("%") for p in cleaned.split(",")]
+    unknown = [p for p in parts if p not in DISTANCE_STEPS]
+    if not parts or unknown:
+        raise CommandError(
+            f"{shown(text)} is not a list of steps; choose from {', '.join(DISTANCE_STEPS)} (percent), "
+            "comma-separated, like 10,5,2, or default",
+            show_usage=True,
+        )
+    return tuple(s for s in DISTANCE_STEPS if s in parts)
+
+
+async def distance(ctx: Context) -> Reply:
+    steps = distance_steps(ctx.args["steps"])
+    await ctx.services.store.chats.set_distance_warnings(ctx.chat.id, steps)
+    chosen = steps or DEFAULT_DISTANCE_STEPS
+    return Reply.of(
+        f"Watched positions warn this chat at {', '.join(s + '%' for s in chosen)} from their liquidation price"
+        + (" (the default)." if steps is None else ".")
+    )

@@ -96,6 +96,9 @@ async def list_(ctx: Context) -> Reply:
     quiet = QuietHours.of(ctx.chat)
     if quiet is not None:
         lines.append(f"quiet hours {quiet.describe()}")
+    if any(s.topic == Topic.WHALE.value for s in subs):
+        steps = await chats.distance_warnings(ctx.chat.id)
+        lines.append(f"liquidation-distance warnings at {', '.join(s + '%' for s in steps)} (/distance)")
     return Reply(lines=tuple(lines), title="This chat's alerts")
 
 
