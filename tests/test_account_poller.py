@@ -16,6 +16,7 @@ import pytest
 from bot.settings import load_settings
 from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import DistanceBody, PositionBody, Venue
+from storage import StorageUnavailable
 from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
 from tests.test_venue_accounts import SOL, lighter_account, lighter_body, lighter_position, pacifica_sample
@@ -317,3 +318,34 @@ def test_the_registry_builds_both_from_settings() -> None:
     assert lighter.spec is LIGHTER and lighter.host.limit == 60
     assert pacifica.url == "https://api.pacifica.fi/api/v1/positions" and pacifica.spec is PACIFICA
     assert pacifica.host.limit == 20 and pacifica.tuning.requests_per_min == 10
+
+
+async def test_alerts_the_pipeline_refused_are_held_and_handed_over_first(venue: tuple[FakeRest, Accounts]) -> None:
+    """The store away when the book moved: the alert is held, handed over before the wallet's next poll, once."""
+    rest, accounts = venue
+    watcher, runtime = _watcher(LIGHTER, rest.url(LIGHTER_PATH), MemoryKv())
+
+    class Flaky(CollectingSink):
+        fails = 2
+
+        async def __call__(self, events: Any) -> None:
+            if self.fails:
+                self.fails -= 1
+                raise StorageUnavailable("database is locked")
+            await super().__call__(events)
+
+    sink = Flaky()
+    task = asyncio.create_task(watcher.run(sink))
+    try:
+        await _until(lambda: HAS in watcher.books and watcher.books[HAS].seeded)
+        accounts.eth = "12"
+        await sink.until(1)
+        polls = len(rest.requests(LIGHTER_PATH))
+        await rest.until(lambda: len(rest.requests(LIGHTER_PATH)) >= polls + 2)
+        [added] = sink.events
+        assert isinstance(added.body, PositionBody) and added.body.size_after == Decimal(12)
+        assert sink.fails == 0 and watcher.held == {}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()

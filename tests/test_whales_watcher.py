@@ -245,3 +245,36 @@ async def test_a_wallet_no_chat_watches_any_more_is_forgotten_with_its_book(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await runtime.close()
+
+
+class _FlakySink(CollectingSink):
+    """The pipeline away for its first `fails` calls (storage unavailable), then taking everything."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+
+    async def __call__(self, events: Any) -> None:
+        if self.fails > 0:
+            self.fails -= 1
+            raise OSError("database is locked")
+        await super().__call__(events)
+
+
+async def test_alerts_the_pipeline_refused_are_held_and_handed_over_once(
+    venue: tuple[FakeRest, FakeVenueStream, FakeInfo],
+) -> None:
+    rest, ws, _ = venue
+    watcher, runtime = _watcher(rest, ws, MemoryKv())
+    sink = _FlakySink(fails=2)
+    task = asyncio.create_task(watcher.run(sink))
+    try:
+        await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
+        await ws.push(trades_frame(900001, "3000", "2"))
+        await sink.until(1)
+        assert sink.fails == 0 and len(sink.events) == 1 and watcher.health.errors == 2
+        assert not task.done()  # held and retried, not a crashed watcher
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()

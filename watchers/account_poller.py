@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 BOOK_PREFIX = "book:"
 ABSENT_PREFIX = "absent:"
 WALLETS_REFRESH_S = 2.0
+HELD_RETRY_S = 5.0
+"""How soon a wallet whose alerts the pipeline refused is tried again."""
 """How often the watch lists are read (the store, not the venue): how soon a wallet a chat added is asked."""
 
 
@@ -169,6 +171,8 @@ class AccountPollWatcher(Watcher):
         """This watcher's part of the host's budget, so the venue's market-data poller keeps its own."""
         self.watched: set[str] = set()
         self.books: dict[str, WalletBook] = {}
+        self.held: dict[str, list[Event]] = {}
+        """Per wallet, alerts its book made that the pipeline refused: handed over before its next poll."""
         """Addresses with an account on the venue (or not yet asked), and what we believe they hold."""
         self.absent: dict[str, float] = {}
         """Addresses the venue listed no account for -> monotonic time they are asked again."""
@@ -243,7 +247,11 @@ class AccountPollWatcher(Watcher):
                 )
                 book = self.books.get(address)
                 self.due[address] = self.clock.monotonic() + (
-                    self._interval_s(book) if book is not None else self.tuning.poll_s
+                    min(HELD_RETRY_S, self.tuning.near_poll_s)
+                    if address in self.held
+                    else self._interval_s(book)
+                    if book is not None
+                    else self.tuning.poll_s
                 )
                 if isinstance(exc, OSError | TimeoutError | aiohttp.ClientError | HttpStatusError):
                     raise  # the host is away or limiting us: the poller's back-off applies to every wallet
@@ -251,6 +259,13 @@ class AccountPollWatcher(Watcher):
                 self._show()  # a round waiting for the share shows what it has spent so far
 
     async def _poll_one(self, poller: _Poller, address: str, sink: EventSink) -> None:
+        held = self.held.get(address)
+        if held:  # alerts the pipeline refused last time go first, before the book moves again
+            await sink(held)
+            del self.held[address]
+            book = self.books.get(address)
+            if book is not None:
+                await self._save(book, pending=[])
         await self.share.acquire(self.spec.weight)
         at = self.clock.now()
         request = Request(self.url, params=self.spec.params(address), weight=self.spec.weight)
@@ -276,7 +291,12 @@ class AccountPollWatcher(Watcher):
         book.reconciled(int(at.timestamp() * 1000))
         await self._save(book, pending=events)
         if events:
-            await sink(events)
+            try:
+                await sink(events)
+            except Exception:
+                # The book has moved past them: held here (and in the store) and handed over first next time.
+                self.held[address] = events
+                raise
             self.health.events += len(events)
             self.health.last_event_at = self.clock.now()
         await self._save(book, pending=[])

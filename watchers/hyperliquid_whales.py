@@ -47,6 +47,9 @@ DEXES_KEY = "dexes"
 DEXES_REFRESH_S = 3600.0
 WALLETS_REFRESH_S = 2.0
 """How soon a wallet a chat just added is seeded."""
+RETRY_INITIAL_S = 0.05
+RETRY_MAX_S = 5.0
+"""Waits between tries to hand alerts over while the pipeline or the store refuses them."""
 LOOKUP_WAIT_S = 10.0
 """How long `/whale` waits for the host's budget before saying it is busy."""
 STALE_BOOK_MS = 7 * 86_400_000
@@ -199,22 +202,39 @@ class HyperliquidWhaleWatcher(Watcher):
             self._wake.set()
 
     async def _deliver(self, sink: EventSink) -> None:
-        """Save the books that moved, then hand over their alerts; a crash between the two re-sends them."""
+        """Hand each batch over until it is taken: the pipeline or the store away (a locked file, a server
+        restarting) holds the alerts here and retries with a growing wait, as the streams do."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._outbox = self._outbox, []
-            books = {id(b): b for b, _ in batch if b is not _NO_BOOK}
-            events = [e for _, evs in batch for e in evs]
-            for book in books.values():
-                book_events = [e for b, evs in batch if b is book for e in evs]
-                await self._save(book, pending=book_events)
-            if events:
-                await sink(events)
-                self.health.events += len(events)
-                self.health.last_event_at = self.clock.now()
-            for book in books.values():
-                await self._save(book, pending=[])
+            delay = RETRY_INITIAL_S
+            while True:
+                try:
+                    await self._hand_over(sink, batch)
+                    break
+                except asyncio.CancelledError:
+                    self._outbox = batch + self._outbox  # a restart of this watcher hands them over
+                    raise
+                except Exception as exc:
+                    logger.warning("handing whale alerts over failed; holding them error=%s", describe(exc))
+                    self.health.errors += 1
+                    await self.clock.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _hand_over(self, sink: EventSink, batch: list[tuple[WalletBook, list[Event]]]) -> None:
+        """Save the books that moved, then hand over their alerts; a crash between the two re-sends them."""
+        books = {id(b): b for b, _ in batch if b is not _NO_BOOK}
+        events = [e for _, evs in batch for e in evs]
+        for book in books.values():
+            book_events = [e for b, evs in batch if b is book for e in evs]
+            await self._save(book, pending=book_events)
+        if events:
+            await sink(events)
+            self.health.events += len(events)
+            self.health.last_event_at = self.clock.now()
+        for book in books.values():
+            await self._save(book, pending=[])
 
     async def _save(self, book: WalletBook, *, pending: Sequence[Event]) -> None:
         data = book.to_json()
