@@ -663,7 +663,7 @@ async def test_a_watched_wallets_trade_and_whale_on_discord(
             await ws.push(trades_frame(900001, "3000", "2"))
             [message] = await fake.wait_for_messages(1)
             [embed] = message.embeds
-            assert embed["title"] == "🐋 0x15f4…cc2a: ETH LONG increased"
+            assert embed["title"] == "🐋 whale1: ETH LONG increased"  # the chat's own label
             assert embed["url"] == f"https://app.hyperliquid.xyz/explorer/address/{WHALE}"
             answer = text(await slash(fake, "whale", {"target": "whale1"}, permissions=PLAIN_MEMBER))
             assert "ETH LONG 10 · $30.0K · entry 2,986.3" in answer and "Account value $13.1K" in answer

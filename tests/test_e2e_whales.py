@@ -51,7 +51,8 @@ async def test_a_watched_wallet_is_seeded_its_trade_alerts_and_whale_answers(
         before = len(telegram.sent)
         await ws.push(trades_frame(900001, "3000", "2"))
         [alert] = (await telegram.wait_for_sent(before + 1))[before:]
-        assert "0x15f4…cc2a: ETH LONG increased" in alert.body and "LONG 10 → LONG 12 ETH" in alert.body, alert.body
+        assert "🐋 whale1: ETH LONG increased" in alert.body, alert.body  # the chat's own label
+        assert "Wallet: whale1 (0x15f4…cc2a)" in alert.body and "LONG 10 → LONG 12 ETH" in alert.body
         assert "$6.00K" in alert.body
         answer = (await command(telegram, "/whale whale1")).body
         assert f"whale1 ({WHALE})" in answer and "Account value $13.1K on Hyperliquid" in answer

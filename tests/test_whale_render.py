@@ -37,3 +37,28 @@ def test_a_whale_trade_names_both_sides_and_the_known_one_by_name() -> None:
     text = plain_text(render_event(event))
     assert "$1.80M of BTC sold on Hyperliquid" in text
     assert f"Buyer: {OTHER}" in text and "Seller: qwatio (0x916e…ed32)" in text and "Taker: seller" in text
+
+
+def test_the_reading_chats_own_label_comes_first() -> None:
+    body = WhaleTradeBody(
+        coin="BTC",
+        taker_side="buy",
+        size=Decimal(20),
+        price=Decimal(90_000),
+        notional_usd=Decimal(1_800_000),
+        buyer=OTHER,
+        seller=QWATIO,
+    )
+    event = Event(
+        key="hl:trade:BTC:2",
+        topic=Topic.WHALE,
+        source="hyperliquid_whales",
+        venue=Venue.HYPERLIQUID,
+        symbol="BTC",
+        usd=body.notional_usd,
+        occurred_at=datetime(2026, 12, 2, 12, tzinfo=UTC),
+        body=body,
+    )
+    text = plain_text(render_event(event, names={OTHER: "desk-buyer", QWATIO: "ours"}))
+    assert "Buyer: desk-buyer (0xabab…abab)" in text and "Seller: ours (0x916e…ed32)" in text
+    assert "Buyer: " + OTHER in plain_text(render_event(event))  # another chat, no labels of its own

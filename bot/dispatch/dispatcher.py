@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -52,7 +52,7 @@ from bot.quiet import QUIET_HOLD, QuietHours
 from bot.render import Alert, Reply
 from perpwatch.backoff import half_jitter
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from perpwatch.events import Event
+from perpwatch.events import Event, Topic
 from storage import ChatRepo, Outbox, StorageUnavailable
 from storage.models import AcceptResult, Chat, PendingDelivery
 
@@ -667,8 +667,9 @@ class Dispatcher:
         self, chat: Chat, platform: Platform, shape: batching.Shape, batch: Sequence[PendingDelivery]
     ) -> _Outcome:
         ids = [d.id for d in batch]
+        names = await self._names(chat, batch)
         try:
-            alert = self._alert(shape, batch)
+            alert = self._alert(shape, batch, names)
         except Exception as exc:  # a bug in a renderer must not block every later alert of the chat
             log.exception("cannot render alert chat=%d deliveries=%s", chat.id, ids)
             await self._park(chat, ids, f"cannot render: {type(exc).__name__}: {exc}", chat_gone=False)
@@ -724,10 +725,23 @@ class Dispatcher:
         self.stats.edited += 1
         return edited
 
-    def _alert(self, shape: batching.Shape, batch: Sequence[PendingDelivery]) -> Alert:
+    async def _names(self, chat: Chat, batch: Sequence[PendingDelivery]) -> Mapping[str, str] | None:
+        """The chat's own labels of the wallets a whale alert names, so it reads `whale1`, not an address;
+        the store away only costs the labels, never the send."""
+        if not any(d.event is not None and d.event.topic is Topic.WHALE for d in batch):
+            return None
+        try:
+            entries = await self.chats.watchlist(chat.id)
+        except Exception:
+            return None
+        return {e.address: e.label for e in entries if e.label}
+
+    def _alert(
+        self, shape: batching.Shape, batch: Sequence[PendingDelivery], names: Mapping[str, str] | None = None
+    ) -> Alert:
         events = [d.event for d in batch if d.event is not None]
         if shape in (batching.Shape.SINGLE, batching.Shape.EDIT) or len(events) == 1:
-            return render_event(events[0])
+            return render_event(events[0], names=names)
         return render_summary(events, reason="digest" if shape is batching.Shape.DIGEST else "backlog")
 
     async def _record_unrecorded(self, chat_id: int) -> None:

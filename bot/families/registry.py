@@ -7,7 +7,7 @@ keeps the two in step, so a body without a renderer cannot ship.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -24,6 +24,8 @@ class Family:
     body: type[Any]
     render: Callable[[Event], Alert]
     summary_line: Callable[[Event], str]
+    render_named: Callable[[Event, Mapping[str, str]], Alert] | None = None
+    """For families that name wallets: the alert with the chat's own labels of them."""
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -47,8 +49,12 @@ def registered() -> dict[str, Family]:
     return dict(_REGISTRY)
 
 
-def render_event(event: Event) -> Alert:
-    return family_of(event).render(event)
+def render_event(event: Event, *, names: Mapping[str, str] | None = None) -> Alert:
+    """`names`: the reading chat's labels of addresses (its watch list), for families that name wallets."""
+    family = family_of(event)
+    if names and family.render_named is not None:
+        return family.render_named(event, names)
+    return family.render(event)
 
 
 SummaryReason = Literal["backlog", "digest"]

@@ -6,6 +6,7 @@ source; figures the source did not give are left out rather than shown as zero.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 from bot.families.registry import Family, register
@@ -57,7 +58,7 @@ def _headline(body: PositionBody) -> str:
     return f"{body.coin} {_side(side)}{was} {_CHANGE_WORDS[body.change]}"
 
 
-def render_position(event: Event) -> Alert:
+def render_position(event: Event, names: Mapping[str, str] | None = None) -> Alert:
     body = _position(event)
     before = f"{_side(body.side_before)} {number(body.size_before)}" if body.size_before else "flat"
     after = f"{_side(body.side_after)} {number(body.size_after)}" if body.size_after else "flat"
@@ -75,11 +76,11 @@ def render_position(event: Event) -> Alert:
     if body.realised_pnl_usd is not None:
         sign = "+" if body.realised_pnl_usd >= 0 else "−"
         fields.append(AlertField("Realised PnL", f"{sign}{usd(abs(body.realised_pnl_usd))}"))
-    fields += [AlertField("Wallet", _named(body.wallet, None)), AlertField("Time", when(event.occurred_at))]
+    fields += [AlertField("Wallet", _named(body.wallet, None, names)), AlertField("Time", when(event.occurred_at))]
     icon = "🐋" if body.change in ("opened", "increased", "flipped") else "🏁" if body.change == "closed" else "✂️"
     snapshot = "Seen in a snapshot, not as fills: no trade price." if body.seen_by == "snapshot" else None
     return Alert(
-        title=f"{icon} {short(body.wallet)}: {_headline(body)}{_on(event)}",
+        title=f"{icon} {_who(body.wallet, names)}: {_headline(body)}{_on(event)}",
         headline=usd(body.notional_usd),
         fields=tuple(fields),
         tone="long" if side is PositionSide.LONG else "short",
@@ -99,7 +100,7 @@ def render_position(event: Event) -> Alert:
 
 def position_line(event: Event) -> str:
     body = _position(event)
-    return f"{short(body.wallet)}: {_headline(body)}{_on(event)} {usd(body.notional_usd)}"
+    return f"{_who(body.wallet, None)}: {_headline(body)}{_on(event)} {usd(body.notional_usd)}"
 
 
 def _distance(event: Event) -> DistanceBody:
@@ -108,11 +109,11 @@ def _distance(event: Event) -> DistanceBody:
     return event.body
 
 
-def render_distance(event: Event) -> Alert:
+def render_distance(event: Event, names: Mapping[str, str] | None = None) -> Alert:
     body = _distance(event)
     gone = body.distance <= 0
     return Alert(
-        title=f"⚠️ {short(body.wallet)} {body.coin} {_side(body.side)} "
+        title=f"⚠️ {_who(body.wallet, names)} {body.coin} {_side(body.side)} "
         + ("is past its liquidation price" if gone else f"within {_percent(body.threshold)} of liquidation")
         + _on(event),
         headline=_percent(body.distance),
@@ -124,7 +125,7 @@ def render_distance(event: Event) -> Alert:
             ),
             AlertField("Position", f"{_side(body.side)} {number(body.size)} {body.coin}"),
             AlertField("USD", usd(body.notional_usd)),
-            AlertField("Wallet", _named(body.wallet, None)),
+            AlertField("Wallet", _named(body.wallet, None, names)),
             AlertField("Time", when(event.occurred_at)),
         ),
         tone="long" if body.side is PositionSide.LONG else "short",
@@ -145,7 +146,8 @@ def render_distance(event: Event) -> Alert:
 
 def distance_line(event: Event) -> str:
     body = _distance(event)
-    return f"{short(body.wallet)} {body.coin} {_side(body.side)} {_percent(body.distance)} from liquidation{_on(event)}"
+    gap = _percent(body.distance)
+    return f"{_who(body.wallet, None)} {body.coin} {_side(body.side)} {gap} from liquidation{_on(event)}"
 
 
 def _trade(event: Event) -> WhaleTradeBody:
@@ -154,13 +156,22 @@ def _trade(event: Event) -> WhaleTradeBody:
     return event.body
 
 
-def _named(address: str, label: str | None) -> str:
-    """The body's label, else the bundled list's name for it (bot/data/known_wallets.toml)."""
-    label = label or label_for(address)
+def _label(address: str, names: Mapping[str, str] | None) -> str | None:
+    """The reading chat's own label of the wallet, else the bundled list's name (bot/data/known_wallets.toml)."""
+    return (names or {}).get(address) or label_for(address)
+
+
+def _who(address: str, names: Mapping[str, str] | None) -> str:
+    """How a title names a wallet: its label, else its short form."""
+    return _label(address, names) or short(address)
+
+
+def _named(address: str, label: str | None, names: Mapping[str, str] | None = None) -> str:
+    label = label or _label(address, names)
     return f"{label} ({short(address)})" if label else address
 
 
-def render_trade(event: Event) -> Alert:
+def render_trade(event: Event, names: Mapping[str, str] | None = None) -> Alert:
     body = _trade(event)
     verb = "bought" if body.taker_side == "buy" else "sold"
     return Alert(
@@ -170,8 +181,8 @@ def render_trade(event: Event) -> Alert:
             AlertField("Size", f"{number(body.size)} {body.coin}", emphasis=True),
             AlertField("Price", price(body.price)),
             AlertField("Taker", "buyer" if body.taker_side == "buy" else "seller"),
-            AlertField("Buyer", _named(body.buyer, body.buyer_label)),
-            AlertField("Seller", _named(body.seller, body.seller_label)),
+            AlertField("Buyer", _named(body.buyer, body.buyer_label, names)),
+            AlertField("Seller", _named(body.seller, body.seller_label, names)),
             AlertField("Time", when(event.occurred_at)),
         ),
         tone="long" if body.taker_side == "buy" else "short",
@@ -187,6 +198,26 @@ def trade_line(event: Event) -> str:
     return f"{usd(body.notional_usd)} {body.coin} {body.taker_side} at {event.occurred_at:%H:%M:%S}"
 
 
-POSITION = register(Family(kind="position", body=PositionBody, render=render_position, summary_line=position_line))
-DISTANCE = register(Family(kind="liq_distance", body=DistanceBody, render=render_distance, summary_line=distance_line))
-TRADE = register(Family(kind="whale_trade", body=WhaleTradeBody, render=render_trade, summary_line=trade_line))
+POSITION = register(
+    Family(
+        kind="position",
+        body=PositionBody,
+        render=render_position,
+        summary_line=position_line,
+        render_named=render_position,
+    )
+)
+DISTANCE = register(
+    Family(
+        kind="liq_distance",
+        body=DistanceBody,
+        render=render_distance,
+        summary_line=distance_line,
+        render_named=render_distance,
+    )
+)
+TRADE = register(
+    Family(
+        kind="whale_trade", body=WhaleTradeBody, render=render_trade, summary_line=trade_line, render_named=render_trade
+    )
+)
