@@ -23,8 +23,9 @@ class PositionView:
     size: Decimal
     notional_usd: Decimal
     entry_px: Decimal
-    mark_px: Decimal
-    unrealized_pnl_usd: Decimal
+    mark_px: Decimal | None
+    """None where the venue gives no mark (Pacifica's positions): nothing is derived in its place."""
+    unrealized_pnl_usd: Decimal | None
     leverage: str
     """As the venue states it, e.g. `20x isolated`."""
     liquidation_px: Decimal | None
@@ -37,7 +38,8 @@ class AccountView:
     address: str
     venue: str
     at: datetime
-    account_value_usd: Decimal
+    account_value_usd: Decimal | None
+    """None where the venue's answer carries no account value (Pacifica's positions)."""
     positions: tuple[PositionView, ...]
 
 
@@ -45,8 +47,17 @@ class AccountUnavailable(Exception):
     """The venue could not be asked now (its budget is spent, it is away): the message says which."""
 
 
+class NoAccount(AccountUnavailable):
+    """The venue answered: it lists no account for the address."""
+
+
 @runtime_checkable
 class AccountLookup(Protocol):
+    def follows(self, address: str) -> bool:
+        """Whether the address is of this venue's kind (0x, or a Solana address)."""
+        ...
+
     async def account(self, address: str) -> AccountView:
-        """Fetched live, within the venue's request budget; raises `AccountUnavailable`."""
+        """Fetched live, within the venue's request budget; raises `AccountUnavailable`, or `NoAccount`
+        where the venue lists none for the address."""
         ...

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.settings import load_settings
+from perpwatch.accounts import NoAccount
 from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import DistanceBody, PositionBody, Venue
 from storage import StorageUnavailable
@@ -349,3 +350,24 @@ async def test_alerts_the_pipeline_refused_are_held_and_handed_over_first(venue:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await runtime.close()
+
+
+async def test_whale_lookups_on_lighter_and_pacifica(venue: tuple[FakeRest, Accounts]) -> None:
+    """`/whale` asks each venue live: Lighter's view with its mark and distance, a wallet it lists no account
+    for as NoAccount, and Pacifica's positions with no mark or liquidation price invented."""
+    rest, _ = venue
+    lighter, runtime = _watcher(LIGHTER, rest.url(LIGHTER_PATH), MemoryKv())
+    pacifica, other = _watcher(PACIFICA, rest.url(PACIFICA_PATH), MemoryKv())
+    try:
+        assert lighter.follows(HAS) and not lighter.follows(SOL) and pacifica.follows(SOL)
+        view = await lighter.account(HAS)
+        [position] = view.positions
+        assert view.venue == "lighter" and position.mark_px == Decimal(3700) and position.distance is not None
+        with pytest.raises(NoAccount, match="Lighter lists no account for"):
+            await lighter.account(NONE)
+        sol = await pacifica.account(SOL)
+        assert sol.venue == "pacifica" and sol.account_value_usd is None
+        assert all(p.mark_px is None and p.distance is None and p.unrealized_pnl_usd is None for p in sol.positions)
+    finally:
+        await runtime.close()
+        await other.close()

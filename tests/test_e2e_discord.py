@@ -666,4 +666,4 @@ async def test_a_watched_wallets_trade_and_whale_on_discord(
             assert embed["title"] == "🐋 whale1: ETH LONG increased"  # the chat's own label
             assert embed["url"] == f"https://app.hyperliquid.xyz/explorer/address/{WHALE}"
             answer = text(await slash(fake, "whale", {"target": "whale1"}, permissions=PLAIN_MEMBER))
-            assert "ETH LONG 10 · $30.0K · entry 2,986.3" in answer and "Account value $13.1K" in answer
+            assert "ETH LONG 10 · $30.0K · entry 2,986.3" in answer and "account value $13.1K" in answer

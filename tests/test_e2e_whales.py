@@ -55,7 +55,7 @@ async def test_a_watched_wallet_is_seeded_its_trade_alerts_and_whale_answers(
         assert "Wallet: whale1 (0x15f4…cc2a)" in alert.body and "LONG 10 → LONG 12 ETH" in alert.body
         assert "$6.00K" in alert.body
         answer = (await command(telegram, "/whale whale1")).body
-        assert f"whale1 ({WHALE})" in answer and "Account value $13.1K on Hyperliquid" in answer
+        assert f"whale1 ({WHALE})" in answer and "Hyperliquid: account value $13.1K" in answer
         assert "ETH LONG 10 · $30.0K · entry 2,986.3" in answer and "no liquidation price given" in answer
         assert "not a label on this chat's watch list" in (await command(telegram, "/whale nobody")).body
         assert "not a wallet address" in (await command(telegram, "/whale 0x12")).body

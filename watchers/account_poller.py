@@ -34,27 +34,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 import aiohttp
 
+from perpwatch.accounts import AccountUnavailable, AccountView, NoAccount
 from perpwatch.events import Event, Topic, Venue, is_solana_address
 from watchers import lighter_accounts, pacifica_accounts
 from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.hl_account import AccountSnapshot
 from watchers.poller import HostBudget, HttpStatusError, PollTuning, Request, RestPoller
 from watchers.runtime import WatcherContext
-from watchers.whale_book import WalletBook
+from watchers.whale_book import WalletBook, account_view
 
 logger = logging.getLogger(__name__)
 
 BOOK_PREFIX = "book:"
 ABSENT_PREFIX = "absent:"
 WALLETS_REFRESH_S = 2.0
+LOOKUP_WAIT_S = 10.0
+"""How long `/whale` waits for the venue's budget before saying it is busy."""
 HELD_RETRY_S = 5.0
 """How soon a wallet whose alerts the pipeline refused is tried again."""
 """How often the watch lists are read (the store, not the venue): how soon a wallet a chat added is asked."""
@@ -171,13 +176,51 @@ class AccountPollWatcher(Watcher):
         """This watcher's part of the host's budget, so the venue's market-data poller keeps its own."""
         self.watched: set[str] = set()
         self.books: dict[str, WalletBook] = {}
+        """Addresses with an account on the venue (or not yet asked), and what we believe they hold."""
         self.held: dict[str, list[Event]] = {}
         """Per wallet, alerts its book made that the pipeline refused: handed over before its next poll."""
-        """Addresses with an account on the venue (or not yet asked), and what we believe they hold."""
         self.absent: dict[str, float] = {}
         """Addresses the venue listed no account for -> monotonic time they are asked again."""
         self.due: dict[str, float] = {}
         self._wallets_at: float | None = None
+
+    # --- /whale ---------------------------------------------------------------------------------------
+    def follows(self, address: str) -> bool:
+        return self.spec.owns(address)
+
+    async def account(self, address: str) -> AccountView:
+        """The account now, from the host's budget (not this watcher's share), waiting at most
+        `LOOKUP_WAIT_S` for it."""
+        source = self.ctx.session
+        if source is None:  # a runtime without a shared session (tests, tools): one for this lookup
+            async with aiohttp.ClientSession() as own:
+                return await self._account(own, address)
+        return await self._account(source if isinstance(source, aiohttp.ClientSession) else source(), address)
+
+    async def _account(self, session: aiohttp.ClientSession, address: str) -> AccountView:
+        name = self.spec.venue.value.capitalize()
+        try:
+            async with asyncio.timeout(LOOKUP_WAIT_S):
+                await self.host.acquire(self.spec.weight)
+                async with session.get(self.url, params=dict(self.spec.params(address))) as response:
+                    text = await response.text()
+                    status = response.status
+        except TimeoutError:
+            raise AccountUnavailable(f"{name}'s request budget is in use; try again in a minute") from None
+        except aiohttp.ClientError as exc:
+            raise AccountUnavailable(f"{name} could not be reached ({type(exc).__name__})") from None
+        if status in (418, 429):
+            self.host.pause(60.0)
+            raise AccountUnavailable(f"{name} is limiting requests now; try again in a minute")
+        if status != 200:
+            error = HttpStatusError(status, self.url, text)
+            if self.spec.no_account is not None and self.spec.no_account(error):
+                raise NoAccount(f"{name} lists no account for {address}")
+            raise AccountUnavailable(f"{name} answered HTTP {status}; try again later")
+        snapshots = self.spec.parse(json.loads(text, parse_float=Decimal), address, self.clock.now())
+        if not snapshots:
+            raise NoAccount(f"{name} lists no account for {address}")
+        return account_view(address, self.spec.venue, snapshots)
 
     def _book(self, address: str, data: dict[str, Any] | None = None) -> WalletBook:
         venue: dict[str, Any] = {

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from perpwatch.accounts import AccountUnavailable, AccountView, PositionView
+from perpwatch.accounts import AccountUnavailable, AccountView
 from perpwatch.events import Event, Topic, Venue, WhaleTradeBody
 from watchers import hl_account as acct
 from watchers import venuekit as kit
@@ -37,7 +37,7 @@ from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.poller import HostBudget, HttpStatusError, PollTuning, Request, RestPoller
 from watchers.pool import Consumer
 from watchers.runtime import WatcherContext
-from watchers.whale_book import EXPLORER, SOURCE, WalletBook
+from watchers.whale_book import EXPLORER, SOURCE, WalletBook, account_view
 
 logger = logging.getLogger(__name__)
 
@@ -333,6 +333,9 @@ class HyperliquidWhaleWatcher(Watcher):
         await self.ctx.state.put(DEXES_KEY, self.dexes)
 
     # --- /whale ---------------------------------------------------------------------------------------
+    def follows(self, address: str) -> bool:
+        return address.startswith("0x")
+
     async def account(self, address: str) -> AccountView:
         """A wallet's positions on every dex, fetched now from the host's budget (not this watcher's share,
         so a query is not queued behind the reconcile); waits at most `LOOKUP_WAIT_S` for it."""
@@ -365,7 +368,7 @@ class HyperliquidWhaleWatcher(Watcher):
             except aiohttp.ClientError as exc:
                 raise AccountUnavailable(f"Hyperliquid could not be reached ({type(exc).__name__})") from None
             snapshots.append(acct.parse_clearinghouse(raw, dex=dex))
-        return _view(address, snapshots)
+        return account_view(address, Venue.HYPERLIQUID, snapshots)
 
     # --- /status ---------------------------------------------------------------------------------------
     def _show(self) -> None:
@@ -408,36 +411,6 @@ class HyperliquidWhaleWatcher(Watcher):
             except Exception as exc:  # storage away: the books we have go on
                 logger.warning("reading the watch lists failed; will retry error=%s", describe(exc))
             await self.clock.sleep(WALLETS_REFRESH_S)
-
-
-def _view(address: str, snapshots: Sequence[acct.AccountSnapshot]) -> AccountView:
-    positions = []
-    for snap in snapshots:
-        for p in snap.positions:
-            mark = p.position_value_usd / abs(p.size)
-            lev = f"{p.leverage.value}x {p.leverage.type}" if p.leverage is not None else "leverage not given"
-            positions.append(
-                PositionView(
-                    coin=p.coin,
-                    side=p.side,
-                    size=abs(p.size),
-                    notional_usd=p.position_value_usd,
-                    entry_px=p.entry_px,
-                    mark_px=mark,
-                    unrealized_pnl_usd=p.unrealized_pnl_usd if p.unrealized_pnl_usd is not None else Decimal(0),
-                    leverage=lev,
-                    liquidation_px=p.liquidation_px,
-                    distance=acct.distance(p, mark) if mark > 0 else None,
-                )
-            )
-    positions.sort(key=lambda v: v.notional_usd, reverse=True)
-    return AccountView(
-        address=address,
-        venue=Venue.HYPERLIQUID.value,
-        at=max(s.at for s in snapshots),
-        account_value_usd=sum((s.account_value_usd or Decimal(0) for s in snapshots), Decimal(0)),
-        positions=tuple(positions),
-    )
 
 
 def _users(trade: dict[Any, Any]) -> list[Any]:

@@ -34,7 +34,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from perpwatch.accounts import DISTANCE_STEPS
+from perpwatch.accounts import DISTANCE_STEPS, AccountView, PositionView
 from perpwatch.events import DistanceBody, Event, LiquidationBody, PositionBody, PositionSide, Topic, Venue
 from watchers.hl_account import (
     AccountSnapshot,
@@ -514,3 +514,39 @@ class WalletBook:
 
 def _trade_id(coin: str, tid: int) -> str:
     return f"{coin}:{tid}"
+
+
+def account_view(address: str, venue: Venue, snapshots: Sequence[AccountSnapshot]) -> AccountView:
+    """What `/whale` shows of snapshots. A mark is `positionValue / |size|` only where the venue values the
+    position at its mark (it then gives an unrealised PnL too); elsewhere (Pacifica) none is shown."""
+    positions = []
+    for snap in snapshots:
+        for p in snap.positions:
+            marked = p.unrealized_pnl_usd is not None
+            mark = p.position_value_usd / abs(p.size) if marked else None
+            lev = f"{p.leverage.value}x {p.leverage.type}" if p.leverage is not None else "leverage not given"
+            positions.append(
+                PositionView(
+                    coin=p.coin,
+                    side=p.side,
+                    size=abs(p.size),
+                    notional_usd=p.position_value_usd,
+                    entry_px=p.entry_px,
+                    mark_px=mark,
+                    unrealized_pnl_usd=p.unrealized_pnl_usd,
+                    leverage=lev,
+                    liquidation_px=p.liquidation_px,
+                    distance=distance(p, mark) if mark is not None and mark > 0 else None,
+                )
+            )
+    positions.sort(key=lambda v: v.notional_usd, reverse=True)
+    values = [s.account_value_usd for s in snapshots]
+    return AccountView(
+        address=address,
+        venue=venue.value,
+        at=max(s.at for s in snapshots),
+        account_value_usd=None
+        if all(v is None for v in values)
+        else sum((v or Decimal(0) for v in values), Decimal(0)),
+        positions=tuple(positions),
+    )
