@@ -190,6 +190,8 @@ def hyperliquid_info(request: Any) -> Any:
     `LIQUIDATOR` named as one (as `tests/test_venue_reconnects.py` answers them)."""
     if request == {"type": "meta"}:
         return _load_plain("hyperliquid_metaAndAssetCtxs_docs.json")[0]
+    if request == {"type": "perpDexs"}:
+        return [None]  # the main dex alone (research §8.5)
     body = _load_plain("hyperliquid_vaultDetails_docs.json")
     if request.get("vaultAddress") != hyperliquid.HLP_VAULT:
         name = "HLP Liquidator" if request.get("vaultAddress") == LIQUIDATOR else "HLP Strategy"

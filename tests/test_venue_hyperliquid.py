@@ -198,3 +198,15 @@ def test_unknown_vault_and_malformed_meta() -> None:
         hl.parse_reference({"universe": None})
     with pytest.raises(ValueError, match=r"meta.universe\[0\].name"):
         hl.parse_reference({"universe": [{"szDecimals": 5}]})
+
+
+def test_hip3_coins_follow_the_main_dex_under_the_subscription_cap() -> None:
+    main = hl.HyperliquidRef(frozenset({"BTC", "ETH"}))
+    hip3 = hl._hip3_coins({"xyz": {"universe": [{"name": "xyz:TSLA"}, {"name": "xyz:NVDA", "isDelisted": True}]}})
+    assert hip3 == {"xyz:TSLA"}
+    assert hl.topics_for(main.merged(hl.HyperliquidRef(hip3))) == ["trades:BTC", "trades:ETH", "trades:xyz:TSLA"]
+    # A dex whose universe names a coin without its own prefix is not guessed at: it is left out.
+    assert hl._hip3_coins({"abc": {"universe": [{"name": "TSLA"}]}}) == frozenset()
+    many = hl.HyperliquidRef(frozenset({f"C{i}" for i in range(990)} | {f"xyz:C{i}" for i in range(50)}))
+    topics = hl.topics_for(many)
+    assert len(topics) == hl.MAX_SUBSCRIPTIONS and all(":" not in t[len("trades:") :] for t in topics[:990])

@@ -69,6 +69,8 @@ def _hyperliquid_info(request: Any) -> Any:
     """`meta` and `vaultDetails` from the documented samples; HLP's children answer as children."""
     if request == {"type": "meta"}:
         return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
+    if request == {"type": "perpDexs"}:
+        return [None]  # the main dex alone (research §8.5)
     assert request["type"] == "vaultDetails", request
     body = _load("hyperliquid_vaultDetails_docs.json")
     if request["vaultAddress"] != hyperliquid.HLP_VAULT:

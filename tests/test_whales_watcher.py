@@ -202,11 +202,12 @@ async def test_a_vanished_position_is_checked_and_confirmed_by_the_ledger(
         await runtime.close()
 
 
-async def test_hip3_dexes_are_seeded_and_shown(venue: tuple[FakeRest, FakeVenueStream, FakeInfo]) -> None:
+async def test_hip3_dexes_are_seeded_streamed_and_shown(venue: tuple[FakeRest, FakeVenueStream, FakeInfo]) -> None:
     rest, ws, info = venue
     info.dexes, info.dex_positions = ["xyz"], {"xyz": [("xyz:TSLA", "-5")]}
     watcher, runtime = _watcher(rest, ws, MemoryKv())
-    task = asyncio.create_task(watcher.run(CollectingSink()))
+    sink = CollectingSink()
+    task = asyncio.create_task(watcher.run(sink))
     try:
         await _until(lambda: WHALE in watcher.books and "xyz:TSLA" in watcher.books[WHALE].holdings)
         assert {"type": "clearinghouseState", "user": WHALE, "dex": "xyz"} in info.asked
@@ -216,6 +217,14 @@ async def test_hip3_dexes_are_seeded_and_shown(venue: tuple[FakeRest, FakeVenueS
             ("xyz:TSLA", "short", Decimal(5)),
         ]
         assert watcher.health.extra["dexes"] == "main, xyz"
+        # HIP-3 coins are on the trades stream too: the wallet's trade there moves its book at once.
+        subscribe = '{"method":"subscribe","subscription":{"type":"trades","coin":"xyz:TSLA"}}'
+        await _until(lambda: subscribe in ws.received())
+        await ws.push(trades_frame(900009, "400", "2", coin="xyz:TSLA"))  # WHALE buys 2: a short of 5 cut
+        await sink.until(1)
+        [cut] = sink.events
+        assert isinstance(cut.body, PositionBody) and cut.body.seen_by == "fills"
+        assert (cut.body.coin, cut.body.change, cut.body.size_after) == ("xyz:TSLA", "reduced", Decimal(3))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

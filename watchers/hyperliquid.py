@@ -47,6 +47,8 @@ Unsettled, and how it is handled:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,12 +56,15 @@ from typing import Any
 
 from perpwatch.events import Event, LiquidationBody, PositionSide, Topic, Venue
 from watchers import venuekit as kit
+from watchers.base import describe
 from watchers.hyperliquid_node import PUBLIC_FEED_NOTE, market_page
 from watchers.instruments import UnknownInstrument
 from watchers.poller import Request
 from watchers.refdata import Fetch, RefSource
 from watchers.venue_stream import VenueStream
 from watchers.ws import Heartbeat
+
+logger = logging.getLogger(__name__)
 
 SOURCE = "hyperliquid_trades"
 WS_URL = "wss://api.hyperliquid.xyz/ws"
@@ -104,8 +109,11 @@ def heartbeat_frame() -> str:
 
 
 def topics_for(ref: HyperliquidRef) -> list[str]:
-    """`trades:<coin>` for every listed coin (a HIP-3 coin keeps its `dex:` prefix after the first colon)."""
-    return [f"trades:{coin}" for coin in sorted(ref.coins)]
+    """`trades:<coin>` for every listed coin (a HIP-3 coin keeps its `dex:` prefix after the first colon):
+    the main dex's first, then HIP-3 coins while the IP's `MAX_SUBSCRIPTIONS` leave room (those left out
+    are followed by the whale reconcile alone)."""
+    ordered = sorted(ref.coins, key=lambda coin: (":" in coin, coin))
+    return [f"trades:{coin}" for coin in ordered[:MAX_SUBSCRIPTIONS]]
 
 
 def subscribe_frames(topics: Sequence[str]) -> list[str]:
@@ -234,6 +242,44 @@ INFO_WEIGHT_PER_MIN = 1150
 """The IP's 1,200 less a reserve, as `hl_account.BUDGETED_PER_MIN` explains."""
 
 
+HIP3_KEY = "hip3"
+"""The stored copy's last element: `{"hip3": {dex: meta}}`, the HIP-3 dexes' universes."""
+
+
+async def _hip3_metas(get: Fetch, info_url: str) -> dict[str, Any]:
+    """Every HIP-3 dex's `meta` (`perpDexs`, then `meta` with `"dex"`, research §8.5). Secondary to the main
+    dex: a failure here costs the HIP-3 coins of this refresh, never the main dex's markets. The trades
+    stream is subscribed with the names the universe gives (`dex:COIN`), as every info request takes them;
+    the WebSocket docs show no HIP-3 example, so a venue that refused them would show as subscription
+    errors in `/status`, the main dex unaffected."""
+    try:
+        listed = await get(Request(info_url, method="POST", json_body={"type": "perpDexs"}, weight=INFO_WEIGHT))
+        dexes = [kit.text(kit.mapping(d, "perpDexs[i]").get("name"), "perpDexs[i].name") for d in listed[1:]]
+        metas = {}
+        for dex in dexes:
+            body = {"type": "meta", "dex": dex}
+            metas[dex] = await get(Request(info_url, method="POST", json_body=body, weight=INFO_WEIGHT))
+        return metas
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning("HIP-3 dexes not read; main dex only until the next refresh error=%s", describe(exc))
+        return {}
+
+
+def _hip3_coins(metas: Any) -> frozenset[str]:
+    """A dex's universe names its coins `dex:COIN` (research §8.5); a name without its own dex's prefix is
+    not guessed at, and drops that dex."""
+    coins: set[str] = set()
+    for dex, meta in kit.mapping(metas, "hip3").items():
+        names = _coins(meta)
+        if all(name.startswith(f"{dex}:") for name in names):
+            coins |= names
+        else:
+            logger.warning("HIP-3 dex %r lists coins without its prefix; left out", str(dex)[:40])
+    return frozenset(coins)
+
+
 def reference(info_url: str) -> RefSource[HyperliquidRef]:
     """The perp coins, and the liquidator vaults: HLP's details name its children, whose own details say
     which of them is a liquidator. The bodies, in that order, are the stored copy."""
@@ -260,11 +306,17 @@ def reference(info_url: str) -> RefSource[HyperliquidRef]:
                     )
                 )
             )
+        bodies.append({HIP3_KEY: await _hip3_metas(get, info_url)})
         return bodies
 
     def parse(bodies: Any) -> HyperliquidRef:
-        meta, *details = kit.array(bodies, "bodies")
-        return parse_reference(meta, details)
+        items = list(kit.array(bodies, "bodies"))
+        hip3: Any = {}
+        if items and isinstance(items[-1], Mapping) and HIP3_KEY in items[-1]:  # copies stored before it: none
+            hip3 = items.pop()[HIP3_KEY]
+        meta, *details = items
+        ref = parse_reference(meta, details)
+        return ref.merged(HyperliquidRef(_hip3_coins(hip3)))
 
     return RefSource("hyperliquid.perps_and_liquidators", parse=parse, keys=lambda ref: ref.coins, fetch=fetch)
 

@@ -57,6 +57,10 @@ class FakeInfo:
         self.requests.append((at, kind, weight))
         if self.sizes is None:  # the bench asks thousands of times: only the tests keep every request
             self.asked.append(request)
+        if kind == "meta" and request.get("dex"):  # a HIP-3 dex's universe names its coins `dex:COIN` (§8.5)
+            template = _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]["universe"][0]
+            coins = [coin for coin, _ in self.dex_positions.get(request["dex"], [])]
+            return {"universe": [dict(template, name=coin) for coin in coins]}
         if kind == "meta":
             return _load("hyperliquid_metaAndAssetCtxs_docs.json")[0]
         if kind == "vaultDetails":
@@ -100,8 +104,8 @@ def _clearinghouse() -> Any:
     return json.loads(_CLEARINGHOUSE[0])
 
 
-def trades_frame(tid: int, px: str, sz: str, *, buyer: str = WHALE, seller: str = OTHER) -> str:
+def trades_frame(tid: int, px: str, sz: str, *, buyer: str = WHALE, seller: str = OTHER, coin: str = "ETH") -> str:
     frame = _load("hyperliquid_ws_trades_ccxt.json")
-    frame["data"][0].update(coin="ETH", tid=tid, px=px, sz=sz, side="B", time=int(time.time() * 1000))
+    frame["data"][0].update(coin=coin, tid=tid, px=px, sz=sz, side="B", time=int(time.time() * 1000))
     frame["data"][0]["users"] = [buyer, seller]
     return json.dumps(frame)
