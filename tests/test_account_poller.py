@@ -18,6 +18,7 @@ from perpwatch.accounts import NoAccount
 from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import DistanceBody, PositionBody, Venue
 from storage import StorageUnavailable
+from tests.conftest import eventually
 from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
 from tests.test_venue_accounts import SOL, lighter_account, lighter_body, lighter_position, pacifica_sample
@@ -89,13 +90,6 @@ def _watcher(
     return AccountPollWatcher(spec, url, tuning, runtime.context(name)), runtime
 
 
-async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
-    """Hang guard only: the books have no event to wait on, so this looks every 20 ms."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 def _asked(rest: FakeRest, path: str, address: str) -> int:
     return sum(address in s.query for s in rest.requests(path))
 
@@ -107,7 +101,7 @@ async def test_lighter_seed_increase_absent_restart_and_budget(venue: tuple[Fake
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: HAS in watcher.books and watcher.books[HAS].seeded and NONE in watcher.absent)
+        await eventually(lambda: HAS in watcher.books and watcher.books[HAS].seeded and NONE in watcher.absent)
         assert sink.events == []  # seeding tells nothing
         assert SOL not in watcher.watched and _asked(rest, LIGHTER_PATH, SOL) == 0
         accounts.eth = "12"
@@ -166,7 +160,7 @@ async def test_a_pending_alert_is_sent_again_after_a_crash(venue: tuple[FakeRest
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: HAS in watcher.books and watcher.books[HAS].seeded)
+        await eventually(lambda: HAS in watcher.books and watcher.books[HAS].seeded)
         accounts.eth = "12"
         await sink.until(1)
     finally:
@@ -220,7 +214,7 @@ async def test_pacifica_alerts_say_there_is_no_liquidation_price(venue: tuple[Fa
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: SOL in watcher.books and watcher.books[SOL].seeded)
+        await eventually(lambda: SOL in watcher.books and watcher.books[SOL].seeded)
         assert sink.events == [] and watcher.watched == {SOL}  # the 0x wallets are not Pacifica's
         accounts.aave = "300"
         await sink.until(1)
@@ -266,7 +260,7 @@ async def test_a_wallet_that_opens_a_lighter_account_later_is_told_as_opened(
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: NONE in watcher.absent and HAS in watcher.books and watcher.books[HAS].seeded)
+        await eventually(lambda: NONE in watcher.absent and HAS in watcher.books and watcher.books[HAS].seeded)
         accounts.opened[NONE] = "5"
         await sink.until(1)
         await rest.until(lambda: _asked(rest, LIGHTER_PATH, NONE) >= 3)  # polled now, and nothing more said
@@ -338,7 +332,7 @@ async def test_alerts_the_pipeline_refused_are_held_and_handed_over_first(venue:
     sink = Flaky()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: HAS in watcher.books and watcher.books[HAS].seeded)
+        await eventually(lambda: HAS in watcher.books and watcher.books[HAS].seeded)
         accounts.eth = "12"
         await sink.until(1)
         polls = len(rest.requests(LIGHTER_PATH))

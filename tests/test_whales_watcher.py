@@ -18,6 +18,7 @@ import pytest
 from bot.settings import load_settings
 from perpwatch.clock import SYSTEM_CLOCK
 from perpwatch.events import LiquidationBody, PositionBody, WhaleTradeBody
+from tests.conftest import eventually
 from tests.fakes.hyperliquid_info import OTHER, WHALE, FakeInfo, trades_frame
 from tests.fakes.rest import FakeRest
 from tests.fakes.sink import CollectingSink
@@ -57,13 +58,6 @@ def _watcher(rest: FakeRest, ws: FakeVenueStream, kv: MemoryKv) -> tuple[Hyperli
     return watcher, runtime
 
 
-async def _until(predicate: Any, timeout_s: float = 10.0) -> None:
-    """Hang guard only: the watcher's books have no event to wait on, so this looks every 20 ms."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeVenueStream, FakeInfo]) -> None:
     rest, ws, info = venue
     kv = MemoryKv()
@@ -71,7 +65,7 @@ async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeV
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
+        await eventually(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
         assert sink.events == []  # seeding tells nothing
         add = trades_frame(900001, "3000", "2")
         await ws.push(add)
@@ -84,7 +78,7 @@ async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeV
             Decimal(12),
         )
         await ws.drop_all()  # the stream replays recent trades after a resubscribe
-        await _until(lambda: len(ws.connections) > 1 and bool(ws.received()))
+        await eventually(lambda: len(ws.connections) > 1 and bool(ws.received()))
         await ws.push(add)
         await ws.push(trades_frame(900002, "3000", "400", buyer=OTHER, seller="0x" + "cd" * 20))  # $1.2M by others
         await sink.until(2)
@@ -107,7 +101,7 @@ async def test_seed_trade_replay_restart_and_budget(venue: tuple[FakeRest, FakeV
         body = caught_up.body
         assert isinstance(body, PositionBody)
         assert (body.change, body.seen_by, body.size_after) == ("increased", "snapshot", Decimal(15))
-        await _until(lambda: bool(ws.received()))
+        await eventually(lambda: bool(ws.received()))
         await ws.push(add)  # an old trade replayed: nothing
         await ws.push(trades_frame(900003, "3000", "400", buyer=OTHER, seller="0x" + "cd" * 20))
         await after.until(2)
@@ -147,7 +141,7 @@ async def _near_liquidation(rest: FakeRest, ws: FakeVenueStream, info: FakeInfo)
     watcher, runtime = _watcher(rest, ws, MemoryKv())
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
-    await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
+    await eventually(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
     assert watcher.books[WHALE].endangered and sink.events == []  # seeded silently, polled often from now
     return watcher, runtime, sink, task
 
@@ -209,7 +203,7 @@ async def test_hip3_dexes_are_seeded_streamed_and_shown(venue: tuple[FakeRest, F
     sink = CollectingSink()
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: WHALE in watcher.books and "xyz:TSLA" in watcher.books[WHALE].holdings)
+        await eventually(lambda: WHALE in watcher.books and "xyz:TSLA" in watcher.books[WHALE].holdings)
         assert {"type": "clearinghouseState", "user": WHALE, "dex": "xyz"} in info.asked
         view = await watcher.account(WHALE)
         assert [(p.coin, p.side.value, p.size) for p in view.positions] == [
@@ -219,7 +213,7 @@ async def test_hip3_dexes_are_seeded_streamed_and_shown(venue: tuple[FakeRest, F
         assert watcher.health.extra["dexes"] == "main, xyz"
         # HIP-3 coins are on the trades stream too: the wallet's trade there moves its book at once.
         subscribe = '{"method":"subscribe","subscription":{"type":"trades","coin":"xyz:TSLA"}}'
-        await _until(lambda: subscribe in ws.received())
+        await eventually(lambda: subscribe in ws.received())
         await ws.push(trades_frame(900009, "400", "2", coin="xyz:TSLA"))  # WHALE buys 2: a short of 5 cut
         await sink.until(1)
         [cut] = sink.events
@@ -245,10 +239,10 @@ async def test_a_wallet_no_chat_watches_any_more_is_forgotten_with_its_book(
     object.__setattr__(watcher.ctx, "watched", current)
     task = asyncio.create_task(watcher.run(CollectingSink()))
     try:
-        await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded)
-        await _until(lambda: ("hyperliquid_whales", "book:" + WHALE) in kv.values)
+        await eventually(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded)
+        await eventually(lambda: ("hyperliquid_whales", "book:" + WHALE) in kv.values)
         watched.clear()
-        await _until(lambda: WHALE not in watcher.books)
+        await eventually(lambda: WHALE not in watcher.books)
         assert await watcher.ctx.state.get("book:" + WHALE) is None
     finally:
         task.cancel()
@@ -278,7 +272,7 @@ async def test_alerts_the_pipeline_refused_are_held_and_handed_over_once(
     sink = _FlakySink(fails=2)
     task = asyncio.create_task(watcher.run(sink))
     try:
-        await _until(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
+        await eventually(lambda: WHALE in watcher.books and watcher.books[WHALE].seeded and bool(ws.received()))
         await ws.push(trades_frame(900001, "3000", "2"))
         await sink.until(1)
         assert sink.fails == 0 and len(sink.events) == 1 and watcher.health.errors == 2

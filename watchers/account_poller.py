@@ -34,12 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Protocol
 
 import aiohttp
@@ -49,17 +47,16 @@ from perpwatch.events import Event, Topic, Venue, is_solana_address
 from watchers import lighter_accounts, pacifica_accounts
 from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.hl_account import AccountSnapshot
+from watchers.lookup import fetch_now
 from watchers.poller import HostBudget, HttpStatusError, PollTuning, Request, RestPoller
 from watchers.runtime import WatcherContext
-from watchers.whale_book import WalletBook, account_view
+from watchers.whale_book import WalletBook, account_view, pending_in, stored
 
 logger = logging.getLogger(__name__)
 
 BOOK_PREFIX = "book:"
 ABSENT_PREFIX = "absent:"
 WALLETS_REFRESH_S = 2.0
-LOOKUP_WAIT_S = 10.0
-"""How long `/whale` waits for the venue's budget before saying it is busy."""
 HELD_RETRY_S = 5.0
 """How soon a wallet whose alerts the pipeline refused is tried again."""
 """How often the watch lists are read (the store, not the venue): how soon a wallet a chat added is asked."""
@@ -189,35 +186,16 @@ class AccountPollWatcher(Watcher):
         return self.spec.owns(address)
 
     async def account(self, address: str) -> AccountView:
-        """The account now, from the host's budget (not this watcher's share), waiting at most
-        `LOOKUP_WAIT_S` for it."""
-        source = self.ctx.session
-        if source is None:  # a runtime without a shared session (tests, tools): one for this lookup
-            async with aiohttp.ClientSession() as own:
-                return await self._account(own, address)
-        return await self._account(source if isinstance(source, aiohttp.ClientSession) else source(), address)
-
-    async def _account(self, session: aiohttp.ClientSession, address: str) -> AccountView:
+        """The account now, from the host's budget (not this watcher's share)."""
         name = self.spec.venue.value.capitalize()
+        request = Request(self.url, params=self.spec.params(address), weight=self.spec.weight)
         try:
-            async with asyncio.timeout(LOOKUP_WAIT_S):
-                await self.host.acquire(self.spec.weight)
-                async with session.get(self.url, params=dict(self.spec.params(address))) as response:
-                    text = await response.text()
-                    status = response.status
-        except TimeoutError:
-            raise AccountUnavailable(f"{name}'s request budget is in use; try again in a minute") from None
-        except aiohttp.ClientError as exc:
-            raise AccountUnavailable(f"{name} could not be reached ({type(exc).__name__})") from None
-        if status in (418, 429):
-            self.host.pause(60.0)
-            raise AccountUnavailable(f"{name} is limiting requests now; try again in a minute")
-        if status != 200:
-            error = HttpStatusError(status, self.url, text)
-            if self.spec.no_account is not None and self.spec.no_account(error):
-                raise NoAccount(f"{name} lists no account for {address}")
-            raise AccountUnavailable(f"{name} answered HTTP {status}; try again later")
-        snapshots = self.spec.parse(json.loads(text, parse_float=Decimal), address, self.clock.now())
+            body = await fetch_now(self.ctx.session, self.host, request, name)
+        except HttpStatusError as exc:
+            if self.spec.no_account is not None and self.spec.no_account(exc):
+                raise NoAccount(f"{name} lists no account for {address}") from None
+            raise AccountUnavailable(f"{name} answered HTTP {exc.status}; try again later") from None
+        snapshots = self.spec.parse(body, address, self.clock.now())
         if not snapshots:
             raise NoAccount(f"{name} lists no account for {address}")
         return account_view(address, self.spec.venue, snapshots)
@@ -240,7 +218,7 @@ class AccountPollWatcher(Watcher):
             data = await self.ctx.state.get(BOOK_PREFIX + address)
             if isinstance(data, dict):
                 book = self._book(address, data)
-                pending = [Event.model_validate(e) for e in data.get("pending", [])]
+                pending = pending_in(data)
                 if pending:  # made before the last stop, maybe never accepted: their keys make this safe
                     await sink(pending)
                     await self._save(book, pending=[])
@@ -357,9 +335,7 @@ class AccountPollWatcher(Watcher):
         self.absent[address] = self.due[address] = self.clock.monotonic() + self.tuning.absent_recheck_s
 
     async def _save(self, book: WalletBook, *, pending: Sequence[Event]) -> None:
-        data = book.to_json()
-        data["pending"] = [e.model_dump(mode="json") for e in pending]
-        await self.ctx.state.put(BOOK_PREFIX + book.wallet, data)
+        await self.ctx.state.put(BOOK_PREFIX + book.wallet, stored(book, pending))
 
     # --- /status -------------------------------------------------------------------------------------------
     def _show(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ from perpwatch.events import Event, Topic, Venue, WhaleTradeBody
 from watchers import hl_account as acct
 from watchers import venuekit as kit
 from watchers.base import EventSink, Watcher, WatcherState, describe
+from watchers.lookup import fetch_now
 from watchers.poller import HostBudget, HttpStatusError, PollTuning, Request, RestPoller
 from watchers.pool import Consumer
 from watchers.runtime import WatcherContext
-from watchers.whale_book import EXPLORER, SOURCE, WalletBook, account_view
+from watchers.whale_book import EXPLORER, SOURCE, WalletBook, account_view, pending_in, stored
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ WALLETS_REFRESH_S = 2.0
 RETRY_INITIAL_S = 0.05
 RETRY_MAX_S = 5.0
 """Waits between tries to hand alerts over while the pipeline or the store refuses them."""
-LOOKUP_WAIT_S = 10.0
-"""How long `/whale` waits for the host's budget before saying it is busy."""
 STALE_BOOK_MS = 7 * 86_400_000
 """A stored book older than this (the bot was down for a week, or the wallet left every watch list while it
 was down) is not compared with: "what changed while it was down" would be news from long ago."""
@@ -237,9 +235,7 @@ class HyperliquidWhaleWatcher(Watcher):
             await self._save(book, pending=[])
 
     async def _save(self, book: WalletBook, *, pending: Sequence[Event]) -> None:
-        data = book.to_json()
-        data["pending"] = [e.model_dump(mode="json") for e in pending]
-        await self.ctx.state.put(BOOK_PREFIX + book.wallet, data)
+        await self.ctx.state.put(BOOK_PREFIX + book.wallet, stored(book, pending))
 
     # --- the watch list ---------------------------------------------------------------------------------
     async def refresh_wallets(self, sink: EventSink) -> None:
@@ -249,7 +245,7 @@ class HyperliquidWhaleWatcher(Watcher):
             data = await self.ctx.state.get(BOOK_PREFIX + wallet)
             if isinstance(data, dict):
                 book = WalletBook.from_json(wallet, data)
-                pending = [Event.model_validate(e) for e in data.get("pending", [])]
+                pending = pending_in(data)
                 if pending:  # made before the last stop, maybe never accepted: their keys make this safe
                     await sink(pending)
                 now_ms = int(self.clock.now().timestamp() * 1000)
@@ -338,35 +334,19 @@ class HyperliquidWhaleWatcher(Watcher):
 
     async def account(self, address: str) -> AccountView:
         """A wallet's positions on every dex, fetched now from the host's budget (not this watcher's share,
-        so a query is not queued behind the reconcile); waits at most `LOOKUP_WAIT_S` for it."""
+        so a query is not queued behind the reconcile)."""
         if not address.startswith("0x"):
             raise AccountUnavailable("Hyperliquid accounts are 0x addresses; this one is a Solana (Pacifica) address")
-        source = self.ctx.session
-        if source is None:  # a runtime without a shared session (tests, tools): one for this lookup
-            async with aiohttp.ClientSession() as own:
-                return await self._account(own, address)
-        return await self._account(source if isinstance(source, aiohttp.ClientSession) else source(), address)
-
-    async def _account(self, session: aiohttp.ClientSession, address: str) -> AccountView:
         snapshots = []
         for dex in self.dexes:
             body: dict[str, Any] = {"type": "clearinghouseState", "user": address}
             if dex:
                 body["dex"] = dex
+            request = Request(self.info_url, method="POST", json_body=body, weight=acct.weight("clearinghouseState"))
             try:
-                async with asyncio.timeout(LOOKUP_WAIT_S):
-                    await self.host.acquire(acct.weight("clearinghouseState"))
-                    async with session.post(self.info_url, json=body) as response:
-                        if response.status in (418, 429):
-                            self.host.pause(60.0)
-                            raise AccountUnavailable("Hyperliquid is limiting requests now; try again in a minute")
-                        if response.status != 200:
-                            raise AccountUnavailable(f"Hyperliquid answered HTTP {response.status}; try again later")
-                        raw = json.loads(await response.text(), parse_float=Decimal)
-            except TimeoutError:
-                raise AccountUnavailable("Hyperliquid's request budget is in use; try again in a minute") from None
-            except aiohttp.ClientError as exc:
-                raise AccountUnavailable(f"Hyperliquid could not be reached ({type(exc).__name__})") from None
+                raw = await fetch_now(self.ctx.session, self.host, request, "Hyperliquid")
+            except HttpStatusError as exc:
+                raise AccountUnavailable(f"Hyperliquid answered HTTP {exc.status}; try again later") from None
             snapshots.append(acct.parse_clearinghouse(raw, dex=dex))
         return account_view(address, Venue.HYPERLIQUID, snapshots)
 

@@ -230,7 +230,8 @@ class BudgetRegistry:
 
 
 @contextlib.asynccontextmanager
-async def _session_of(source: SessionSource | None) -> AsyncIterator[aiohttp.ClientSession]:
+async def session_of(source: SessionSource | None) -> AsyncIterator[aiohttp.ClientSession]:
+    """The session a source gives, or one of its own for the block where a runtime has none (tests, tools)."""
     if source is None:
         async with aiohttp.ClientSession() as own:
             yield own
@@ -299,7 +300,7 @@ class RestPoller(abc.ABC):
         """One round of requests; raise on anything that makes the round's result unusable."""
 
     async def run(self) -> None:
-        async with _session_of(self._session_source) as session:
+        async with session_of(self._session_source) as session:
             self._session = session
             self._running = True
             try:

@@ -550,3 +550,16 @@ def account_view(address: str, venue: Venue, snapshots: Sequence[AccountSnapshot
         else sum((v or Decimal(0) for v in values), Decimal(0)),
         positions=tuple(positions),
     )
+
+
+def stored(book: WalletBook, pending: Sequence[Event]) -> dict[str, Any]:
+    """What a watcher keeps of a book: the book, with the alerts it made that the pipeline has not taken
+    yet (saved before they are handed over, so a crash between the two re-sends them, never loses them)."""
+    data = book.to_json()
+    data["pending"] = [e.model_dump(mode="json") for e in pending]
+    return data
+
+
+def pending_in(data: dict[str, Any]) -> list[Event]:
+    """The alerts a stored book was saved with: handed over again at start (their keys make that harmless)."""
+    return [Event.model_validate(e) for e in data.get("pending", [])]
