@@ -365,3 +365,24 @@ async def test_whale_lookups_on_lighter_and_pacifica(venue: tuple[FakeRest, Acco
     finally:
         await runtime.close()
         await other.close()
+
+
+async def test_a_wallet_no_chat_watches_any_more_is_forgotten_with_its_book(venue: tuple[FakeRest, Accounts]) -> None:
+    rest, _ = venue
+    kv = MemoryKv()
+    watched = {HAS}
+
+    async def current() -> set[str]:
+        return set(watched)
+
+    watcher, runtime = _watcher(LIGHTER, rest.url(LIGHTER_PATH), kv, watched=current)
+    task = asyncio.create_task(watcher.run(CollectingSink()))
+    try:
+        await eventually(lambda: ("lighter_accounts", "book:" + HAS) in kv.values)
+        watched.clear()
+        await eventually(lambda: HAS not in watcher.books)
+        assert ("lighter_accounts", "book:" + HAS) not in kv.values
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runtime.close()

@@ -222,7 +222,8 @@ class AccountPollWatcher(Watcher):
                 if pending:  # made before the last stop, maybe never accepted: their keys make this safe
                     await sink(pending)
                     await self._save(book, pending=[])
-                self.books[address] = book
+                if not book.stale(int(self.clock.now().timestamp() * 1000)):
+                    self.books[address] = book  # else seeded afresh, silently, like the Hyperliquid books
             absent = await self.ctx.state.get(ABSENT_PREFIX + address) if self.spec.probes else None
             if isinstance(absent, dict) and address not in self.books:
                 asked_s = float(absent.get("asked_ms", 0)) / 1000
@@ -232,10 +233,11 @@ class AccountPollWatcher(Watcher):
             else:
                 self.books.setdefault(address, self._book(address))
                 self.due[address] = now  # seeded (or caught up after a restart) first
-        for address in self.watched - mine:
+        for address in self.watched - mine:  # forgotten with its stored book, as the Hyperliquid books are
             self.books.pop(address, None)
             self.absent.pop(address, None)
             self.due.pop(address, None)
+            await self.ctx.state.delete(BOOK_PREFIX + address)
         self.watched = mine
         self._show()
 

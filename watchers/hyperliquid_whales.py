@@ -50,9 +50,6 @@ WALLETS_REFRESH_S = 2.0
 RETRY_INITIAL_S = 0.05
 RETRY_MAX_S = 5.0
 """Waits between tries to hand alerts over while the pipeline or the store refuses them."""
-STALE_BOOK_MS = 7 * 86_400_000
-"""A stored book older than this (the bot was down for a week, or the wallet left every watch list while it
-was down) is not compared with: "what changed while it was down" would be news from long ago."""
 FILLS_LOOKBACK_MS = 3_600_000
 """A first fills query looks back an hour: what a liquidation check needs, and little weight."""
 
@@ -248,8 +245,7 @@ class HyperliquidWhaleWatcher(Watcher):
                 pending = pending_in(data)
                 if pending:  # made before the last stop, maybe never accepted: their keys make this safe
                     await sink(pending)
-                now_ms = int(self.clock.now().timestamp() * 1000)
-                if book.checked_ms is None or now_ms - book.checked_ms > STALE_BOOK_MS:
+                if book.stale(int(self.clock.now().timestamp() * 1000)):
                     book = WalletBook(wallet)  # too old to compare with: seeded afresh, silently
             else:
                 book = WalletBook(wallet)

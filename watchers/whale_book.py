@@ -55,6 +55,9 @@ DISTANCE_LADDER = tuple(Decimal(p) / 100 for p in DISTANCE_STEPS)
 """Each step crossed is an alert of its own on the wallet and coin's thread, delivered only to the chats
 that chose that step (`/distance`)."""
 SOURCE = "hyperliquid_whales"
+STALE_BOOK_MS = 7 * 86_400_000
+"""A stored book older than this (the bot was down for a week, or the wallet left every watch list while it
+was down) is not compared with: "what changed while it was down" would be news from long ago."""
 SEEN_KEPT = 2000
 """Trade ids remembered per wallet: more than the stream replays on a subscribe."""
 EXPLORER = "https://app.hyperliquid.xyz/explorer/address/"
@@ -183,6 +186,10 @@ class WalletBook:
     @property
     def _link(self) -> str | None:
         return None if self.link is None else self.link.format(address=self.wallet)
+
+    def stale(self, now_ms: int) -> bool:
+        """Too old to compare a snapshot with (`STALE_BOOK_MS`): the watcher seeds it afresh instead."""
+        return self.checked_ms is None or now_ms - self.checked_ms > STALE_BOOK_MS
 
     # --- what the poll should do next ----------------------------------------------------------------
     @property
