@@ -5,7 +5,8 @@ that Binance's `o.S=SELL` and Bybit's `S=Buy` both mean "a long was liquidated".
 
 The envelope carries what every alert family needs and nothing platform-specific: what the event is about
 (`subject`: fan-out matches watch lists on it), what a later event updates (`thread`, with a `revision`),
-when its alerts are due (`due_at`, default: when accepted) and when an unsent one is stale (`expires_at`).
+when its alerts are due (`due_at`, default: when accepted), when an unsent one is stale (`expires_at`), and
+whether it is for one chat only (`audience`: a report at that chat's own hour or step).
 Bodies are one discriminated union on `kind`; a family adds its body here and its renderer in
 `bot/families/`. Stored bodies carry `BODY_SCHEMA`, so a body written by an older release still decodes.
 """
@@ -281,6 +282,12 @@ class Event(BaseModel):
     revision: int = Field(default=0, ge=0, le=2**53)
     due_at: AwareDatetime | None = Field(default=None, description="When its alerts are due; None: on accept.")
     expires_at: AwareDatetime | None = Field(default=None, description="An alert unsent by then is dropped.")
+    audience: int | None = Field(
+        default=None,
+        gt=0,
+        description="The one chat (its store id) a scheduled report is for: a summary at that chat's hour, a "
+        "milestone at its step. None: every chat whose subscriptions match.",
+    )
 
     @field_validator("occurred_at", "due_at", "expires_at")
     @classmethod

@@ -46,6 +46,8 @@ def chat_from_row(row: Row, *, chat_id: int | None = None) -> Chat:
 
 SCOPES = ("all", "watchlist")
 DEFAULT_DISTANCE_WARNINGS = ",".join(DEFAULT_DISTANCE_STEPS)
+DEFAULT_REMINDER_LEADS = "7d,24h,1h"
+"""The lead times a chat is reminded at until it picks its own (the schema's column default too)."""
 """Percent steps a chat is warned at before a watched position's liquidation price (schema 6's default)."""
 """A subscription hears every matching event, or only those whose subject is on the chat's watch list."""
 
@@ -329,6 +331,19 @@ class ChatRepo:
         row = await self.db.fetchone("SELECT distance_warnings FROM chats WHERE id=?", (chat_id,))
         value = str(row["distance_warnings"]) if row is not None else DEFAULT_DISTANCE_WARNINGS
         return [step for step in value.split(",") if step]
+
+    # --- reminder lead times ------------------------------------------------------------------------------
+    async def set_reminder_leads(self, chat_id: int, leads: Sequence[str] | None) -> None:
+        """The lead times ('7d', '24h', '1h', as the log writes a reminder's level) this chat is reminded
+        at; None: the default."""
+        value = ",".join(leads) if leads is not None else DEFAULT_REMINDER_LEADS
+        await self.db.execute("UPDATE chats SET reminder_leads=? WHERE id=?", (value, chat_id))
+        self._changed(chat_id)
+
+    async def reminder_leads(self, chat_id: int) -> list[str]:
+        row = await self.db.fetchone("SELECT reminder_leads FROM chats WHERE id=?", (chat_id,))
+        value = str(row["reminder_leads"]) if row is not None else DEFAULT_REMINDER_LEADS
+        return [lead for lead in value.split(",") if lead]
 
     async def thresholds(self, chat_id: int) -> list[Threshold]:
         rows = await self.db.fetch(
