@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     venue_accounts_poll_s: float = Field(default=60.0, ge=5, le=3600)
     venue_accounts_near_poll_s: float = Field(default=15.0, ge=2, le=600)
     venue_accounts_absent_recheck_s: float = Field(default=21600.0, ge=60, le=7 * 86400)
+    # --- buybacks (watchers/buybacks.py, watchers/buyback_*.py) -------------------------------------------
+    # Each programme's source is polled this often (DefiLlama's daily figure at most hourly); the programme
+    # list is read again this often, so an operator's /buybacks add is followed without a restart. The
+    # endpoints of the sources, each the real public one by default (EVM programmes name their chain's).
+    buyback_poll_s: float = Field(default=300.0, ge=30, le=86400)
+    buyback_refresh_s: float = Field(default=60.0, ge=5, le=3600)
+    aster_chain_rpc_url: str = "https://tapi.asterdex.com/info"
+    defillama_api_url: str = "https://api.llama.fi"
+    lighter_explorer_url: str = "https://explorer.elliot.ai"
+    ethereum_rpc_url: str = "https://ethereum-rpc.publicnode.com"
+    bsc_rpc_url: str = "https://bsc-dataseed.bnbchain.org"
+    arbitrum_rpc_url: str = "https://arb1.arbitrum.io/rpc"
     ws_probe_after_s: float = Field(default=60.0, gt=0)
     ws_probe_timeout_s: float = Field(default=10.0, gt=0)
     ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)

@@ -246,10 +246,63 @@ class WhaleTradeBody(_Body):
         return _wallet(value)
 
 
+class BuybackLine(_Body):
+    """One programme's figures in a buyback alert, each with where it came from.
+
+    `tokens` is None when the source gives only USD (DefiLlama's estimate), `usd` None when no price is known.
+    `incomplete` says why a figure is a floor (a source failing since a time, history shorter than the
+    window, a gap between snapshots), so the alert never passes off a partial figure as a whole one.
+    `published_*` is the programme's own running total (the fund's balance and cost basis), shown beside ours
+    with its source rather than one of the two picked."""
+
+    programme: str
+    symbol: str
+    window: str
+    tokens: Decimal | None = None
+    usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    avg_price: Decimal | None = None
+    share_of_supply: Decimal | None = Field(default=None, ge=0)
+    basis: Literal["measured", "estimated"] = "measured"
+    source: str = Field(max_length=300)
+    incomplete: str | None = Field(default=None, max_length=300)
+    total_tokens: Decimal | None = None
+    total_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    tracked_since: AwareDatetime | None = None
+    published_tokens: Decimal | None = None
+    published_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    published_source: str | None = Field(default=None, max_length=300)
+
+
+class BuybackSummaryBody(_Body):
+    """A chat's daily buyback summary, at its own hour in its own time zone (the event's `audience`)."""
+
+    kind: Literal["buyback_summary"] = "buyback_summary"
+    day: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="The chat's local date.")
+    zone: str = Field(max_length=64)
+    lines: tuple[BuybackLine, ...]
+
+
+class BuybackMilestoneBody(_Body):
+    """A programme's running total passed a multiple of a chat's step: every N tokens or every $X."""
+
+    kind: Literal["buyback_milestone"] = "buyback_milestone"
+    unit: Literal["tokens", "usd"]
+    step: Decimal = Field(gt=0)
+    reached: Decimal = Field(gt=0)
+    line: BuybackLine
+
+
 # The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
 # each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
 EventBody = Annotated[
-    LiquidationBody | CascadeBody | PositionBody | DistanceBody | WhaleTradeBody, Field(discriminator="kind")
+    LiquidationBody
+    | CascadeBody
+    | PositionBody
+    | DistanceBody
+    | WhaleTradeBody
+    | BuybackSummaryBody
+    | BuybackMilestoneBody,
+    Field(discriminator="kind"),
 ]
 
 

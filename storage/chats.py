@@ -278,6 +278,48 @@ class ChatRepo:
         )
         return _subscription(row) if row is not None else None
 
+    async def of_topic(self, topic: str, *, after_id: int = 0, limit: int = 500) -> list[tuple[Chat, Subscription]]:
+        """Active chats' subscriptions to one topic, a page by subscription id: what a scheduled report
+        (a daily summary at each chat's hour) walks."""
+        rows = await self.db.fetch(
+            "SELECT s.id AS sub_id, s.chat_id, s.topic, s.venue, s.symbol, s.min_usd, s.scope, s.params, c.* "
+            "FROM subscriptions s JOIN chats c ON c.id = s.chat_id "
+            "WHERE s.topic = ? AND s.id > ? AND c.status = 'active' ORDER BY s.id LIMIT ?",
+            (topic, after_id, limit),
+        )
+        return [
+            (
+                chat_from_row(r),
+                Subscription(
+                    id=int(r["sub_id"]),
+                    chat_id=int(r["chat_id"]),
+                    topic=str(r["topic"]),
+                    venue=None if r["venue"] == "*" else r["venue"],
+                    symbol=None if r["symbol"] == "*" else r["symbol"],
+                    min_usd=Decimal(r["min_usd"]) if r["min_usd"] is not None else None,
+                    scope=str(r["scope"]),
+                    params=json.loads(r["params"]),
+                ),
+            )
+            for r in rows
+        ]
+
+    async def set_params(self, chat_id: int, topic: str, changes: Mapping[str, Any]) -> int:
+        """Merge validated parameters into every subscription of the chat to the topic (a key set to None is
+        removed); the number of subscriptions changed."""
+        changed = 0
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("SELECT id, params FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic))
+            for r in rows:
+                merged = {**json.loads(r["params"]), **changes}
+                merged = {k: v for k, v in merged.items() if v is not None}
+                await tx.execute(
+                    "UPDATE subscriptions SET params=? WHERE id=?", (json.dumps(merged, sort_keys=True), r["id"])
+                )
+                changed += 1
+        self._changed(chat_id)
+        return changed
+
     async def subscriptions(self, chat_id: int) -> list[Subscription]:
         rows = await self.db.fetch("SELECT * FROM subscriptions WHERE chat_id=? ORDER BY id", (chat_id,))
         return [_subscription(r) for r in rows]
