@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
+from storage.buybacks import BuybackRepo
 from storage.chats import ChatRepo, Conflict, LimitReached
 from storage.engine import (
     DATABASE_SETTING,
@@ -59,6 +60,7 @@ class Store:
         self.outbox = Outbox(self.db, clock=clock)
         self.watchers = WatcherStateRepo(self.db, clock=clock)
         self.history = History(self.db)
+        self.buybacks = BuybackRepo(self.db, clock=clock)
 
     async def open(self) -> Store:
         await self.db.open(migrate=self.migrate)

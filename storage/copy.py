@@ -46,6 +46,10 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("events", ("id",)),
     ("deliveries", ("id",)),
     ("threads", ("chat_id", "thread")),
+    ("buyback_programmes", ("programme",)),
+    ("buyback_buys", ("programme", "key")),
+    ("buyback_snapshots", ("programme", "taken_at")),
+    ("buyback_sources", ("programme",)),
 )
 """Every table of the schema but `schema_version`, parents before the children whose foreign keys name them,
 each with its primary key: the order a table is read in, page after page."""
