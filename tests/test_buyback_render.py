@@ -67,5 +67,7 @@ def test_a_milestone_reads_what_was_passed_with_the_running_totals() -> None:
     body = BuybackMilestoneBody(unit="tokens", step=Decimal(1_000_000), reached=Decimal(2_000_000), line=line)
     text = plain_text(render_event(_event(body)))
     assert text.startswith("🏁 hyperliquid-af buybacks passed 2,000,000 HYPE")
-    assert "Bought: 2,000,123 HYPE" in text and "USD: $57.0M" in text and "Counted since: 2026-12-02 09:00:00 UTC" in text
+    assert (
+        "Bought: 2,000,123 HYPE" in text and "USD: $57.0M" in text and "Counted since: 2026-12-02 09:00:00 UTC" in text
+    )
     assert "Published total: 47,942,118 HYPE · $1.36B" in text

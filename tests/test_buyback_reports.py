@@ -14,7 +14,7 @@ from bot.buyback_programmes import programme_from
 from bot.buybacks import BuybackReports
 from perpwatch.buybacks import Buy, Fetched
 from perpwatch.clock import FrozenClock
-from perpwatch.events import BuybackMilestoneBody, BuybackSummaryBody, Event, Topic
+from perpwatch.events import BuybackMilestoneBody, BuybackSummaryBody, Event
 from storage import Store
 from storage.models import Chat
 from storage.outbox import decode_event
@@ -108,7 +108,9 @@ async def test_a_summary_comes_at_each_chats_own_hour_once_a_day_even_across_a_r
     assert [chat for chat, _ in await _heard(store)] == [berlin.id, later.id]
     await clock.advance(20 * 3600)  # next day, 08:00 UTC: Berlin's again
     await _reports(store, clock).tick()
-    days = [e.body.day for chat, e in await _heard(store) if chat == berlin.id and isinstance(e.body, BuybackSummaryBody)]
+    days = [
+        e.body.day for chat, e in await _heard(store) if chat == berlin.id and isinstance(e.body, BuybackSummaryBody)
+    ]
     assert days == ["2026-12-02", "2026-12-03"]
 
 
@@ -154,4 +156,6 @@ async def test_a_failing_source_is_named_in_the_summary_and_holds_its_milestones
     assert [c for c, _ in heard] == [chat.id]  # the summary; no milestone while failing, and none noted then
     body = heard[0][1].body
     assert isinstance(body, BuybackSummaryBody)
-    assert body.lines[0].incomplete is not None and "source failing since 2026-12-02 08:00 UTC" in body.lines[0].incomplete
+    assert (
+        body.lines[0].incomplete is not None and "source failing since 2026-12-02 08:00 UTC" in body.lines[0].incomplete
+    )

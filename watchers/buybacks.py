@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from perpwatch.buybacks import BuybackLedger, BuybackSource, Programme, SourceContext
+from perpwatch.buybacks import BuybackLedger, BuybackSource, Programme, ProgrammeKind, SourceContext
 from perpwatch.events import Topic, Venue
 from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.buyback_sources import SOURCES
@@ -124,7 +124,7 @@ class BuybackWatcher(Watcher):
         tuning: BuybackTuning,
         context: WatcherContext,
         *,
-        sources: Mapping[str, BuybackSource] = SOURCES,
+        sources: Mapping[ProgrammeKind, BuybackSource] = SOURCES,
     ) -> None:
         super().__init__(context.name, COVERS, clock=context.clock)
         self.ledger = ledger
