@@ -18,8 +18,9 @@ from bot.quiet import parse_hhmm, parse_zone
 from bot.render import Image, Reply, usd
 from perpwatch.buybacks import KINDS, PROGRAMME_ID
 from perpwatch.events import Topic
+from storage import Conflict
 
-ACTIONS = ("list", "add", "remove", "daily", "every")
+ACTIONS = ("list", "add", "remove", "restore", "daily", "every")
 
 _PARAM_PAIR = re.compile(r"^([a-z_]{1,32}):([\x21-\x7e]{1,200})$")
 
@@ -129,10 +130,10 @@ async def _add(ctx: Context) -> Reply:
         programme = programme_from(entry, origin="chat")
     except ValueError as exc:
         raise CommandError(f"not added: {exc}") from None
-    repo = ctx.services.store.buybacks
-    if await repo.programme(programme.id) is not None:
-        raise CommandError(f"a programme {programme.id} exists already; remove it first or pick another id")
-    await repo.add(programme)
+    try:
+        await ctx.services.store.buybacks.add(programme)
+    except Conflict as exc:
+        raise CommandError(f"not added: {exc}") from None
     ctx.services.supervisor.nudge("buybacks")
     return Reply.of(f"Added {programme.id} ({programme.kind}, {programme.symbol}); it is read within a minute.")
 
@@ -142,10 +143,22 @@ async def _remove(ctx: Context) -> Reply:
     pid = ctx.args.get("arg", "").strip().lower()
     if not PROGRAMME_ID.match(pid):
         raise CommandError("which programme? /buybacks remove <id> (see /buybacks list)")
+    bundled = await ctx.services.store.buybacks.programme(pid)
     if not await ctx.services.store.buybacks.remove(pid):
         raise CommandError(f"no programme {shown(pid)}; see /buybacks list")
     ctx.services.supervisor.nudge("buybacks")
-    return Reply.of(f"Removed {pid}: it is no longer read; what it bought stays stored.")
+    if bundled is not None and bundled.origin == "bundled":
+        return Reply.of(f"Removed {pid}: it is no longer read (its history is kept; /buybacks restore {pid} undoes it).")
+    return Reply.of(f"Removed {pid} and what it had counted.")
+
+
+async def _restore(ctx: Context) -> Reply:
+    await _require_operator(ctx, "restore")
+    pid = ctx.args.get("arg", "").strip().lower()
+    if not PROGRAMME_ID.match(pid) or not await ctx.services.store.buybacks.restore(pid):
+        raise CommandError(f"no removed bundled programme {shown(pid)}; see /buybacks list")
+    ctx.services.supervisor.nudge("buybacks")
+    return Reply.of(f"Restored {pid}: it is read again from where it stopped.")
 
 
 async def _subscribed(ctx: Context) -> None:
@@ -223,6 +236,8 @@ async def buybacks(ctx: Context) -> Reply:
         return await _add(ctx)
     if action == "remove":
         return await _remove(ctx)
+    if action == "restore":
+        return await _restore(ctx)
     if action == "daily":
         return await _daily(ctx)
     if action == "every":
