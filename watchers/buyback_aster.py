@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,7 @@ _ANY_SYMBOL = re.compile(r"^[A-Za-z0-9._/-]{1,40}$")
 """What a fill of another symbol may look like: it is not counted, but must not be mistaken for ours."""
 _PARAMS = ("wallet", "symbol", "start_ms")
 _SIDES = ("BUY", "SELL")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ms(value: object, name: str) -> int:
@@ -165,8 +166,8 @@ class AsterChainFills:
         buys = [
             Buy(
                 key=key,
-                start=datetime.fromtimestamp(f["time"] / 1000, tz=UTC),
-                end=datetime.fromtimestamp(f["time"] / 1000, tz=UTC),
+                start=_EPOCH + timedelta(milliseconds=f["time"]),
+                end=_EPOCH + timedelta(milliseconds=f["time"]),
                 tokens=f["qty"],
                 usd=f["price"] * f["qty"],
                 basis="measured",
