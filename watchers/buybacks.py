@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,6 +89,15 @@ class ProgrammePoller(RestPoller):
         self.ledger = ledger
         self.urls = dict(urls)
         self.new_buys = 0
+        self.on_polled: Callable[[], None] | None = None
+        """Called after each poll, so `/status` shows the programme's state as of its last poll."""
+
+    async def poll_once(self) -> bool:
+        try:
+            return await super().poll_once()
+        finally:
+            if self.on_polled is not None:
+                self.on_polled()
 
     async def poll(self) -> None:
         for _ in range(MAX_PAGES_PER_POLL):
@@ -175,6 +184,7 @@ class BuybackWatcher(Watcher):
                 continue
             tuning = PollTuning(interval_s=self.tuning.interval_for(programme), retry_initial_s=10.0)
             poller = ProgrammePoller(programme, source, self.ledger, self.urls, tuning, self.context)
+            poller.on_polled = self._report
             self.pollers[pid] = poller
             self._tasks[pid] = asyncio.create_task(poller.run(), name=f"{NAME}:{pid}")
 
@@ -188,7 +198,9 @@ class BuybackWatcher(Watcher):
                 good = f"last good {h.last_frame_at:%Y-%m-%d %H:%M} UTC" if h.last_frame_at else "never good yet"
                 self.health.extra[f"programme {pid}"] = f"failing ({good}): {h.last_error}"
             elif h.last_frame_at is not None:
-                self.health.extra[f"programme {pid}"] = f"ok, last good {h.last_frame_at:%Y-%m-%d %H:%M} UTC"
+                self.health.extra[f"programme {pid}"] = (
+                    f"ok, last good {h.last_frame_at:%Y-%m-%d %H:%M} UTC, {poller.new_buys} new buys since start"
+                )
             else:
                 self.health.extra[f"programme {pid}"] = "starting"
             for key, value in h.extra.items():

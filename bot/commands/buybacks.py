@@ -148,7 +148,9 @@ async def _remove(ctx: Context) -> Reply:
         raise CommandError(f"no programme {shown(pid)}; see /buybacks list")
     ctx.services.supervisor.nudge("buybacks")
     if bundled is not None and bundled.origin == "bundled":
-        return Reply.of(f"Removed {pid}: it is no longer read (its history is kept; /buybacks restore {pid} undoes it).")
+        return Reply.of(
+            f"Removed {pid}: it is no longer read (its history is kept; /buybacks restore {pid} undoes it)."
+        )
     return Reply.of(f"Removed {pid} and what it had counted.")
 
 
