@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ class Sources:
     lighter: FakeLighterExplorer
     llama: FakeDefiLlama
 
-    def settings(self) -> dict[str, object]:
+    def settings(self) -> dict[str, Any]:
         return {
             "hyperliquid_info_url": self.info.url("/info"),
             "aster_chain_rpc_url": self.aster.url("/info"),
