@@ -5,58 +5,19 @@ each source, and bad or unauthorised `/buybacks add` changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
 from bot.app import PerpwatchApp
 from tests.conftest import MakeSettings, eventually
 from tests.fakes.binance_ws import FakeForceOrderServer
-from tests.fakes.buyback_sources import (
-    FakeAsterChain,
-    FakeDefiLlama,
-    FakeEvmNode,
-    FakeHyperliquidInfo,
-    FakeLighterExplorer,
-)
+from tests.fakes.buyback_sources import Sources
 from tests.fakes.telegram_api import FakeTelegramApi
 from tests.test_e2e_telegram import USER, command, running_bot
 from watchers.buybacks import BuybackWatcher
 
 pytestmark = pytest.mark.engines
-
-
-@dataclass
-class Sources:
-    info: FakeHyperliquidInfo
-    aster: FakeAsterChain
-    evm: FakeEvmNode
-    lighter: FakeLighterExplorer
-    llama: FakeDefiLlama
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "hyperliquid_info_url": self.info.url("/info"),
-            "aster_chain_rpc_url": self.aster.url("/info"),
-            "ethereum_rpc_url": self.evm.url("/"),
-            "lighter_explorer_url": self.lighter.url(),
-            "defillama_api_url": self.llama.url(),
-        }
-
-
-@pytest.fixture
-async def sources() -> AsyncIterator[Sources]:
-    async with (
-        FakeHyperliquidInfo() as info,
-        FakeAsterChain() as aster,
-        FakeEvmNode() as evm,
-        FakeLighterExplorer() as lighter,
-        FakeDefiLlama() as llama,
-    ):
-        yield Sources(info, aster, evm, lighter, llama)
 
 
 def _watcher(app: PerpwatchApp) -> BuybackWatcher:
@@ -66,8 +27,9 @@ def _watcher(app: PerpwatchApp) -> BuybackWatcher:
 
 
 async def test_the_fund_is_read_stored_and_answered_with_a_chart_and_a_daily_summary(
-    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, sources: Sources
+    make_settings: MakeSettings, telegram: FakeTelegramApi, binance: FakeForceOrderServer, buyback_sources: Sources
 ) -> None:
+    sources = buyback_sources
     async with running_bot(
         make_settings, telegram, binance, watchers="binance,buybacks", admin_ids=[str(USER)], **sources.settings()
     ) as app:

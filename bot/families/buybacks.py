@@ -27,7 +27,10 @@ def share_text(share: Decimal | None) -> str | None:
     if share is None:
         return None
     percent = share * 100
-    return f"{percent:.2f}%" if percent >= Decimal("0.1") else f"{percent:.4f}%"
+    if percent == 0:
+        return "0%"
+    places = min(12, max(2, 1 - percent.adjusted()))  # two significant digits below 0.1%
+    return f"{percent:.{places}f}%"
 
 
 def figure(line: BuybackLine) -> str:

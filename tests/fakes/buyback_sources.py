@@ -13,7 +13,8 @@ request: a 429 with `Retry-After`, a 500, or a malformed 200 body. Bodies start 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,35 @@ class FakeDefiLlama(_Loopback):
         if slug in self.totals:
             summary["totalAllTime"] = self.totals[slug]
         return _json(summary)
+
+
+@dataclass
+class Sources:
+    """Every buyback source's fake, and the settings that aim the bot at them."""
+
+    info: FakeHyperliquidInfo
+    aster: FakeAsterChain
+    evm: FakeEvmNode
+    lighter: FakeLighterExplorer
+    llama: FakeDefiLlama
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "hyperliquid_info_url": self.info.url("/info"),
+            "aster_chain_rpc_url": self.aster.url("/info"),
+            "ethereum_rpc_url": self.evm.url("/"),
+            "lighter_explorer_url": self.lighter.url(),
+            "defillama_api_url": self.llama.url(),
+        }
+
+
+@asynccontextmanager
+async def every_source() -> AsyncIterator[Sources]:
+    async with (
+        FakeHyperliquidInfo() as info,
+        FakeAsterChain() as aster,
+        FakeEvmNode() as evm,
+        FakeLighterExplorer() as lighter,
+        FakeDefiLlama() as llama,
+    ):
+        yield Sources(info, aster, evm, lighter, llama)
