@@ -163,6 +163,9 @@ async def test_hl_a_buy_after_missed_snapshots_says_how_long_the_gap_was() -> No
         params = dict(HL_PARAMS, expected_interval_s=300)
         got = await poller.fetch(HL, params, now=T0 + timedelta(minutes=12), urls=hl_urls(fake), last_snapshot=last)
         assert got.snapshot is not None and got.snapshot.gap_s is None and got.buys[0].note is None
+        got = await poller.fetch(HL, params, now=T0 + timedelta(minutes=13), urls=hl_urls(fake), last_snapshot=last)
+        assert got.snapshot is not None and got.snapshot.gap_s == 780.0
+        assert got.buys[0].note == "spans a 13 min gap without snapshots"
 
 
 async def test_hl_a_fall_is_no_buy_but_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -452,11 +455,12 @@ async def test_lighter_stops_paging_at_the_newest_trade_counted() -> None:
         fill_history(fake, 120)
         first = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake))
         fake.seen.clear()
+        fake.trade(at(119), "3", "1", maker=5, taker=0, is_taker_ask=0)  # listed late, in the same microsecond
         fake.trade(at(500), "3", "2", maker=5, taker=0, is_taker_ask=0)
         got = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake), cursor=first.cursor)
         assert fake.offsets() == [0]
-        # The log at the boundary is read again (not a buy: another market); only the new trade is counted.
-        assert [b.usd for b in got.buys] == [Decimal(6)]
+        # The boundary's microsecond is read again (its old log is another market's): both new trades count.
+        assert [b.usd for b in got.buys] == [Decimal(6), Decimal(3)]
         assert got.cursor["newest"] == datetime.fromisoformat(at(500)).isoformat()
 
 
@@ -539,7 +543,10 @@ UNKNOWN_SLUG = r"no holders revenue for slug 'hyperliquid-perp' \(HTTP 400 from 
 
 
 async def test_defillama_unknown_slug_and_malformed_bodies_raise_clearly() -> None:
-    async with FakeDefiLlama(charts={"hyperliquid": [[1791417600, 5]]}) as fake, driving() as (poller, _, _):
+    chart = [[1791331200, 0], [1791417600, 5]]
+    async with FakeDefiLlama(charts={"hyperliquid": chart}) as fake, driving() as (poller, _, _):
+        got = await poller.fetch(LLAMA, {"slug": "hyperliquid"}, now=T0, urls=llama_urls(fake))
+        assert [b.key for b in got.buys] == ["day:2026-10-08"] and got.cursor == "2026-10-08"  # a zero day buys nothing
         with pytest.raises(
             ValueError,
             match=UNKNOWN_SLUG,
