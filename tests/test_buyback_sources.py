@@ -606,6 +606,16 @@ def test_every_kind_has_a_source_and_an_unknown_kind_names_them() -> None:
         assert source.kind == name
     with pytest.raises(ValueError, match="unknown kind 'binance'; the kinds are hyperliquid_spot_balance, aster"):
         buyback_sources.validate("binance", {})
+    samples: dict[ProgrammeKind, dict[str, Any]] = {
+        "hyperliquid_spot_balance": HL_PARAMS,
+        "aster_chain_fills": ASTER_PARAMS,
+        "evm_erc20_inflow": EVM_PARAMS,
+        "lighter_account_trades": {},
+        "defillama_holders_revenue": {"slug": "edgex"},
+    }
+    for name, params in samples.items():  # what validate returns is what a programme stores: it validates again
+        once = buyback_sources.validate(name, params)
+        assert buyback_sources.validate(name, once) == once
     kind: ProgrammeKind = "defillama_holders_revenue"
     assert buyback_sources.validate(kind, {"slug": "edgex"}) == {"slug": "edgex"}
     assert buyback_sources.DEFAULT_URLS == {
