@@ -23,9 +23,10 @@ the report, not to the measured inflow.
 Default RPC URLs: BSC `https://bsc-dataseed.bnbchain.org` and Arbitrum `https://arb1.arbitrum.io/rpc` (research
 §4, from docs.bnbchain.org and docs.arbitrum.io); Ethereum `https://ethereum.publicnode.com`, PublicNode
 (Allnodes) being listed by ethereum.org's developer tools as "free Ethereum RPC endpoints that need no API key"
-(https://ethereum.org/developers/tools/publicnode-allnodes/; URL as listed at
-https://alchemy.com/node-providers/public-node). BNB Chain's own endpoints disable `eth_getLogs` (research §4):
-on BSC `bsc_rpc_url` must be set to a provider that serves logs, or every step fails with the node's error.
+(https://ethereum.org/developers/tools/publicnode-allnodes/), at the URL the chain registry lists
+(ethereum-lists/chains:_data/chains/eip155-1.json; also https://alchemy.com/node-providers/public-node). BNB
+Chain's own endpoints disable `eth_getLogs` (research §4): on BSC `bsc_rpc_url` must be set to a provider that
+serves logs, or every step fails with the node's error.
 """
 
 from __future__ import annotations
