@@ -1,7 +1,7 @@
 """Each buyback source kind stepped through a real `RestPoller` (its `get_json` is the budgeted path every
 request takes) against the loopback fakes of tests/fakes/buyback_sources.py: figures exact, keys stable under
-replay, cursors durable, and each kind's failure modes (caps, range errors, removed logs, gaps, 429/500,
-malformed bodies). Time for budgets is a frozen clock; each step's `now` is given by the test."""
+replay, cursors durable, and each kind's failure modes (caps, range errors, removed logs, gaps, rate limits,
+server errors, malformed bodies). Time for budgets is a frozen clock; each step's `now` is given by the test."""
 
 from __future__ import annotations
 
@@ -163,6 +163,9 @@ async def test_hl_a_buy_after_missed_snapshots_says_how_long_the_gap_was() -> No
         params = dict(HL_PARAMS, expected_interval_s=300)
         got = await poller.fetch(HL, params, now=T0 + timedelta(minutes=12), urls=hl_urls(fake), last_snapshot=last)
         assert got.snapshot is not None and got.snapshot.gap_s is None and got.buys[0].note is None
+        got = await poller.fetch(HL, params, now=T0 + timedelta(minutes=13), urls=hl_urls(fake), last_snapshot=last)
+        assert got.snapshot is not None and got.snapshot.gap_s == 780.0
+        assert got.buys[0].note == "spans a 13 min gap without snapshots"
 
 
 async def test_hl_a_fall_is_no_buy_but_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -272,6 +275,19 @@ async def test_aster_a_capped_window_is_halved_and_no_millisecond_is_split() -> 
         assert widths[0] == 3_600_000 and widths[1] == 1_800_000 and min(widths) < 600_000
 
 
+async def test_aster_a_millisecond_over_the_cap_is_an_error_not_a_partial_count() -> None:
+    async with FakeAsterChain() as fake, driving() as (poller, _, _):
+        for _ in range(1200):
+            fake.fill(WALLET, START, "0.5", "1")
+        now = datetime(2026, 6, 17, 2, tzinfo=UTC)
+        first = await poller.fetch(ASTER, ASTER_PARAMS, now=now, urls=aster_urls(fake))
+        assert first.buys == () and first.more and first.cursor["from_ms"] == START
+        assert len(fake.seen) == buyback_aster.MAX_REQUESTS
+        assert first.cursor["window_ms"] == 3_600_000 >> buyback_aster.MAX_REQUESTS
+        with pytest.raises(ValueError, match="1000 fills in the one millisecond"):
+            await poller.fetch(ASTER, ASTER_PARAMS, now=now, urls=aster_urls(fake), cursor=first.cursor)
+
+
 async def test_aster_a_replayed_window_gives_the_same_keys() -> None:
     async with FakeAsterChain() as fake, driving() as (poller, _, _):
         for qty in ("5", "5", "7"):
@@ -374,6 +390,20 @@ async def test_evm_a_range_error_shrinks_the_chunk_and_the_cursor_keeps_it() -> 
         assert got.cursor == {"block": 349, "chunk": 125}
 
 
+async def test_evm_a_step_that_keeps_hitting_the_limit_stores_the_narrowed_chunk() -> None:
+    async with FakeEvmNode(head=5000, max_range=10) as fake, driving() as (poller, _, _):
+        fake.transfer(EDGE, EDGE_WALLET, 103, 10**18)
+        params = dict(EVM_PARAMS, chunk=2000)
+        got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake))
+        assert got.buys == () and got.more and got.cursor == {"block": 99, "chunk": 31}
+        assert len(fake.calls("eth_getLogs")) == buyback_evm.MAX_SHRINKS
+        got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake), cursor=got.cursor)
+        assert got.cursor == {"block": 106, "chunk": 7} and [b.tokens for b in got.buys] == [Decimal(1)]
+        fake.max_range = 0  # not even one block: nothing left to halve
+        with pytest.raises(buyback_evm.RpcError, match="-32005"):
+            await poller.fetch(EVM, dict(params, chunk=1), now=T0, urls=evm_urls(fake), cursor=got.cursor)
+
+
 async def test_evm_removed_logs_are_dropped_and_a_replayed_range_gives_the_same_keys() -> None:
     async with FakeEvmNode(head=1000) as fake, driving() as (poller, _, _):
         fake.transfer(EDGE, EDGE_WALLET, 200, 10**18, log_index=1, removed=True)
@@ -420,7 +450,7 @@ def at(i: int) -> str:
 
 
 def fill_history(fake: FakeLighterExplorer, n: int) -> None:
-    """`n` trades, oldest first: the treasury (0) buys as taker, buys as maker, sells, and buys on another market."""
+    """`n` trades, oldest first: the treasury buys as taker, buys as maker, sells, and buys on another market."""
     for i in range(n):
         match i % 4:
             case 0:
@@ -452,11 +482,12 @@ async def test_lighter_stops_paging_at_the_newest_trade_counted() -> None:
         fill_history(fake, 120)
         first = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake))
         fake.seen.clear()
+        fake.trade(at(119), "3", "1", maker=5, taker=0, is_taker_ask=0)  # listed late, in the same microsecond
         fake.trade(at(500), "3", "2", maker=5, taker=0, is_taker_ask=0)
         got = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake), cursor=first.cursor)
         assert fake.offsets() == [0]
-        # The log at the boundary is read again (not a buy: another market); only the new trade is counted.
-        assert [b.usd for b in got.buys] == [Decimal(6)]
+        # The boundary's microsecond is read again (its old log is another market's): both new trades count.
+        assert [b.usd for b in got.buys] == [Decimal(6), Decimal(3)]
         assert got.cursor["newest"] == datetime.fromisoformat(at(500)).isoformat()
 
 
@@ -539,7 +570,10 @@ UNKNOWN_SLUG = r"no holders revenue for slug 'hyperliquid-perp' \(HTTP 400 from 
 
 
 async def test_defillama_unknown_slug_and_malformed_bodies_raise_clearly() -> None:
-    async with FakeDefiLlama(charts={"hyperliquid": [[1791417600, 5]]}) as fake, driving() as (poller, _, _):
+    chart = [[1791331200, 0], [1791417600, 5]]
+    async with FakeDefiLlama(charts={"hyperliquid": chart}) as fake, driving() as (poller, _, _):
+        got = await poller.fetch(LLAMA, {"slug": "hyperliquid"}, now=T0, urls=llama_urls(fake))
+        assert [b.key for b in got.buys] == ["day:2026-10-08"] and got.cursor == "2026-10-08"  # a zero day buys nothing
         with pytest.raises(
             ValueError,
             match=UNKNOWN_SLUG,
@@ -572,6 +606,16 @@ def test_every_kind_has_a_source_and_an_unknown_kind_names_them() -> None:
         assert source.kind == name
     with pytest.raises(ValueError, match="unknown kind 'binance'; the kinds are hyperliquid_spot_balance, aster"):
         buyback_sources.validate("binance", {})
+    samples: dict[ProgrammeKind, dict[str, Any]] = {
+        "hyperliquid_spot_balance": HL_PARAMS,
+        "aster_chain_fills": ASTER_PARAMS,
+        "evm_erc20_inflow": EVM_PARAMS,
+        "lighter_account_trades": {},
+        "defillama_holders_revenue": {"slug": "edgex"},
+    }
+    for name, params in samples.items():  # what validate returns is what a programme stores: it validates again
+        once = buyback_sources.validate(name, params)
+        assert buyback_sources.validate(name, once) == once
     kind: ProgrammeKind = "defillama_holders_revenue"
     assert buyback_sources.validate(kind, {"slug": "edgex"}) == {"slug": "edgex"}
     assert buyback_sources.DEFAULT_URLS == {

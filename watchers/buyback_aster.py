@@ -4,7 +4,7 @@ The only source of the request and its answer is DefiLlama's adapter (DefiLlama/
 fees/aster-spot/index.ts at e7346b0e, quoted in research/unlocks-buybacks-tge.md §2.2); no official Aster doc
 describes it. JSON-RPC `POST https://tapi.asterdex.com/info`, method `aster_spotUserFills`, params
 `[wallet, null, fromMs, toMs - 1, "latest"]`, answer `result.fills[]` of `{symbol, side:"BUY"|"SELL", price:str,
-qty:str, time:ms}`, at most 1000 records a response ("RPC hard cap"). The adapter counts `ASTERUSDT` BUY fills at
+qty:str, time:ms}`, at most `CAP` records a response ("RPC hard cap"). The adapter counts `ASTERUSDT` BUY fills at
 `qty × price` USD; so does this module (USDT counted as USD).
 
 Why windows and halving: a response at the cap is incomplete and the adapter does not say which fills it drops,

@@ -6,9 +6,9 @@ a published share for some protocols), it lumps in distributions to stakers, and
 
 Wire shape: `GET https://api.llama.fi/summary/fees/{slug}?dataType=dailyHoldersRevenue` (dataType enum from
 DefiLlama/api-docs:defillama-openapi-free.json, research §2.3) → an object with `totalAllTime` and
-`totalDataChart: [[unixSeconds at 00:00 UTC, usd number], …]` (real capture
-`payloads/defillama_summaryFees_hyperliquid_dailyHoldersRevenue_real2026_excerpt.json`). An unknown slug is
-HTTP 400 "Fees for … not found, please visit /overview/fees to see available protocols" (same capture's
+`totalDataChart: [[unixSeconds at UTC midnight, usd number], …]` (real capture
+`payloads/defillama_summaryFees_hyperliquid_dailyHoldersRevenue_real2026_excerpt.json`). An unknown slug is a
+client error "Fees for … not found, please visit /overview/fees to see available protocols" (same capture's
 notes, from rujole13/hype-buyback-dashboard:samples/_manifest.json).
 
 Why only complete days: the last point of the chart is the day under way, still growing; a day is counted once

@@ -8,8 +8,8 @@ value), blockNumber, blockHash, transactionHash, transactionIndex, logIndex, rem
 eth_getLogs reference); `eth_blockNumber` → hex quantity; `eth_getBlockByNumber(hex, false)` → a block whose
 `timestamp` is a hex quantity of Unix seconds (Ethereum JSON-RPC spec).
 
-Why chunks that shrink: providers cap a log query by block range or by result count (Alchemy 2K blocks, Infura
--32005 "query returned more than 10000 results", QuickNode free 5 blocks; research §4), and a public RPC's
+Why chunks that shrink: providers cap a log query by block range or by result count (Alchemy by range, Infura by
+result count, QuickNode by a small range on free plans; research §4), and a public RPC's
 limit is not announced in advance. A range error halves the chunk, and the halved chunk is stored in the cursor
 so the next step does not hit the same error again.
 
@@ -23,9 +23,10 @@ the report, not to the measured inflow.
 Default RPC URLs: BSC `https://bsc-dataseed.bnbchain.org` and Arbitrum `https://arb1.arbitrum.io/rpc` (research
 §4, from docs.bnbchain.org and docs.arbitrum.io); Ethereum `https://ethereum.publicnode.com`, PublicNode
 (Allnodes) being listed by ethereum.org's developer tools as "free Ethereum RPC endpoints that need no API key"
-(https://ethereum.org/developers/tools/publicnode-allnodes/; URL as listed at
-https://alchemy.com/node-providers/public-node). BNB Chain's own endpoints disable `eth_getLogs` (research §4):
-on BSC `bsc_rpc_url` must be set to a provider that serves logs, or every step fails with the node's error.
+(https://ethereum.org/developers/tools/publicnode-allnodes/), at the URL the chain registry lists
+(ethereum-lists/chains:_data/chains/eip155-1.json; also https://alchemy.com/node-providers/public-node). BNB
+Chain's own endpoints disable `eth_getLogs` (research §4): on BSC `bsc_rpc_url` must be set to a provider that
+serves logs, or every step fails with the node's error.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 """keccak-256 of `Transfer(address,address,uint256)` (research §4, computed locally there)."""
 
 RANGE_ERROR_CODES = frozenset({-32005})
-"""Infura's "query returned more than 10000 results" (research §4)."""
+"""Infura's code for a query with too many results (research §4)."""
 _RANGE_WORDS = ("range", "more than", "results")
 """Words of the range errors the research quotes (Alchemy's block range, Infura's result count): other
 providers say it in words, without a shared code."""
@@ -148,7 +149,7 @@ def parse_log(raw: object, token: str, wallet: str, first: int, last: int) -> di
 
 
 def units(raw: int, decimals: int) -> Decimal:
-    """Raw token units as tokens, exactly: a Decimal division would round a uint256 to 28 digits."""
+    """Raw token units as tokens, exactly: a Decimal division would round a large uint256 to the context's precision."""
     return Decimal((0, tuple(int(d) for d in str(raw)), -decimals))
 
 

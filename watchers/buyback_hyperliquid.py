@@ -1,6 +1,6 @@
 """The Hyperliquid Assistance Fund's buyback, read as its spot balance over time.
 
-Why a balance and not fills: `userFills(ByTime)` reach only the 10,000 most recent fills (days of the fund's
+Why a balance and not fills: `userFills(ByTime)` reach only the most recent fills (days of the fund's
 buying), so fills cannot backfill history; the balance can be read at any time and its difference between two
 snapshots is what was bought in between (research/unlocks-buybacks-tge.md §2.1, §6.4).
 
@@ -11,8 +11,8 @@ Wire shapes, each from a named source:
 - `{"type":"spotClearinghouseState","user"}` → `{"balances":[{coin, token:int, hold, total, entryNtl}]}`, figures
   as decimal strings (exchange-apis.md §1.2; samples `payloads/hyperliquid_spotClearinghouseState_docs.json` and
   `…_assistanceFund_real2026.json`).
-- Weights: `spotClearinghouseState` 2, `spotMeta` budgeted at 20 (the rate-limits page; a newer spot page says 2),
-  taken from `watchers.hl_account.WEIGHTS` so one table holds them (exchange-apis.md §1.4, §8.5).
+- Weights: taken from `watchers.hl_account.WEIGHTS`, so one table holds them and its choice where two docs pages
+  disagree on `spotMeta` (the heavier one is budgeted) applies here too (exchange-apis.md §1.4, §8.5).
 
 The token is found by its tokenId, never by its name: names are not unique across Hyperliquid's spot tokens,
 while the tokenId is what DefiLlama and the fund's own docs name (research §2.1, §6.5). The balance row is then
@@ -44,7 +44,7 @@ DEFAULT_URLS: dict[str, str] = {URL_SETTING: "https://api.hyperliquid.xyz/info"}
 
 INDEX_REFRESH = timedelta(days=1)
 """How long a token index read from `spotMeta` is trusted: an index is not expected to change, and `spotMeta`
-costs ten balance reads, so it is asked for at most daily."""
+weighs as much as many balance reads, so it is asked for at most daily."""
 
 GAP_FACTOR = 2.5
 """A snapshot later than this many expected intervals after the one before marks a gap: the buy it yields is

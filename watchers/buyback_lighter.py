@@ -1,21 +1,21 @@
 """Lighter's LIT buyback, read as the trades of the treasury account in the explorer's account logs.
 
 Request and rule from DefiLlama's adapter (DefiLlama/dimension-adapters:fees/lighterv2/index.ts at e7346b0e):
-`GET https://explorer.elliot.ai/api/accounts/{account}/logs?pub_data_type=Trade&limit=100&offset=N`, a JSON
+`GET https://explorer.elliot.ai/api/accounts/{account}/logs?pub_data_type=Trade&limit=&offset=`, a JSON
 array, newest first; a log's `time` (ISO string) and `pubdata.trade_pubdata` `{market_index:int,
 is_taker_ask:0|1, price:str, size:str, maker_account_index, taker_account_index}`. The treasury buys when it is
-the taker of a trade whose taker bids (`is_taker_ask` 0: how it bought before Feb 2026) or the maker of one
-whose taker asks (`is_taker_ask` 1: after); both are counted whatever the date, as the adapter does. USD is
+the taker of a trade whose taker bids (how it bought before Feb 2026) or the maker of one whose taker
+asks (after); both are counted whatever the date, as the adapter does. USD is
 `price × size` (the LIT/USDC market, USDC counted as USD).
 
-Lighter's own docs page for the endpoint (https://apidocs.lighter.xyz/reference/logs) adds: `limit` 1 to 100,
-the log's `hash`, `time` with microseconds (`2025-11-20T11:56:44.999846Z`), a trade also arriving as
+Lighter's own docs page for the endpoint (https://apidocs.lighter.xyz/reference/logs) adds: the bounds of `limit`
+(`LIMIT` is the largest), the log's `hash`, `time` with microseconds, a trade also arriving as
 `pubdata.trade_pubdata_with_funding` (read like `trade_pubdata`), account indexes shown only as a placeholder
-(an int or a digit string is accepted), and its own rate limit (100 requests a minute).
+(an int or a digit string is accepted), and a rate limit of its own.
 
 Why this cursor: offset paging of a newest-first list shifts while it is read (a new trade pushes every log one
 place down), so a page may repeat logs of the page before but never skips one. The durable cursor is the time
-of the newest log counted; a scan pages back from offset 0 until it reaches a log older than that, and a long
+of the newest log counted; a scan pages back from the first page until it reaches a log older than that, and a long
 scan (the first one reads the whole history) keeps its offset in the cursor between steps. Repeated logs are
 harmless: a trade's key is its tx hash, time, market, price, size and both accounts, the same on every read.
 

@@ -1,13 +1,13 @@
 """Loopback fakes of every buyback source, speaking the wire shapes the sources' modules cite, apart from the
 code under test: Hyperliquid `/info` (`spotMeta`, `spotClearinghouseState`), Aster Chain JSON-RPC
-(`aster_spotUserFills` with its 1000-record cap), an EVM JSON-RPC node (`eth_blockNumber`, `eth_getLogs` with a
-block-range limit answered like Infura's -32005, `eth_getBlockByNumber`), Lighter's explorer account logs
-(newest first, `limit`/`offset`) and DefiLlama's `/summary/fees/{slug}` (HTTP 400 for an unknown slug).
+(`aster_spotUserFills` with its record cap), an EVM JSON-RPC node (`eth_blockNumber`, `eth_getLogs` with a
+block-range limit answered with Infura's code, `eth_getBlockByNumber`), Lighter's explorer account logs
+(newest first, `limit`/`offset`) and DefiLlama's `/summary/fees/{slug}` (a client error for an unknown slug).
 
 Each fake records what it was asked (`seen`, with the weight the venue's docs give the request, so a test can
 compare it with the budget the client declared) and takes scripted faults in `faults`, each answering one
-request: a 429 with `Retry-After`, a 500, or a malformed 200 body. Bodies start from the saved samples in
-`/work/shared/payloads/` where one exists.
+request: rate limited with `Retry-After`, a server error, or a malformed body sent as a success. Bodies start
+from the saved samples in `/work/shared/payloads/` where one exists.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def server_error() -> Fault:
 
 
 def malformed(text: str) -> Fault:
-    """A 200 whose body is `text` as sent (not JSON-encoded again)."""
+    """A success whose body is `text` as sent (not JSON-encoded again)."""
     return Fault(200, text)
 
 
@@ -193,7 +193,7 @@ class FakeAsterChain(_Loopback):
 @dataclass
 class FakeEvmNode(_Loopback):
     """`POST /` JSON-RPC of an EVM node: `eth_blockNumber`, `eth_getLogs` (filter by address, topic0 and
-    topics[2], a range over `max_range` blocks refused with -32005 as Infura refuses a query with too many
+    topics[2], a range over `max_range` blocks refused with Infura's code, as Infura refuses a query with too many
     results, research §4) and `eth_getBlockByNumber` (`number`, `hash`, `timestamp` of `block_time`)."""
 
     head: int = 1000
@@ -276,7 +276,7 @@ class FakeEvmNode(_Loopback):
 class FakeLighterExplorer(_Loopback):
     """`GET /api/accounts/{index}/logs?pub_data_type=Trade&limit=&offset=` (DefiLlama/dimension-adapters:
     fees/lighterv2/index.ts; log shape from https://apidocs.lighter.xyz/reference/logs): `logs` newest first,
-    `limit` 1 to 100 (400 beyond)."""
+    `limit` within the documented bounds (a client error beyond)."""
 
     logs: list[dict[str, Any]] = field(default_factory=list)
     """Newest first."""
@@ -336,7 +336,7 @@ class FakeLighterExplorer(_Loopback):
 @dataclass
 class FakeDefiLlama(_Loopback):
     """`GET /summary/fees/{slug}?dataType=dailyHoldersRevenue`: the real Hyperliquid capture with its
-    `totalDataChart` and `totalAllTime` settable per slug; an unknown slug answers 400 with DefiLlama's text."""
+    `totalDataChart` and `totalAllTime` settable per slug; an unknown slug answers DefiLlama's client error and text."""
 
     charts: dict[str, list[list[Any]]] = field(default_factory=dict)
     totals: dict[str, Any] = field(default_factory=dict)
