@@ -30,6 +30,7 @@ from perpwatch.events import Topic
 from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
+from watchers.buybacks import NAME as BUYBACKS
 from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
 
@@ -161,8 +162,9 @@ class PerpwatchApp:
                 self._started.append(platform)
             self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
             self._janitor_task = asyncio.create_task(self._prune_history(), name="janitor")
-            await self._merge_bundled()
-            self._reports_task = asyncio.create_task(self.buyback_reports.run(), name="buyback-reports")
+            if BUYBACKS in self.supervisor.watchers:  # no programme is read without it: nothing to report
+                await self._merge_bundled()
+                self._reports_task = asyncio.create_task(self.buyback_reports.run(), name="buyback-reports")
             await self._load_cascades()
             self._cascade_task = asyncio.create_task(self._end_quiet_cascades(), name="cascades")
             await self.supervisor.start()

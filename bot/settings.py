@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.engine import mask_url, parse_database_url
 from watchers import bybit, hyperliquid, lighter, lighter_accounts, okx, pacifica, pacifica_accounts
+from watchers.buyback_sources import DEFAULT_URLS as BUYBACK_URLS
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
@@ -92,12 +93,13 @@ class Settings(BaseSettings):
     # endpoints of the sources, each the real public one by default (EVM programmes name their chain's).
     buyback_poll_s: float = Field(default=300.0, ge=30, le=86400)
     buyback_refresh_s: float = Field(default=60.0, ge=5, le=3600)
-    aster_chain_rpc_url: str = "https://tapi.asterdex.com/info"
-    defillama_api_url: str = "https://api.llama.fi"
-    lighter_explorer_url: str = "https://explorer.elliot.ai"
-    ethereum_rpc_url: str = "https://ethereum-rpc.publicnode.com"
-    bsc_rpc_url: str = "https://bsc-dataseed.bnbchain.org"
-    arbitrum_rpc_url: str = "https://arb1.arbitrum.io/rpc"
+    # BSC's documented public endpoint refuses eth_getLogs: a BSC programme needs a provider that serves logs.
+    aster_chain_rpc_url: str = BUYBACK_URLS["aster_chain_rpc_url"]
+    defillama_api_url: str = BUYBACK_URLS["defillama_api_url"]
+    lighter_explorer_url: str = BUYBACK_URLS["lighter_explorer_url"]
+    ethereum_rpc_url: str = BUYBACK_URLS["ethereum_rpc_url"]
+    bsc_rpc_url: str = BUYBACK_URLS["bsc_rpc_url"]
+    arbitrum_rpc_url: str = BUYBACK_URLS["arbitrum_rpc_url"]
     ws_probe_after_s: float = Field(default=60.0, gt=0)
     ws_probe_timeout_s: float = Field(default=10.0, gt=0)
     ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)

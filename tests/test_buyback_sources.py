@@ -362,17 +362,34 @@ async def test_evm_inflows_are_read_in_chunks_below_the_confirmed_head() -> None
         ]
         assert got.buys[0].start == got.buys[0].end == datetime.fromtimestamp(fake.block_time(150), tz=UTC)
         assert fake.calls("eth_getBlockByNumber") == [[hex(150), False]]  # one call for the block's two logs
-        assert got.cursor == {"block": 599, "chunk": 500} and got.more
+        assert got.cursor == {"block": 599, "chunk": 500, "decimals": 18} and got.more
         got = await poller.fetch(EVM, EVM_PARAMS, now=T0, urls=evm_urls(fake), cursor=got.cursor)
         assert [b.tokens for b in got.buys] == [Decimal(25)]
-        assert got.cursor == {"block": 1099, "chunk": 500} and got.more
+        assert got.cursor == {"block": 1099, "chunk": 500, "decimals": 18} and got.more
         got = await poller.fetch(EVM, EVM_PARAMS, now=T0, urls=evm_urls(fake), cursor=got.cursor)
-        assert got.buys == [] and got.cursor == {"block": 1100, "chunk": 500} and not got.more
+        assert got.buys == [] and got.cursor == {"block": 1100, "chunk": 500, "decimals": 18} and not got.more
         idle = await poller.fetch(EVM, EVM_PARAMS, now=T0, urls=evm_urls(fake), cursor=got.cursor)
         assert idle.buys == () and idle.cursor == got.cursor
         fake.head = 1113
         got = await poller.fetch(EVM, EVM_PARAMS, now=T0, urls=evm_urls(fake), cursor=got.cursor)
         assert [b.tokens for b in got.buys] == [Decimal(1)] and got.cursor["block"] == 1101
+
+
+async def test_evm_without_a_start_block_counts_from_the_confirmed_head_and_reads_decimals_once() -> None:
+    """No block is guessed from a date: the first step only marks where counting starts, and the token's own
+    `decimals()` scales the amounts (a 6-decimal token's 2,500,000 units are 2.5 tokens, not 2.5e-12)."""
+    async with FakeEvmNode(head=1000, decimals=6) as fake, driving() as (poller, _, _):
+        params = {k: v for k, v in EVM_PARAMS.items() if k not in ("decimals", "from_block")}
+        fake.transfer(EDGE, EDGE_WALLET, 500, 9 * 10**6)  # before the start: never counted
+        got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake))
+        assert got.buys == () and got.cursor == {"block": 988, "chunk": 500} and not got.more
+        fake.transfer(EDGE, EDGE_WALLET, 995, 2_500_000)
+        fake.head = 1010
+        got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake), cursor=got.cursor)
+        assert [b.tokens for b in got.buys] == [Decimal("2.5")] and got.cursor["decimals"] == 6
+        assert len(fake.calls("eth_call")) == 1
+        await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake), cursor=got.cursor)
+        assert len(fake.calls("eth_call")) == 1  # kept in the cursor
 
 
 async def test_evm_a_range_error_shrinks_the_chunk_and_the_cursor_keeps_it() -> None:
@@ -383,11 +400,12 @@ async def test_evm_a_range_error_shrinks_the_chunk_and_the_cursor_keeps_it() -> 
         got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake))
         ranges = [(int(q["fromBlock"], 16), int(q["toBlock"], 16)) for (q,) in fake.calls("eth_getLogs")]
         assert ranges == [(100, 2099), (100, 1099), (100, 599), (100, 349), (100, 224)]
-        assert got.cursor == {"block": 224, "chunk": 125} and [b.tokens for b in got.buys] == [Decimal(7)]
+        assert got.cursor == {"block": 224, "chunk": 125, "decimals": 18}
+        assert [b.tokens for b in got.buys] == [Decimal(7)]
         got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake), cursor=got.cursor)
         assert fake.calls("eth_getLogs")[-1][0]["fromBlock"] == hex(225)
         assert fake.calls("eth_getLogs")[-1][0]["toBlock"] == hex(349)
-        assert got.cursor == {"block": 349, "chunk": 125}
+        assert got.cursor == {"block": 349, "chunk": 125, "decimals": 18}
 
 
 async def test_evm_a_step_that_keeps_hitting_the_limit_stores_the_narrowed_chunk() -> None:
@@ -395,10 +413,10 @@ async def test_evm_a_step_that_keeps_hitting_the_limit_stores_the_narrowed_chunk
         fake.transfer(EDGE, EDGE_WALLET, 103, 10**18)
         params = dict(EVM_PARAMS, chunk=2000)
         got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake))
-        assert got.buys == () and got.more and got.cursor == {"block": 99, "chunk": 31}
+        assert got.buys == () and got.more and got.cursor == {"block": 99, "chunk": 31, "decimals": 18}
         assert len(fake.calls("eth_getLogs")) == buyback_evm.MAX_SHRINKS
         got = await poller.fetch(EVM, params, now=T0, urls=evm_urls(fake), cursor=got.cursor)
-        assert got.cursor == {"block": 106, "chunk": 7} and [b.tokens for b in got.buys] == [Decimal(1)]
+        assert got.cursor == {"block": 106, "chunk": 7, "decimals": 18} and [b.tokens for b in got.buys] == [Decimal(1)]
         fake.max_range = 0  # not even one block: nothing left to halve
         with pytest.raises(buyback_evm.RpcError, match="-32005"):
             await poller.fetch(EVM, dict(params, chunk=1), now=T0, urls=evm_urls(fake), cursor=got.cursor)

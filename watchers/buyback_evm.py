@@ -47,6 +47,9 @@ DEFAULT_URLS: dict[str, str] = {
     "arbitrum_rpc_url": "https://arb1.arbitrum.io/rpc",
 }
 
+DECIMALS_SELECTOR = "0x313ce567"
+"""`decimals()` (research §4, computed locally there)."""
+
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 """keccak-256 of `Transfer(address,address,uint256)` (research §4, computed locally there)."""
 
@@ -180,8 +183,11 @@ class EvmErc20Inflow:
             if not isinstance(value, str) or not _ADDRESS.match(value):
                 raise ValueError(f"{name} must be a 0x address, got {str(value)[:60]!r}")
             out[name] = value.lower()
-        out["decimals"] = _int_param(params, "decimals", None, 0, 36)
-        out["from_block"] = _int_param(params, "from_block", None, 0, 10**12)
+        # Neither is needed: without `decimals` the token's own `decimals()` is read once (a figure typed from
+        # memory would scale every amount wrongly), and without `from_block` counting starts at the confirmed
+        # head on the first step (no block is guessed from a date; the totals say "counted only since").
+        out["decimals"] = _int_param(params, "decimals", None, 0, 36) if "decimals" in params else None
+        out["from_block"] = _int_param(params, "from_block", None, 0, 10**12) if "from_block" in params else None
         out["confirmations"] = _int_param(params, "confirmations", 12, 0, 10_000)
         out["chunk"] = _int_param(params, "chunk", 2000, 1, 1_000_000)
         return out
@@ -189,11 +195,14 @@ class EvmErc20Inflow:
     async def fetch(self, ctx: SourceContext) -> Fetched:
         p = self.validate(ctx.programme.params)
         url = ctx.urls.get(p["rpc"], DEFAULT_URLS[p["rpc"]])
-        done, chunk = self._cursor(ctx.cursor, p["from_block"], p["chunk"])
         head = quantity(await self._call(ctx, url, "eth_blockNumber", []), "eth_blockNumber")
         safe = head - p["confirmations"]
+        if ctx.cursor is None and p["from_block"] is None:
+            return Fetched(buys=(), cursor={"block": safe, "chunk": p["chunk"]})
+        done, chunk = self._cursor(ctx.cursor, p["from_block"] or 0, p["chunk"])
+        decimals = await self._decimals(ctx, url, p)
         if done >= safe:
-            return Fetched(buys=(), cursor={"block": done, "chunk": chunk})
+            return Fetched(buys=(), cursor={"block": done, "chunk": chunk, "decimals": decimals})
         first = done + 1
         for _ in range(MAX_SHRINKS):
             last = min(first + chunk - 1, safe)
@@ -211,7 +220,7 @@ class EvmErc20Inflow:
                     raise
                 chunk = max(1, (last - first + 1) // 2)
         else:
-            return Fetched(buys=(), cursor={"block": done, "chunk": chunk}, more=True)
+            return Fetched(buys=(), cursor={"block": done, "chunk": chunk, "decimals": decimals}, more=True)
         if not isinstance(logs, list):
             raise ValueError(f"eth_getLogs result is not a list: {str(logs)[:120]}")
         transfers = [t for raw in logs if (t := parse_log(raw, p["token"], p["wallet"], first, last)) is not None]
@@ -223,9 +232,26 @@ class EvmErc20Inflow:
         for t in transfers:
             key = f"{t['tx']}:{t['index']}"
             at = times[t["block"]]
-            tokens = units(t["value"], p["decimals"])
+            tokens = units(t["value"], decimals)
             buys[key] = Buy(key=key, start=at, end=at, tokens=tokens, usd=None, basis="measured")
-        return Fetched(buys=list(buys.values()), cursor={"block": last, "chunk": chunk}, more=last < safe)
+        cursor = {"block": last, "chunk": chunk, "decimals": decimals}
+        return Fetched(buys=list(buys.values()), cursor=cursor, more=last < safe)
+
+    async def _decimals(self, ctx: SourceContext, url: str, p: Mapping[str, Any]) -> int:
+        """The programme's `decimals`, else the one read before (in the cursor), else the token's
+        `decimals()` (selector 0x313ce567, research §4) by `eth_call`."""
+        if p["decimals"] is not None:
+            return int(p["decimals"])
+        stored = ctx.cursor.get("decimals") if isinstance(ctx.cursor, dict) else None
+        if isinstance(stored, int) and not isinstance(stored, bool) and 0 <= stored <= 36:
+            return stored
+        raw = await self._call(ctx, url, "eth_call", [{"to": p["token"], "data": DECIMALS_SELECTOR}, "latest"])
+        if not isinstance(raw, str) or not _WORD.match(raw):
+            raise ValueError(f"decimals() of {p['token']} answered {str(raw)[:80]!r}, not one 32-byte word")
+        value = int(raw, 16)
+        if value > 36:
+            raise ValueError(f"decimals() of {p['token']} is {value}: no ERC-20 token has that many")
+        return value
 
     @staticmethod
     async def _call(ctx: SourceContext, url: str, method: str, params: list[Any]) -> Any:

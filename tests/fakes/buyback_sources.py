@@ -200,6 +200,8 @@ class FakeEvmNode(_Loopback):
     max_range: int | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     genesis_s: int = 1_767_225_600  # 2026-01-01T00:00:00Z
+    decimals: int = 18
+    """What `decimals()` answers by `eth_call`."""
     block_s: int = 12
 
     def block_time(self, number: int) -> int:
@@ -256,6 +258,8 @@ class FakeEvmNode(_Loopback):
                     and log["topics"][0] == topics[0]
                     and log["topics"][2] == topics[2]
                 ]
+        elif method == "eth_call" and params[0].get("data") == "0x313ce567":  # decimals()
+            reply["result"] = "0x" + format(self.decimals, "064x")
         elif method == "eth_getBlockByNumber":
             number = int(params[0], 16)
             reply["result"] = (
