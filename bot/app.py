@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TextIO
 
+from bot.buyback_programmes import aster_wallets
 from bot.buyback_programmes import bundled as bundled_programmes
 from bot.buybacks import BuybackReports
 from bot.cascades import CascadeDetector, CascadeSettings, Thresholds, resume
@@ -181,6 +182,7 @@ class PerpwatchApp:
         """The bundled buyback programmes, merged into the store: a second start changes nothing, and one an
         operator removed stays removed. A bad bundled entry was refused with its reason and costs only itself."""
         programmes, _refused = bundled_programmes()
+        programmes += aster_wallets(programmes, self.settings.aster_buyback_wallets)
         added, updated = await self.store.buybacks.merge_bundled(programmes)
         if added or updated:
             log.info("bundled buyback programmes merged added=%d updated=%d", added, updated)

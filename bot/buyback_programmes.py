@@ -13,7 +13,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
@@ -138,6 +138,24 @@ def parse_bundled(text: str, name: str = "buybacks.toml") -> tuple[list[Programm
         seen.add(programme.id)
         loaded.append(programme)
     return loaded, refused
+
+
+def aster_wallets(programmes: list[Programme], wallets: list[str]) -> list[Programme]:
+    """The bundled Aster programme once more per wallet of `PERPWATCH_ASTER_BUYBACK_WALLETS`, as
+    `aster-<first 8 hex digits>`: each is read and totalled on its own, like the bundled wallet."""
+    base = next((p for p in programmes if p.kind == "aster_chain_fills" and p.id == "aster"), None)
+    if base is None:
+        return []
+    return [
+        replace(
+            base,
+            id=f"aster-{wallet[2:10]}",
+            params=validate_params(base.kind, {**base.params, "wallet": wallet}),
+            note=f"Set by PERPWATCH_ASTER_BUYBACK_WALLETS: {wallet}'s ASTER buys on Aster Spot.",
+        )
+        for wallet in wallets
+        if wallet != base.params.get("wallet")
+    ]
 
 
 def bundled() -> tuple[list[Programme], list[Refused]]:

@@ -7,6 +7,7 @@ clients at loopback fakes.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -93,6 +94,9 @@ class Settings(BaseSettings):
     # endpoints of the sources, each the real public one by default (EVM programmes name their chain's).
     buyback_poll_s: float = Field(default=300.0, ge=30, le=86400)
     buyback_refresh_s: float = Field(default=60.0, ge=5, le=3600)
+    # Further Aster Chain wallets whose ASTER buys count as buybacks (each followed as its own programme,
+    # aster-<first 8 hex digits>, read like the bundled one): comma-separated 0x addresses.
+    aster_buyback_wallets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # BSC's documented public endpoint refuses eth_getLogs: a BSC programme needs a provider that serves logs.
     aster_chain_rpc_url: str = BUYBACK_URLS["aster_chain_rpc_url"]
     defillama_api_url: str = BUYBACK_URLS["defillama_api_url"]
@@ -142,6 +146,18 @@ class Settings(BaseSettings):
                     f"{', '.join(KNOWN_WATCHERS)} or 'all'"
                 )
             return list(dict.fromkeys(names))
+        return value
+
+    @field_validator("aster_buyback_wallets", mode="before")
+    @classmethod
+    def _parse_wallets(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            wallets = [str(item).strip().lower() for item in value]
+            bad = [w for w in wallets if not re.fullmatch(r"0x[0-9a-f]{40}", w)]
+            if bad:
+                raise ValueError(f"{bad[0][:60]!r} is not a 0x wallet address; expected comma-separated 0x addresses")
+            return list(dict.fromkeys(wallets))
         return value
 
     @field_validator("admin_ids", mode="before")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.buyback_programmes import bundled, parse_bundled, programme_from
+from bot.buyback_programmes import aster_wallets, bundled, parse_bundled, programme_from
 
 GOOD = """
 [[programme]]
@@ -76,3 +76,16 @@ def test_an_operators_programme_is_checked_the_same_way(entry: dict[str, object]
     assert programme_from(base, origin="chat").origin == "chat"
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         programme_from({**base, **entry}, origin="chat")
+
+
+def test_further_aster_wallets_from_the_setting_are_each_a_programme_of_their_own() -> None:
+    from bot.settings import SettingsError, load_settings
+
+    wallet = "0x" + "ab" * 20
+    settings = load_settings(aster_buyback_wallets=f" {wallet.upper().replace('0X', '0x')} ,{wallet}")
+    assert settings.aster_buyback_wallets == [wallet]
+    programmes, _ = bundled()
+    [extra] = aster_wallets(programmes, settings.aster_buyback_wallets)
+    assert extra.id == "aster-abababab" and extra.params["wallet"] == wallet and extra.kind == "aster_chain_fills"
+    with pytest.raises(SettingsError, match=r"PERPWATCH_ASTER_BUYBACK_WALLETS.*'0x12' is not a 0x wallet address"):
+        load_settings(aster_buyback_wallets="0x12")
