@@ -445,3 +445,12 @@ async def test_db_copy_carries_the_buyback_tables(database_url: str, clock: Froz
     async with Store(database_url, clock=clock) as copied:
         assert await _seen(copied.buybacks) == before
         assert await copied.buybacks.record(AF.id, step(buy("af4", NOW, "1", "1")), at=NOW) == 0
+
+
+async def test_pruning_the_event_log_keeps_the_buyback_history(store: Store) -> None:
+    old = NOW - 400 * DAY
+    snapshot = Snapshot(taken_at=old, balance=Decimal(1), cost_usd=None)
+    await store.buybacks.record(AF.id, step(buy("old", old, "1", "1"), snapshot=snapshot), at=old)
+    await store.outbox.prune(before=NOW)
+    assert await store.buybacks.snapshot_count(AF.id) == 1
+    assert await store.buybacks.days(AF.id) == [DayPoint(old.date().isoformat(), Decimal(1), Decimal(1))]
