@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TextIO
 
+from bot.buyback_programmes import aster_wallets
+from bot.buyback_programmes import bundled as bundled_programmes
+from bot.buybacks import BuybackReports
 from bot.cascades import CascadeDetector, CascadeSettings, Thresholds, resume
 from bot.commands import Context
 from bot.dispatch.dispatcher import Dispatcher
@@ -28,6 +31,7 @@ from perpwatch.events import Topic
 from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
+from watchers.buybacks import NAME as BUYBACKS
 from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
 
@@ -75,6 +79,7 @@ class PerpwatchApp:
             session=SharedSession(),
             sink=self.pipeline,
             watched=self.store.chats.watched_addresses,
+            buybacks=self.store.buybacks,
         )
         self.supervisor = Supervisor(
             list(watchers) if watchers is not None else build_watchers(settings, clock=clock, runtime=self.runtime),
@@ -86,6 +91,10 @@ class PerpwatchApp:
         self._dispatch_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         self._cascade_task: asyncio.Task[None] | None = None
+        self.buyback_reports = BuybackReports(
+            self.store.buybacks, self.store.chats, self.store.watchers, self.pipeline, clock
+        )
+        self._reports_task: asyncio.Task[None] | None = None
         self._started: list[Platform] = []
 
     def _build_platforms(self, console_stream: TextIO | None) -> list[Platform]:
@@ -154,6 +163,9 @@ class PerpwatchApp:
                 self._started.append(platform)
             self._dispatch_task = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
             self._janitor_task = asyncio.create_task(self._prune_history(), name="janitor")
+            if BUYBACKS in self.supervisor.watchers:  # no programme is read without it: nothing to report
+                await self._merge_bundled()
+                self._reports_task = asyncio.create_task(self.buyback_reports.run(), name="buyback-reports")
             await self._load_cascades()
             self._cascade_task = asyncio.create_task(self._end_quiet_cascades(), name="cascades")
             await self.supervisor.start()
@@ -165,6 +177,15 @@ class PerpwatchApp:
             ",".join(p.name for p in self.platforms),
             ",".join(self.supervisor.watchers) or "none",
         )
+
+    async def _merge_bundled(self) -> None:
+        """The bundled buyback programmes, merged into the store: a second start changes nothing, and one an
+        operator removed stays removed. A bad bundled entry was refused with its reason and costs only itself."""
+        programmes, _refused = bundled_programmes()
+        programmes += aster_wallets(programmes, self.settings.aster_buyback_wallets)
+        added, updated = await self.store.buybacks.merge_bundled(programmes)
+        if added or updated:
+            log.info("bundled buyback programmes merged added=%d updated=%d", added, updated)
 
     async def _subscribe_console(self) -> None:
         """The console hears every topic above PERPWATCH_CONSOLE_MIN_USD, re-read from settings each start."""
@@ -204,12 +225,12 @@ class PerpwatchApp:
         await self.supervisor.stop()
         await self.runtime.close()
         await self.pipeline.drain()
-        for task in (self._cascade_task, self._janitor_task, self._dispatch_task):
+        for task in (self._reports_task, self._cascade_task, self._janitor_task, self._dispatch_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._dispatch_task = self._janitor_task = self._cascade_task = None
+        self._dispatch_task = self._janitor_task = self._cascade_task = self._reports_task = None
         for platform in reversed(self._started):
             try:
                 await platform.stop()

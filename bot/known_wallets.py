@@ -1,6 +1,6 @@
 """Known wallets: publicly identified traders' addresses, bundled with their sources (bot/data/known_wallets.toml).
 
-`/watch qwatio` watches the address a public page names, and `/watchlist` shows the name beside an unlabelled
+`/watch JamesWynn` watches the address a public page names, and `/watchlist` shows the name beside an unlabelled
 address. Every entry carries the page that names it, a short verbatim quote from that page showing the name
 with the address, and the day it was read; an entry without them is refused at load, with its position and
 name in the message, and tests/test_known_wallets.py loads the bundled file, so an unsourced attribution

@@ -7,6 +7,7 @@ clients at loopback fakes.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.engine import mask_url, parse_database_url
 from watchers import bybit, hyperliquid, lighter, lighter_accounts, okx, pacifica, pacifica_accounts
+from watchers.buyback_sources import DEFAULT_URLS as BUYBACK_URLS
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
@@ -86,6 +88,22 @@ class Settings(BaseSettings):
     venue_accounts_poll_s: float = Field(default=60.0, ge=5, le=3600)
     venue_accounts_near_poll_s: float = Field(default=15.0, ge=2, le=600)
     venue_accounts_absent_recheck_s: float = Field(default=21600.0, ge=60, le=7 * 86400)
+    # --- buybacks (watchers/buybacks.py, watchers/buyback_*.py) -------------------------------------------
+    # Each programme's source is polled this often (DefiLlama's daily figure at most hourly); the programme
+    # list is read again this often, so an operator's /buybacks add is followed without a restart. The
+    # endpoints of the sources, each the real public one by default (EVM programmes name their chain's).
+    buyback_poll_s: float = Field(default=300.0, ge=30, le=86400)
+    buyback_refresh_s: float = Field(default=60.0, ge=5, le=3600)
+    # Further Aster Chain wallets whose ASTER buys count as buybacks (each followed as its own programme,
+    # aster-<first 8 hex digits>, read like the bundled one): comma-separated 0x addresses.
+    aster_buyback_wallets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # BSC's documented public endpoint refuses eth_getLogs: a BSC programme needs a provider that serves logs.
+    aster_chain_rpc_url: str = BUYBACK_URLS["aster_chain_rpc_url"]
+    defillama_api_url: str = BUYBACK_URLS["defillama_api_url"]
+    lighter_explorer_url: str = BUYBACK_URLS["lighter_explorer_url"]
+    ethereum_rpc_url: str = BUYBACK_URLS["ethereum_rpc_url"]
+    bsc_rpc_url: str = BUYBACK_URLS["bsc_rpc_url"]
+    arbitrum_rpc_url: str = BUYBACK_URLS["arbitrum_rpc_url"]
     ws_probe_after_s: float = Field(default=60.0, gt=0)
     ws_probe_timeout_s: float = Field(default=10.0, gt=0)
     ws_max_lifetime_s: float = Field(default=23 * 3600.0, gt=0)
@@ -128,6 +146,18 @@ class Settings(BaseSettings):
                     f"{', '.join(KNOWN_WATCHERS)} or 'all'"
                 )
             return list(dict.fromkeys(names))
+        return value
+
+    @field_validator("aster_buyback_wallets", mode="before")
+    @classmethod
+    def _parse_wallets(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            wallets = [str(item).strip().lower() for item in value]
+            bad = [w for w in wallets if not re.fullmatch(r"0x[0-9a-f]{40}", w)]
+            if bad:
+                raise ValueError(f"{bad[0][:60]!r} is not a 0x wallet address; expected comma-separated 0x addresses")
+            return list(dict.fromkeys(wallets))
         return value
 
     @field_validator("admin_ids", mode="before")

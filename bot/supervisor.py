@@ -122,6 +122,14 @@ class Supervisor:
             topic = Topic.LIQUIDATION
         return any(t == topic and (venue is None or v == venue) for w in self.watchers.values() for t, v in w.covers)
 
+    def nudge(self, name: str) -> bool:
+        """Ask a watcher to reread what it follows now (a chat added a programme); False when it cannot."""
+        refresh = getattr(self.watchers.get(name), "refresh_soon", None)
+        if refresh is None:
+            return False
+        refresh()
+        return True
+
     def health(self) -> list[WatcherHealth]:
         return [w.health for w in self.watchers.values()]
 

@@ -193,7 +193,7 @@ class SourceContext:
     get_json: FetchJson
     last_snapshot: Snapshot | None = None
     urls: Mapping[str, str] = field(default_factory=dict)
-    """Endpoint settings by name (`hyperliquid_info_url`, `aster_rpc_url`, …), each defaulting to the real URL."""
+    """Endpoint settings by name (`hyperliquid_info_url`, `aster_chain_rpc_url`, …), each defaulting to the real URL."""
 
 
 class BuybackSource(Protocol):

@@ -5,7 +5,8 @@ that Binance's `o.S=SELL` and Bybit's `S=Buy` both mean "a long was liquidated".
 
 The envelope carries what every alert family needs and nothing platform-specific: what the event is about
 (`subject`: fan-out matches watch lists on it), what a later event updates (`thread`, with a `revision`),
-when its alerts are due (`due_at`, default: when accepted) and when an unsent one is stale (`expires_at`).
+when its alerts are due (`due_at`, default: when accepted), when an unsent one is stale (`expires_at`), and
+whether it is for one chat only (`audience`: a report at that chat's own hour or step).
 Bodies are one discriminated union on `kind`; a family adds its body here and its renderer in
 `bot/families/`. Stored bodies carry `BODY_SCHEMA`, so a body written by an older release still decodes.
 """
@@ -245,10 +246,63 @@ class WhaleTradeBody(_Body):
         return _wallet(value)
 
 
+class BuybackLine(_Body):
+    """One programme's figures in a buyback alert, each with where it came from.
+
+    `tokens` is None when the source gives only USD (DefiLlama's estimate), `usd` None when no price is known.
+    `incomplete` says why a figure is a floor (a source failing since a time, history shorter than the
+    window, a gap between snapshots), so the alert never passes off a partial figure as a whole one.
+    `published_*` is the programme's own running total (the fund's balance and cost basis), shown beside ours
+    with its source rather than one of the two picked."""
+
+    programme: str
+    symbol: str
+    window: str
+    tokens: Decimal | None = None
+    usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    avg_price: Decimal | None = None
+    share_of_supply: Decimal | None = Field(default=None, ge=0)
+    basis: Literal["measured", "estimated"] = "measured"
+    source: str = Field(max_length=300)
+    incomplete: str | None = Field(default=None, max_length=300)
+    total_tokens: Decimal | None = None
+    total_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    tracked_since: AwareDatetime | None = None
+    published_tokens: Decimal | None = None
+    published_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    published_source: str | None = Field(default=None, max_length=300)
+
+
+class BuybackSummaryBody(_Body):
+    """A chat's daily buyback summary, at its own hour in its own time zone (the event's `audience`)."""
+
+    kind: Literal["buyback_summary"] = "buyback_summary"
+    day: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="The chat's local date.")
+    zone: str = Field(max_length=64)
+    lines: tuple[BuybackLine, ...]
+
+
+class BuybackMilestoneBody(_Body):
+    """A programme's running total passed a multiple of a chat's step: every N tokens or every $X."""
+
+    kind: Literal["buyback_milestone"] = "buyback_milestone"
+    unit: Literal["tokens", "usd"]
+    step: Decimal = Field(gt=0)
+    reached: Decimal = Field(gt=0)
+    line: BuybackLine
+
+
 # The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
 # each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
 EventBody = Annotated[
-    LiquidationBody | CascadeBody | PositionBody | DistanceBody | WhaleTradeBody, Field(discriminator="kind")
+    LiquidationBody
+    | CascadeBody
+    | PositionBody
+    | DistanceBody
+    | WhaleTradeBody
+    | BuybackSummaryBody
+    | BuybackMilestoneBody,
+    Field(discriminator="kind"),
 ]
 
 
@@ -281,6 +335,12 @@ class Event(BaseModel):
     revision: int = Field(default=0, ge=0, le=2**53)
     due_at: AwareDatetime | None = Field(default=None, description="When its alerts are due; None: on accept.")
     expires_at: AwareDatetime | None = Field(default=None, description="An alert unsent by then is dropped.")
+    audience: int | None = Field(
+        default=None,
+        gt=0,
+        description="The one chat (its store id) a scheduled report is for: a summary at that chat's hour, a "
+        "milestone at its step. None: every chat whose subscriptions match.",
+    )
 
     @field_validator("occurred_at", "due_at", "expires_at")
     @classmethod

@@ -46,6 +46,8 @@ def chat_from_row(row: Row, *, chat_id: int | None = None) -> Chat:
 
 SCOPES = ("all", "watchlist")
 DEFAULT_DISTANCE_WARNINGS = ",".join(DEFAULT_DISTANCE_STEPS)
+DEFAULT_REMINDER_LEADS = "7d,24h,1h"
+"""The lead times a chat is reminded at until it picks its own (the schema's column default too)."""
 """Percent steps a chat is warned at before a watched position's liquidation price (schema 6's default)."""
 """A subscription hears every matching event, or only those whose subject is on the chat's watch list."""
 
@@ -276,6 +278,48 @@ class ChatRepo:
         )
         return _subscription(row) if row is not None else None
 
+    async def of_topic(self, topic: str, *, after_id: int = 0, limit: int = 500) -> list[tuple[Chat, Subscription]]:
+        """Active chats' subscriptions to one topic, a page by subscription id: what a scheduled report
+        (a daily summary at each chat's hour) walks."""
+        rows = await self.db.fetch(
+            "SELECT s.id AS sub_id, s.chat_id, s.topic, s.venue, s.symbol, s.min_usd, s.scope, s.params, c.* "
+            "FROM subscriptions s JOIN chats c ON c.id = s.chat_id "
+            "WHERE s.topic = ? AND s.id > ? AND c.status = 'active' ORDER BY s.id LIMIT ?",
+            (topic, after_id, limit),
+        )
+        return [
+            (
+                chat_from_row(r),
+                Subscription(
+                    id=int(r["sub_id"]),
+                    chat_id=int(r["chat_id"]),
+                    topic=str(r["topic"]),
+                    venue=None if r["venue"] == "*" else r["venue"],
+                    symbol=None if r["symbol"] == "*" else r["symbol"],
+                    min_usd=Decimal(r["min_usd"]) if r["min_usd"] is not None else None,
+                    scope=str(r["scope"]),
+                    params=json.loads(r["params"]),
+                ),
+            )
+            for r in rows
+        ]
+
+    async def set_params(self, chat_id: int, topic: str, changes: Mapping[str, Any]) -> int:
+        """Merge validated parameters into every subscription of the chat to the topic (a key set to None is
+        removed); the number of subscriptions changed."""
+        changed = 0
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("SELECT id, params FROM subscriptions WHERE chat_id=? AND topic=?", (chat_id, topic))
+            for r in rows:
+                merged = {**json.loads(r["params"]), **changes}
+                merged = {k: v for k, v in merged.items() if v is not None}
+                await tx.execute(
+                    "UPDATE subscriptions SET params=? WHERE id=?", (json.dumps(merged, sort_keys=True), r["id"])
+                )
+                changed += 1
+        self._changed(chat_id)
+        return changed
+
     async def subscriptions(self, chat_id: int) -> list[Subscription]:
         rows = await self.db.fetch("SELECT * FROM subscriptions WHERE chat_id=? ORDER BY id", (chat_id,))
         return [_subscription(r) for r in rows]
@@ -329,6 +373,19 @@ class ChatRepo:
         row = await self.db.fetchone("SELECT distance_warnings FROM chats WHERE id=?", (chat_id,))
         value = str(row["distance_warnings"]) if row is not None else DEFAULT_DISTANCE_WARNINGS
         return [step for step in value.split(",") if step]
+
+    # --- reminder lead times ------------------------------------------------------------------------------
+    async def set_reminder_leads(self, chat_id: int, leads: Sequence[str] | None) -> None:
+        """The lead times ('7d', '24h', '1h', as the log writes a reminder's level) this chat is reminded
+        at; None: the default."""
+        value = ",".join(leads) if leads is not None else DEFAULT_REMINDER_LEADS
+        await self.db.execute("UPDATE chats SET reminder_leads=? WHERE id=?", (value, chat_id))
+        self._changed(chat_id)
+
+    async def reminder_leads(self, chat_id: int) -> list[str]:
+        row = await self.db.fetchone("SELECT reminder_leads FROM chats WHERE id=?", (chat_id,))
+        value = str(row["reminder_leads"]) if row is not None else DEFAULT_REMINDER_LEADS
+        return [lead for lead in value.split(",") if lead]
 
     async def thresholds(self, chat_id: int) -> list[Threshold]:
         rows = await self.db.fetch(

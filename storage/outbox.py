@@ -37,9 +37,9 @@ milliseconds on SQLite), so a chat far behind catches up in many small steps, ne
 
 _EVENT_COLUMNS = (
     "key, topic, source, venue, symbol, base, usd, usd_cents, occurred_at, accepted_at, body, subject, thread, "
-    "revision, body_version, due_at, expires_at, side, level"
+    "revision, body_version, due_at, expires_at, side, level, audience"
 )
-_EVENT_MARKS = "(" + ",".join("?" * 19) + ")"
+_EVENT_MARKS = "(" + ",".join("?" * 20) + ")"
 
 # The chat's next events after its cursor that one of its subscriptions hears, as its delivery rows. A subscription
 # matches on topic, venue and symbol (the venue's symbol or its base asset, so `symbol=BTC` matches BTCUSDT and BTC-
@@ -53,7 +53,8 @@ _EVENT_MARKS = "(" + ",".join("?" * 19) + ")"
 # nothing to compare. A withdrawn event, or one already a row, is skipped, and so is a liquidation a cascade carries
 # (`fold_thread`) for a chat that will hear that cascade: its cascade subscription covers the market and its minimum
 # is met by the cascade's total with this one in it. A distance warning is one step crossed (`level`): a chat hears
-# the steps on its list (`chats.distance_warnings`, /distance).
+# the steps on its list (`chats.distance_warnings`, /distance); a reminder is one lead time (`level` '24h'), heard
+# by chats with it on their list (`chats.reminder_leads`). An event with an `audience` is for that chat alone.
 _READ_LOG = """
 INSERT INTO deliveries (event_id, chat_id, due_at, next_attempt_at, expires_at, thread, revision, quiet_held,
                         created_at)
@@ -81,7 +82,9 @@ WHERE e.id > :after AND e.id <= :upto AND NOT e.withdrawn AND c.status = 'active
           AND s.venue IN ('*', e.venue)
           AND s.symbol IN ('*', UPPER(e.symbol), e.base)
           AND COALESCE(s.min_usd_cents, t.min_usd_cents, 0) <= e.fold_usd_cents))
-  AND (e.level IS NULL OR (',' || c.distance_warnings || ',') LIKE ('%,' || e.level || ',%'))
+  AND (e.audience IS NULL OR e.audience = c.id)
+  AND (e.level IS NULL OR (',' || CASE WHEN e.topic = 'whale' THEN c.distance_warnings ELSE c.reminder_leads END
+                           || ',') LIKE ('%,' || e.level || ',%'))
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.chat_id = :chat)
 ORDER BY e.id
 LIMIT :limit
@@ -175,6 +178,7 @@ class Outbox:
                     event.expires_at,
                     side_of(event),
                     level_of(event),
+                    event.audience,
                 )
             )
         async with self.db.transaction() as tx:
@@ -556,10 +560,12 @@ def _pending(row: Row, chat_id: int) -> PendingDelivery:
 
 
 def level_of(event: Event) -> str | None:
-    """A distance warning's step in percent ('10', '7.5'): a chat hears the steps it chose (/distance)."""
-    if not isinstance(event.body, DistanceBody):
-        return None
-    return percent_text(event.body.threshold)
+    """A distance warning's step in percent ('10', '7.5'), or a reminder's lead time ('24h', a body's
+    `lead`): a chat hears the steps and lead times it chose (/distance, /leads)."""
+    if isinstance(event.body, DistanceBody):
+        return percent_text(event.body.threshold)
+    lead = getattr(event.body, "lead", None)
+    return lead if isinstance(lead, str) else None
 
 
 def percent_text(fraction: Decimal) -> str:

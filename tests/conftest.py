@@ -12,6 +12,7 @@ import pytest
 
 from bot.settings import Settings
 from tests.fakes.binance_ws import FakeForceOrderServer
+from tests.fakes.buyback_sources import Sources, every_source
 from tests.fakes.telegram_api import FakeTelegramApi
 from tests.stored import OutboxRows, deliveries, read_logs, scalar, until_outbox
 
@@ -167,3 +168,10 @@ async def eventually(predicate: Callable[[], object], *, timeout_s: float = 10.0
 
 
 __all__ = ["OutboxRows", "deliveries", "read_logs", "scalar", "until_outbox"]
+
+
+@pytest.fixture
+async def buyback_sources() -> AsyncIterator[Sources]:
+    """Loopback fakes of every buyback source, as `Sources` (and `.settings()` to aim a bot at them)."""
+    async with every_source() as sources:
+        yield sources

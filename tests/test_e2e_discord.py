@@ -33,6 +33,7 @@ from tests.fakes.rest import FakeRest
 from tests.fakes.telegram_api import FakeTelegramApi
 from tests.fakes.venue_ws import FakeVenueStream
 from tests.stored import chats, count, message_refs, settings_snapshot, until_outbox
+from watchers.buybacks import BuybackWatcher
 from watchers.hyperliquid_whales import HyperliquidWhaleWatcher
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "payloads"
@@ -59,6 +60,7 @@ ADMIN_COMMAND_OPTIONS: dict[str, dict[str, OptionValue]] = {
 """A valid invocation of every command that changes a chat's settings."""
 
 
+from tests.fakes.buyback_sources import Sources  # noqa: E402
 from tests.test_e2e_telegram import RUN_MS, sample_frame  # noqa: E402 - one docs frame, stamped now, for both platforms
 
 pytestmark = pytest.mark.engines
@@ -310,10 +312,40 @@ async def test_operator_commands_answer_only_admin_ids(
         assert await app.store.watchers.paused() == set()
 
 
+async def test_buybacks_answers_with_the_totals_and_the_chart_attached(
+    make_settings: MakeSettings, discord_api: FakeDiscord, binance: FakeForceOrderServer, buyback_sources: Sources
+) -> None:
+    sources = buyback_sources
+    async with running_bot(
+        make_settings, discord_api, binance, watchers="binance,buybacks", **sources.settings()
+    ) as app:
+        assert text(await slash(discord_api, "subscribe", {"topic": "buyback"})).startswith("Subscribed")
+        watcher = app.supervisor.watchers["buybacks"]
+        assert isinstance(watcher, BuybackWatcher)
+        await eventually(
+            lambda: (
+                "hyperliquid-af" in watcher.pollers
+                and watcher.pollers["hyperliquid-af"].new_buys == 0
+                and watcher.pollers["hyperliquid-af"].health.last_frame_at is not None
+            )
+        )
+        sources.info.total = str(Decimal(sources.info.total) + 500)
+        sources.info.entry_ntl = str(Decimal(sources.info.entry_ntl) + 15000)
+        assert await watcher.pollers["hyperliquid-af"].poll_once()
+        answer = await slash(discord_api, "buybacks", {"what": "hyperliquid-af"}, permissions=0)
+        assert "24h: +500 HYPE · $15.0K · avg $30 · 0.000050% of supply" in text(answer), answer.content
+        [chart] = answer.attachments
+        assert chart["filename"] == "buybacks.png" and int(chart["size"]) > 10_000
+        every = await slash(discord_api, "buybacks", {"what": "every", "arg": "hyperliquid-af", "value": "$1M"})
+        assert text(every) == "A milestone alert each time hyperliquid-af passes another $1.00M."
+        refused = await slash(discord_api, "buybacks", {"what": "every", "arg": "all", "value": "$5M"}, permissions=0)
+        assert "only admins of this chat can change /buybacks every" in text(refused)
+
+
 async def test_every_command_is_exercised_here() -> None:
     """Pins the list above: a new command needs its own e2e test in this file."""
     covered = {"start", "help", "status", "subscribe", "list", "unsubscribe", "watch", "label", "watchlist"}
-    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs", "whale", "distance"}
+    covered |= {"unwatch", "threshold", "quiet", "pause", "resume", "liqs", "whale", "distance", "buybacks"}
     assert {c.name for c in COMMANDS} == covered
     assert set(ADMIN_COMMAND_OPTIONS) == {c.name for c in COMMANDS if c.access is Access.CHAT_ADMIN}
 

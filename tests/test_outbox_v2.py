@@ -257,6 +257,24 @@ async def test_a_distance_warning_reaches_the_chats_that_chose_its_step(store: S
     assert heard == {("1", default.id), ("3", tight.id)}  # 7.5% is on neither chat's list
 
 
+async def test_an_event_for_one_chat_reaches_that_chat_alone(store: Store) -> None:
+    """A report at one chat's own hour (`audience`) is not every subscriber's: the others' reads skip it and
+    still move their cursors past it."""
+    mine = await _subscribed(store, "mine")
+    other = await _subscribed(store, "other")
+    await store.outbox.accept([_with(liquidation(key="for-mine"), audience=mine.id), liquidation(key="for-all")])
+    await read_logs(store)
+    rows = await store.db.fetch("SELECT e.key, d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id")
+    assert {(str(r[0]), int(r[1])) for r in rows} == {
+        ("for-mine", mine.id),
+        ("for-all", mine.id),
+        ("for-all", other.id),
+    }
+    assert await store.chats.reminder_leads(other.id) == ["7d", "24h", "1h"]
+    await store.chats.set_reminder_leads(other.id, ["1h"])
+    assert await store.chats.reminder_leads(other.id) == ["1h"]
+
+
 async def test_subscription_parameters_are_stored_as_data(store: Store) -> None:
     chat = await store.chats.upsert("telegram", "p", kind="private", title=None)
     sub, created = await store.chats.subscribe(

@@ -64,7 +64,10 @@ def test_fixed_setting_names_and_real_defaults() -> None:
         "hyperliquid_whales",
         "lighter_accounts",
         "pacifica_accounts",
+        "buybacks",
     ]
+    assert settings.ethereum_rpc_url == "https://ethereum.publicnode.com"
+    assert settings.buyback_poll_s == 300 and settings.defillama_api_url == "https://api.llama.fi"
     assert settings.lighter_account_url == "https://mainnet.zklighter.elliot.ai/api/v1/account"
     assert settings.pacifica_positions_url == "https://api.pacifica.fi/api/v1/positions"
     assert settings.whale_trade_min_usd == 1_000_000 and settings.whale_weight_per_min == 600

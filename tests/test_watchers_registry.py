@@ -29,6 +29,7 @@ def test_the_known_watcher_names_are_the_registry_entries() -> None:
         "hyperliquid_whales",
         "lighter_accounts",
         "pacifica_accounts",
+        "buybacks",
     )
     assert KNOWN_WATCHERS == tuple(REGISTRY) == names
     assert load_settings(watchers="all").watchers == list(REGISTRY)
@@ -106,11 +107,15 @@ def test_watchers_never_import_the_bot() -> None:
 
 def test_every_entry_builds_from_the_default_settings_and_says_what_it_covers(tmp_path: Path) -> None:
     """Building opens nothing (no socket, no request), so every venue builds here from its real defaults."""
+    from storage import Store
     from watchers.hyperliquid_node import NODE_NOTE, PUBLIC_FEED_NOTE, HyperliquidNodeWatcher
+    from watchers.runtime import Runtime
     from watchers.venue_stream import TopicVenueWatcher
 
-    built = {w.name: w for w in build_watchers(load_settings(watchers="all"), clock=FrozenClock())}
+    runtime = Runtime(clock=FrozenClock(), buybacks=Store(tmp_path / "unopened.db").buybacks)  # opens nothing
+    built = {w.name: w for w in build_watchers(load_settings(watchers="all"), clock=FrozenClock(), runtime=runtime)}
     assert list(built) == list(REGISTRY)
+    assert built["buybacks"].covers and built["buybacks"].health.note
     for name in ("bybit", "okx", "lighter", "pacifica", "hyperliquid"):
         assert isinstance(built[name], TopicVenueWatcher)
         assert built[name].covers == frozenset({(Topic.LIQUIDATION, Venue(name))})

@@ -9,7 +9,7 @@ from bot.families.registry import render_event
 from bot.render import plain_text
 from perpwatch.events import Event, Topic, Venue, WhaleTradeBody
 
-QWATIO = "0x916ea2a9f3ba1ddd006c52babd0216e2ac54ed32"  # in bot/data/known_wallets.toml
+KNOWN = "0xb317d2bc2d3d2df5fa441b5bae0ab9d8b07283ae"  # in bot/data/known_wallets.toml
 OTHER = "0x" + "ab" * 20
 
 
@@ -21,7 +21,7 @@ def test_a_whale_trade_names_both_sides_and_the_known_one_by_name() -> None:
         price=Decimal(90_000),
         notional_usd=Decimal(1_800_000),
         buyer=OTHER,
-        seller=QWATIO,
+        seller=KNOWN,
     )
     event = Event(
         key="hl:trade:BTC:1",
@@ -31,12 +31,12 @@ def test_a_whale_trade_names_both_sides_and_the_known_one_by_name() -> None:
         symbol="BTC",
         usd=body.notional_usd,
         occurred_at=datetime(2026, 12, 2, 12, tzinfo=UTC),
-        link=f"https://app.hyperliquid.xyz/explorer/address/{QWATIO}",
+        link=f"https://app.hyperliquid.xyz/explorer/address/{KNOWN}",
         body=body,
     )
     text = plain_text(render_event(event))
     assert "$1.80M of BTC sold on Hyperliquid" in text
-    assert f"Buyer: {OTHER}" in text and "Seller: qwatio (0x916e…ed32)" in text and "Taker: seller" in text
+    assert f"Buyer: {OTHER}" in text and "Seller: BitcoinOG (0xb317…83ae)" in text and "Taker: seller" in text
 
 
 def test_the_reading_chats_own_label_comes_first() -> None:
@@ -47,7 +47,7 @@ def test_the_reading_chats_own_label_comes_first() -> None:
         price=Decimal(90_000),
         notional_usd=Decimal(1_800_000),
         buyer=OTHER,
-        seller=QWATIO,
+        seller=KNOWN,
     )
     event = Event(
         key="hl:trade:BTC:2",
@@ -59,6 +59,6 @@ def test_the_reading_chats_own_label_comes_first() -> None:
         occurred_at=datetime(2026, 12, 2, 12, tzinfo=UTC),
         body=body,
     )
-    text = plain_text(render_event(event, names={OTHER: "desk-buyer", QWATIO: "ours"}))
-    assert "Buyer: desk-buyer (0xabab…abab)" in text and "Seller: ours (0x916e…ed32)" in text
+    text = plain_text(render_event(event, names={OTHER: "desk-buyer", KNOWN: "ours"}))
+    assert "Buyer: desk-buyer (0xabab…abab)" in text and "Seller: ours (0xb317…83ae)" in text
     assert "Buyer: " + OTHER in plain_text(render_event(event))  # another chat, no labels of its own

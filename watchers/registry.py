@@ -20,6 +20,9 @@ from perpwatch.events import Topic, Venue
 from watchers import bybit, hyperliquid, lighter, okx, pacifica
 from watchers.account_poller import LIGHTER, PACIFICA, AccountPollTuning, AccountPollWatcher, AccountVenue
 from watchers.base import Watcher
+from watchers.buybacks import COVERS as BUYBACK_COVERS
+from watchers.buybacks import NAME as BUYBACKS
+from watchers.buybacks import BuybackTuning, BuybackWatcher
 from watchers.forceorder import ForceOrderSettings, ForceOrderWatcher, sampling_note
 from watchers.hyperliquid_node import HyperliquidNodeWatcher
 from watchers.hyperliquid_whales import NAME as WHALES
@@ -189,6 +192,36 @@ def _accounts(spec: AccountVenue, url_setting: str, share_setting: str) -> Watch
     )
 
 
+BUYBACK_URL_SETTINGS = (
+    "hyperliquid_info_url",
+    "aster_chain_rpc_url",
+    "defillama_api_url",
+    "lighter_explorer_url",
+    "ethereum_rpc_url",
+    "bsc_rpc_url",
+    "arbitrum_rpc_url",
+)
+"""Every endpoint a buyback source may read; an EVM programme names its chain's among them."""
+
+
+def _buybacks() -> WatcherSpec:
+    """Every buyback programme in the store, each on its own poller; the ledger is the store's."""
+
+    def build(settings: Any, context: WatcherContext) -> Watcher:
+        if context.buybacks is None:
+            raise ValueError("the buybacks watcher needs the store's buyback ledger (Runtime(buybacks=…))")
+        urls = {name: getattr(settings, name) for name in BUYBACK_URL_SETTINGS}
+        return BuybackWatcher(context.buybacks, urls, BuybackTuning.from_settings(settings), context)
+
+    return WatcherSpec(
+        name=BUYBACKS,
+        settings=(*BUYBACK_URL_SETTINGS, "buyback_poll_s", "buyback_refresh_s"),
+        build=build,
+        covers=BUYBACK_COVERS,
+        note="Buyback programmes (/buybacks list): each source's state is listed below",
+    )
+
+
 def _share_streams(built: Sequence[Watcher]) -> None:
     """One Hyperliquid `trades` connection, not two: the whale watcher reads the `hyperliquid` watcher's."""
     public = next((w for w in built if isinstance(w, TopicVenueWatcher) and w.spec is hyperliquid.STREAM), None)
@@ -211,6 +244,7 @@ REGISTRY: Mapping[str, WatcherSpec] = {
         _whales(),
         _accounts(LIGHTER, "lighter_account_url", "lighter_accounts_per_min"),
         _accounts(PACIFICA, "pacifica_positions_url", "pacifica_accounts_per_min"),
+        _buybacks(),
     )
 }
 

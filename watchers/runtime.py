@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from perpwatch.buybacks import BuybackLedger
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from watchers.base import EventSink
 from watchers.poller import BudgetRegistry, SessionSource
@@ -107,6 +108,8 @@ class WatcherContext:
     sink: EventSink | None = None
     watched: WatchedSource | None = None
     """Every address some chat watches (the store's watch lists), for watchers that follow wallets."""
+    buybacks: BuybackLedger | None = None
+    """The store of buyback programmes and what they bought (the store's `BuybackRepo`)."""
 
 
 class Runtime:
@@ -121,9 +124,11 @@ class Runtime:
         sink: EventSink | None = None,
         rand: Callable[[], float] = random.random,
         watched: WatchedSource | None = None,
+        buybacks: BuybackLedger | None = None,
     ) -> None:
         self.clock = clock
         self.watched = watched
+        self.buybacks = buybacks
         self.kv: KeyValueStore = kv if kv is not None else MemoryKv()
         self.session = session
         self.sink = sink
@@ -146,6 +151,7 @@ class Runtime:
             budgets=self.budgets,
             sink=self.sink,
             watched=self.watched,
+            buybacks=self.buybacks,
         )
 
     async def close(self) -> None:

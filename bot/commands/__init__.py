@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import general, liqs, settings_cmds, subscriptions, watchlist, whale
+from bot.commands import buybacks, general, liqs, settings_cmds, subscriptions, watchlist, whale
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
 from bot.commands.watchlist import known_names_hint
@@ -137,6 +137,22 @@ COMMANDS: tuple[Command, ...] = (
         "a wallet's open positions, account value and distance to liquidation, fetched live",
         whale.whale,
         params=(Param("target", "a 0x or Solana address, or a label on /watchlist", required=True),),
+    ),
+    Command(
+        "buybacks",
+        "buyback totals per window with a chart; list, add or remove programmes; daily summary and milestones",
+        buybacks.buybacks,
+        params=(
+            Param("what", "a token or programme (HYPE, aster), or list, add, remove, daily, every"),
+            Param("arg", "add/remove: the programme id; daily: HH:MM or off; every: a programme id or all"),
+            Param("value", f"add: the kind ({buybacks.KIND_HINT}); daily: a time zone; every: 1M, $10M or off"),
+            Param("token", "add: coingecko:<id> or <chain>:0x<contract>", positional=False),
+            Param("symbol", "add: the ticker shown, e.g. HYPE", positional=False),
+            Param("source", "add: the https page that names the wallet or method", positional=False),
+            Param("params", "add: the kind's parameters as key:value,key:value", positional=False),
+            Param("supply", "add: total supply, for the share of supply", positional=False),
+            Param("supply_source", "add: the https page that gives the supply", positional=False),
+        ),
     ),
     Command(
         "pause",

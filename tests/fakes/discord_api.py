@@ -118,6 +118,8 @@ class InteractionReply:
     flags: int
     bodies: tuple[JSON, ...]
     """Every request body for this interaction in order: the callback, then followups and edits."""
+    attachments: tuple[JSON, ...] = ()
+    """The attachment objects of the message shown (an uploaded chart, say)."""
 
     @property
     def ephemeral(self) -> bool:
@@ -1213,6 +1215,7 @@ class FakeDiscord:
             embeds=list(shown.get("embeds") or []),
             flags=int(shown.get("flags") or 0),
             bodies=tuple(inter.bodies),
+            attachments=tuple(shown.get("attachments") or ()),
         )
 
     # --- messages ----------------------------------------------------------------------------------
