@@ -75,6 +75,8 @@ def scaled(value: Decimal | None, places: int, what: str) -> int | None:
         return None
     if not value.is_finite():
         raise ValueError(f"{what} {value} is not a number that can be stored")
+    if value and value.adjusted() > 19:  # past the range whatever its digits: refused before any arithmetic
+        raise ValueError(f"{what} {value} is too large to store")
     with localcontext() as ctx:
         ctx.prec = 80  # quantize must see every digit the source gave before it truncates
         n = int(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN).scaleb(places))

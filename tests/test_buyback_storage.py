@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from perpwatch.buybacks import Buy, DayPoint, Fetched, Programme, ProgrammeHealth, RunningTotal, Snapshot
+from perpwatch.buybacks import Buy, BuybackLedger, DayPoint, Fetched, Programme, ProgrammeHealth, RunningTotal, Snapshot
 from perpwatch.clock import FrozenClock
 from storage import Conflict, Engine, Store, open_engine
 from storage.buybacks import BuybackRepo
@@ -123,6 +123,10 @@ async def test_a_step_that_cannot_be_stored_leaves_nothing(store: Store) -> None
     )
     with pytest.raises(ValueError, match="huge: tokens 100000000000 is too large"):
         await store.buybacks.record(AF.id, huge, at=NOW)
+    with pytest.raises(ValueError, match=r"usd 1E\+100 is too large"):
+        await store.buybacks.record(AF.id, step(buy("e100", NOW, "1", "1E+100")), at=NOW)
+    with pytest.raises(ValueError, match="NaN is not a number"):
+        await store.buybacks.record(AF.id, step(buy("nan", NOW, "NaN", "1")), at=NOW)
     with pytest.raises(LookupError, match="no buyback programme nobody"):
         await store.buybacks.record("nobody", step(buy("x", NOW, "1", "1")), at=NOW)
     assert await _everything(store.buybacks) == before
@@ -408,6 +412,8 @@ async def test_the_history_survives_a_restart(database_url: str, clock: FrozenCl
         await _history(store.buybacks)
         before = await _seen(store.buybacks)
     async with Store(database_url, clock=clock) as store:
+        ledger: BuybackLedger = store.buybacks  # the sources' poller sees the store through the protocol
+        assert await ledger.cursor(AF.id) == {"day": 4}
         assert await _seen(store.buybacks) == before
         assert await store.buybacks.merge_bundled([AF, LLAMA]) == (0, 0)
         assert await store.buybacks.cursor(AF.id) == {"day": 4}
@@ -439,3 +445,12 @@ async def test_db_copy_carries_the_buyback_tables(database_url: str, clock: Froz
     async with Store(database_url, clock=clock) as copied:
         assert await _seen(copied.buybacks) == before
         assert await copied.buybacks.record(AF.id, step(buy("af4", NOW, "1", "1")), at=NOW) == 0
+
+
+async def test_pruning_the_event_log_keeps_the_buyback_history(store: Store) -> None:
+    old = NOW - 400 * DAY
+    snapshot = Snapshot(taken_at=old, balance=Decimal(1), cost_usd=None)
+    await store.buybacks.record(AF.id, step(buy("old", old, "1", "1"), snapshot=snapshot), at=old)
+    await store.outbox.prune(before=NOW)
+    assert await store.buybacks.snapshot_count(AF.id) == 1
+    assert await store.buybacks.days(AF.id) == [DayPoint(old.date().isoformat(), Decimal(1), Decimal(1))]
