@@ -75,9 +75,10 @@ def incompleteness(total: WindowTotal, health: ProgrammeHealth, now: datetime) -
     if span is not None:
         start = now - timedelta(seconds=span)
         tracked = health.tracked_since
-        if tracked is None or tracked > start + timedelta(seconds=COVERAGE_SLACK_S):
-            since = f"{tracked:%Y-%m-%d %H:%M} UTC" if tracked else "no buys stored yet"
-            reasons.append(f"counted only since {since}")
+        if tracked is None:
+            reasons.append("nothing stored yet")
+        elif tracked > start + timedelta(seconds=COVERAGE_SLACK_S):
+            reasons.append(f"counted only since {tracked:%Y-%m-%d %H:%M} UTC")
     if total.gap_s:
         reasons.append(f"includes a {_span(total.gap_s)} gap without snapshots")
     return "; ".join(reasons) or None
@@ -205,14 +206,15 @@ class BuybackReports:
         """Summary keys already accepted by this process: the next ticks of the day skip them."""
 
     async def run(self) -> None:
+        """Ticks from one period after start: the sources' first reads come before the first report."""
         while True:
+            await self.clock.sleep(self.tick_s)
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store is unavailable for now: the next tick tries again, nothing is lost
                 log.warning("buyback reports failed; retrying next tick", exc_info=True)
-            await self.clock.sleep(self.tick_s)
 
     async def tick(self) -> int:
         """One round; the number of report events accepted (new or not)."""
@@ -246,8 +248,8 @@ class BuybackReports:
     def _summary(
         self, chat: Chat, sub: Subscription, settings: ChatBuybackSettings, mine: list[ProgrammeFigures], now: datetime
     ) -> Event | None:
-        if settings.daily is None:
-            return None
+        if settings.daily is None or not any(f.health.last_good_at is not None for f in mine):
+            return None  # nothing was ever read: a summary of zeros would say nothing true
         local = now.astimezone(settings.zone)
         due_local = datetime.combine(local.date(), settings.daily, tzinfo=settings.zone)
         if local < due_local:

@@ -159,3 +159,11 @@ async def test_a_failing_source_is_named_in_the_summary_and_holds_its_milestones
     assert (
         body.lines[0].incomplete is not None and "source failing since 2026-12-02 08:00 UTC" in body.lines[0].incomplete
     )
+
+
+async def test_no_summary_is_made_before_any_source_was_read(store: Store, clock: FrozenClock) -> None:
+    """A fresh bot whose sources have not answered yet has nothing true to sum: it waits for a first read."""
+    await _chat(store, "fresh", daily="09:00", tz="Europe/Berlin")
+    assert await _reports(store, clock).tick() == 0
+    await _buy(store, "first", T0, "1", "30")
+    assert await _reports(store, clock).tick() == 1

@@ -186,8 +186,10 @@ class EvmErc20Inflow:
         # Neither is needed: without `decimals` the token's own `decimals()` is read once (a figure typed from
         # memory would scale every amount wrongly), and without `from_block` counting starts at the confirmed
         # head on the first step (no block is guessed from a date; the totals say "counted only since").
-        out["decimals"] = _int_param(params, "decimals", None, 0, 36) if "decimals" in params else None
-        out["from_block"] = _int_param(params, "from_block", None, 0, 10**12) if "from_block" in params else None
+        out["decimals"] = _int_param(params, "decimals", None, 0, 36) if params.get("decimals") is not None else None
+        out["from_block"] = (
+            _int_param(params, "from_block", None, 0, 10**12) if params.get("from_block") is not None else None
+        )
         out["confirmations"] = _int_param(params, "confirmations", 12, 0, 10_000)
         out["chunk"] = _int_param(params, "chunk", 2000, 1, 1_000_000)
         return out
