@@ -5,12 +5,14 @@ it, then what the reports read from it. Prints figures, asserts nothing.
     .venv/bin/python -m bench.buybacks --engine postgresql postgresql://user:pw@host/postgres
     .venv/bin/python -m bench.buybacks --days 30                            # a quick look
 
-The history is generated, seeded, at each programme's real cadence (research/unlocks-buybacks-tge.md §2):
-the Hyperliquid Assistance Fund as a balance snapshot every 300 s with the rise since the one before as its
-buy (one step, one transaction each, a few snapshots missed and marked as gaps), Aster's buyback wallet as a
-few hundred fills a day in pages of 1,000, the edgeX wallet's ERC-20 inflows (tens a day, a page per six
-hours), Lighter's treasury trades (hundreds a day, pages of 100, as the explorer serves them) and DefiLlama's
-holders revenue (one estimated USD figure a day, the whole chart in one step). Every step goes through
+Every bundled programme (bot/data/buybacks.toml) gets a history, and so does a DefiLlama one added as an
+operator would (none ships). The history is generated, seeded, by the programme's kind at its real cadence
+(research/unlocks-buybacks-tge.md §2): the Hyperliquid Assistance Fund as a balance snapshot every 300 s
+with the rise since the one before as its buy (one step, one transaction each, a few snapshots missed and
+marked as gaps), Aster's buyback wallet as a few hundred fills a day in pages of 1,000, the edgeX wallet's
+ERC-20 inflows (tens a day, tokens only, a page per six hours), Lighter's treasury trades (hundreds a day,
+pages of 100, as the explorer serves them) and DefiLlama's holders revenue (one estimated USD figure a day,
+the whole chart in one step). Every step goes through
 `BuybackRepo.record`, as the sources' poller does.
 
 Figures:
@@ -48,6 +50,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.buyback_chart import draw_cumulative
+from bot.buyback_programmes import bundled
 from perpwatch.buybacks import Buy, Fetched, Programme, RunningTotal, Snapshot
 from perpwatch.clock import FrozenClock
 from storage import Store
@@ -61,50 +64,25 @@ MISSED_SNAPSHOTS = 0.002
 
 TABLES = ("buyback_programmes", "buyback_buys", "buyback_snapshots", "buyback_sources")
 
-PROGRAMMES: tuple[Programme, ...] = (
-    Programme(
-        id="hyperliquid-af",
-        kind="hyperliquid_spot_balance",
-        token="hyperliquid",
-        symbol="HYPE",
-        params={"user": "0xfefefefefefefefefefefefefefefefefefefefe", "token_id": "0x0d01dc56dcaaca66ad901c959b4011ec"},
-        source="https://hyperliquid.gitbook.io/hyperliquid-docs/trading/fees",
-    ),
-    Programme(
-        id="aster",
-        kind="aster_chain_fills",
-        token="bsc:0x000ae314e2a2172a039b26378814c252734f556a",
-        symbol="ASTER",
-        params={"wallet": "0xa0edbabcb48034e368de286b49f9603c7afa1b60", "symbol": "ASTERUSDT"},
-        source="https://github.com/DefiLlama/dimension-adapters/blob/master/fees/aster-spot/index.ts",
-    ),
-    Programme(
-        id="edgex",
-        kind="evm_erc20_inflow",
-        token="ethereum:0xb0076de78dc50581770bba1d211ddc0ad4f2a241",
-        symbol="EDGE",
-        params={"chain": "ethereum", "wallet": "0x221e7fca09589ab2d7dc552ee72acf1a2ff10048"},
-        source="https://github.com/DefiLlama/dimension-adapters/blob/master/fees/edgex/index.ts",
-    ),
-    Programme(
-        id="lighter",
-        kind="lighter_account_trades",
-        token="lighter",
-        symbol="LIT",
-        params={"account_index": 0, "market_index": 2049},
-        source="https://github.com/DefiLlama/dimension-adapters/blob/master/fees/lighterv2/index.ts",
-    ),
-    Programme(
-        id="hyperliquid-llama",
-        kind="defillama_holders_revenue",
-        token="hyperliquid",
-        symbol="HYPE",
-        params={"slug": "hyperliquid"},
-        source="https://api.llama.fi/summary/fees/hyperliquid?dataType=dailyHoldersRevenue",
-    ),
+DEFILLAMA = Programme(
+    id="hyperliquid-llama",
+    kind="defillama_holders_revenue",
+    token="coingecko:hyperliquid",
+    symbol="HYPE",
+    params={"slug": "hyperliquid"},
+    source="https://api.llama.fi/summary/fees/hyperliquid?dataType=dailyHoldersRevenue",
+    origin="chat",
 )
-"""The default programmes as the bench knows them: their kinds, tokens and wallets; parameters as a
-source would read them."""
+"""No DefiLlama programme ships; the bench adds one as an operator would, so every kind's cadence is measured."""
+
+
+def programmes() -> list[Programme]:
+    """Every bundled programme (bot/data/buybacks.toml) and the DefiLlama one, in that order."""
+    loaded, refused = bundled()
+    if refused:
+        raise SystemExit(f"bundled buyback programmes refused: {refused}")
+    return [*loaded, DEFILLAMA]
+
 
 Steps = Iterator[Fetched]
 T = TypeVar("T")
@@ -143,7 +121,7 @@ def hyperliquid_steps(rng: random.Random, start: datetime, end: datetime) -> Ste
 
 
 def fills(
-    rng: random.Random, start: datetime, end: datetime, *, per_day: int, tokens: float, price: float, key: str
+    rng: random.Random, start: datetime, end: datetime, *, per_day: int, tokens: float, price: float | None, key: str
 ) -> list[Buy]:
     """Instant buys at random times, in order: fills, inflows, trades."""
     seconds = (end - start).total_seconds()
@@ -152,7 +130,9 @@ def fills(
     out = []
     for i, moment in enumerate(moments):
         amount = _amount(rng, tokens)
-        usd = (amount * Decimal(f"{rng.uniform(0.8, 1.2) * price:.6f}")).quantize(Decimal("0.000001"))
+        usd = None
+        if price is not None:  # an ERC-20 transfer carries no price
+            usd = (amount * Decimal(f"{rng.uniform(0.8, 1.2) * price:.6f}")).quantize(Decimal("0.000001"))
         out.append(
             Buy(key=f"{key}:{i}:{int(moment.timestamp() * 1000)}", start=moment, end=moment, tokens=amount, usd=usd)
         )
@@ -197,7 +177,7 @@ def steps_for(programme: Programme, days: int, seed: int) -> Steps:
     if programme.kind == "aster_chain_fills":
         return paged(fills(rng, start, END, per_day=300, tokens=70_000, price=0.7, key="fill"), 1000)
     if programme.kind == "evm_erc20_inflow":
-        buys = fills(rng, start, END, per_day=30, tokens=25_000, price=0.4, key="0xtx")
+        buys = fills(rng, start, END, per_day=30, tokens=25_000, price=None, key="0xtx")
         return by_period(buys, start, timedelta(hours=6))
     if programme.kind == "lighter_account_trades":
         return paged(fills(rng, start, END, per_day=400, tokens=5_000, price=2.5, key="trade"), 100)
@@ -263,12 +243,16 @@ async def _database(server: str | None) -> AsyncIterator[tuple[str, Path | None]
 async def run(*, days: int = 365, server: str | None = None, runs: int = 5, seed: int = 1) -> Result:
     """Generate, record and read back `days` of every programme; `server` a PostgreSQL URL, else SQLite."""
     result = Result(engine="sqlite" if server is None else "postgresql", days=days)
+    chosen = programmes()
     clock = FrozenClock(END)
     async with _database(server) as (url, path):
         async with Store(url, clock=clock) as store:
             repo = store.buybacks
-            await repo.merge_bundled(PROGRAMMES)
-            for programme in PROGRAMMES:
+            await repo.merge_bundled([p for p in chosen if p.origin == "bundled"])
+            for programme in chosen:
+                if programme.origin == "chat":
+                    await repo.add(programme)
+            for programme in chosen:
                 steps = buys = 0
                 started = time.perf_counter()
                 for fetched in steps_for(programme, days, seed):
@@ -283,7 +267,7 @@ async def run(*, days: int = 365, server: str | None = None, runs: int = 5, seed
             if server is not None:  # as autovacuum would have by now: plans made without statistics mislead
                 for table in TABLES:
                     await store.db.execute(f"ANALYZE {table}")
-            for programme in PROGRAMMES:
+            for programme in chosen:
                 pid = programme.id
                 result.totals_ms[pid], totals = await _timed(partial(repo.totals, pid, END), runs)
                 result.all_tokens[pid] = totals[-1].tokens if totals[-1].tokens_known else None
@@ -310,8 +294,7 @@ def report(result: Result) -> list[str]:
     header = f"{'programme':<18} {'steps':>8} {'buys':>9} {'snapshots':>9} {'record s':>9} {'steps/s':>8}"
     header += f" {'totals ms':>9} {'days ms':>8} {'draw ms':>8} {'PNG KiB':>8}"
     lines += [header, "-" * len(header)]
-    for programme in PROGRAMMES:
-        pid = programme.id
+    for pid in result.buys:
         record_s = result.record_s[pid]
         lines.append(
             f"{pid:<18} {result.steps[pid]:>8,} {result.buys[pid]:>9,} {result.snapshots[pid]:>9,} "

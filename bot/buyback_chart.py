@@ -6,9 +6,9 @@ the event loop, so `render_chart` draws on a worker thread; matplotlib itself is
 too. One drawing at a time (`_DRAWING`): matplotlib promises nothing for concurrent use, and a chart is not
 worth a second core.
 
-Two panels share the time axis: cumulative tokens above (a programme whose source gives only USD, such as
-DefiLlama's holders revenue, is named there as having no token figures rather than drawn as a flat zero),
-cumulative USD below.
+Two panels share the time axis: cumulative tokens above, cumulative USD below. A programme whose source
+gives only USD (DefiLlama's holders revenue) is named in the tokens panel as having no token figures rather
+than drawn as a flat zero, and one that gives only tokens (an ERC-20 inflow) likewise in the USD panel.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def tokens_known(days: Sequence[DayPoint]) -> bool:
     """Whether a programme's days carry token figures: `DayPoint` has no flag, and a source that gives only USD
     leaves every day's tokens at zero while its USD is not."""
     return any(d.tokens != 0 for d in days) or not any(d.usd != 0 for d in days)
+
+
+def usd_known(days: Sequence[DayPoint]) -> bool:
+    """The same for USD: an ERC-20 inflow carries no price, so such a programme has tokens and no USD."""
+    return any(d.usd != 0 for d in days) or not any(d.tokens != 0 for d in days)
 
 
 def cumulative(values: Sequence[Decimal]) -> list[float]:
@@ -78,27 +83,19 @@ def cumulative_figure(series: Series, *, title: str, token_symbol: str) -> Figur
         return figure
     tokens_axes, usd_axes = figure.subplots(2, 1, sharex=True)
     figure.suptitle(title)
-    without_tokens = []
+    without_tokens, without_usd = [], []
     for label, days in drawn:
         dates = [date.fromisoformat(d.day) for d in days]
         if tokens_known(days):
             tokens_axes.step(dates, cumulative([d.tokens for d in days]), where="post", label=label)
         else:
             without_tokens.append(label)
-        usd_axes.step(dates, cumulative([d.usd for d in days]), where="post", label=label)
-    _style(tokens_axes, f"{token_symbol} bought (cumulative)")
-    _style(usd_axes, "USD spent (cumulative)")
-    if without_tokens:
-        tokens_axes.text(
-            0.99,
-            0.04,
-            "no token figures: " + ", ".join(without_tokens),
-            ha="right",
-            va="bottom",
-            fontsize=9,
-            color="0.35",
-            transform=tokens_axes.transAxes,
-        )
+        if usd_known(days):
+            usd_axes.step(dates, cumulative([d.usd for d in days]), where="post", label=label)
+        else:
+            without_usd.append(label)
+    _style(tokens_axes, f"{token_symbol} bought (cumulative)", "no token figures", without_tokens)
+    _style(usd_axes, "USD spent (cumulative)", "no USD figures", without_usd)
     formatter = FuncFormatter(lambda value, _pos: human(value))
     for axes in (tokens_axes, usd_axes):
         axes.yaxis.set_major_formatter(formatter)
@@ -108,11 +105,23 @@ def cumulative_figure(series: Series, *, title: str, token_symbol: str) -> Figur
     return figure
 
 
-def _style(axes: Axes, ylabel: str) -> None:
+def _style(axes: Axes, ylabel: str, missing: str, without: Sequence[str]) -> None:
+    """Labels, grid and legend; the programmes left out of this panel for want of its figure are named."""
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
     if axes.get_lines():
         axes.legend(loc="upper left", fontsize=9)
+    if without:
+        axes.text(
+            0.99,
+            0.04,
+            f"{missing}: " + ", ".join(without),
+            ha="right",
+            va="bottom",
+            fontsize=9,
+            color="0.35",
+            transform=axes.transAxes,
+        )
 
 
 def draw_cumulative(series: Series, *, title: str, token_symbol: str) -> bytes:

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from bench.buybacks import PROGRAMMES, report, run
+from bench.buybacks import programmes, report, run
+from perpwatch.buybacks import KINDS
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.engines
@@ -17,7 +18,8 @@ async def test_the_buyback_bench_runs_at_a_tiny_size(engine: str) -> None:
     if engine == "postgresql" and POSTGRES_URL is None:
         pytest.skip("no PostgreSQL server for this run (PERPWATCH_TEST_POSTGRES_URL is unset)")
     result = await run(days=3, server=POSTGRES_URL if engine == "postgresql" else None, runs=1)
-    ids = [p.id for p in PROGRAMMES]
+    ids = [p.id for p in programmes()]
+    assert {p.kind for p in programmes()} == set(KINDS)  # every kind's cadence is measured
     assert list(result.buys) == ids and all(result.buys[pid] > 0 for pid in ids)
     assert result.snapshots["hyperliquid-af"] == result.steps["hyperliquid-af"] > 800  # one every 300 s
     assert result.buys["hyperliquid-llama"] == 3 and result.all_tokens["hyperliquid-llama"] is None

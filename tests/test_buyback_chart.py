@@ -1,5 +1,5 @@
 """The buyback chart: a PNG of the cumulative tokens and USD, a readable image when there is nothing yet, a
-USD-only programme named instead of drawn as zero tokens, and drawn off the event loop."""
+USD-only or tokens-only programme named instead of drawn as zero, and drawn off the event loop."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def test_a_programme_without_token_figures_is_named_not_drawn_as_zero() -> None:
     assert "no token figures: DefiLlama" in texts(figure)
     only_usd = draw_cumulative([("DefiLlama", days(5, "0", "1000"))], title="HYPE", token_symbol="HYPE")
     assert png_size(only_usd) == (800, 600)
+
+
+def test_a_programme_without_usd_figures_is_named_in_the_usd_panel() -> None:
+    series = [("edgeX", days(4, "25000", "0")), ("other", days(4, "1", "2"))]
+    figure = cumulative_figure(series, title="EDGE", token_symbol="EDGE")
+    tokens_axes, usd_axes = figure.axes
+    assert [line.get_label() for line in tokens_axes.get_lines()] == ["edgeX", "other"]
+    assert [line.get_label() for line in usd_axes.get_lines()] == ["other"]
+    assert "no USD figures: edgeX" in texts(figure) and not any("no token figures" in t for t in texts(figure))
 
 
 @pytest.mark.parametrize("series", [[], [("AF", [])]], ids=["no programmes", "no days"])
