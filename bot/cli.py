@@ -1,4 +1,4 @@
-"""`perpwatch run | demo | config | db`: the entry point."""
+"""`perpwatch run | demo | config | db | doctor | healthcheck`: the entry point."""
 
 from __future__ import annotations
 
@@ -90,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
     copy = db_sub.add_parser("copy", help="copy the database into an empty one, e.g. PostgreSQL")
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
+    doctor = sub.add_parser("doctor", help="check settings, tokens, chat rights, sources and the database")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each request or connect (default 5)")
     args = parser.parse_args(argv)
     to: str = getattr(args, "to", None) or ""
 
     try:
         settings = load_settings()
     except SettingsError as exc:
+        if args.command == "doctor":  # the doctor's answer to a bad setting is its table, not a usage error
+            from bot.doctor import render, settings_error
+
+            sys.stdout.write(render(settings_error(str(exc))))
+            return 1
         sys.stderr.write(f"perpwatch: {exc}\n")
         return 2
 
@@ -106,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         _config(settings)
         return 0
+    if args.command == "doctor":
+        from bot import doctor as doctor_checks
+
+        return doctor_checks.run(settings, sys.stdout, secrets, timeout_s=args.timeout)
     from bot.platforms.delivery import PlatformStartError
     from storage import StorageStartError
 
