@@ -17,7 +17,7 @@ FROM ${PYTHON_IMAGE}
 # A fixed numeric uid, so a volume's owner and a platform's runAsNonRoot check know it.
 RUN groupadd --system --gid 10001 perpwatch \
  && useradd --system --uid 10001 --gid perpwatch --home-dir /data --no-create-home --shell /usr/sbin/nologin perpwatch \
- && mkdir -p /data /app \
+ && mkdir -p /data \
  && chown perpwatch:perpwatch /data
 COPY --from=build /opt/perpwatch /opt/perpwatch
 ENV PATH=/opt/perpwatch/bin:$PATH \
@@ -27,8 +27,9 @@ ENV PATH=/opt/perpwatch/bin:$PATH \
     PERPWATCH_HEARTBEAT_FILE=/tmp/perpwatch.heartbeat
 # The SQLite database (and its WAL) lives here; with PostgreSQL it stays empty.
 VOLUME /data
-# Settings come from the environment (compose's env_file); /app holds no .env of its own.
-WORKDIR /app
+# Settings come from the environment (compose's env_file). Working in /data, a relative SQLite path (the
+# sqlite:///data/perpwatch.db of .env.example) lands on the volume too, never in the container's own layer.
+WORKDIR /data
 USER 10001:10001
 # `perpwatch run` stops on SIGTERM: the watchers close, sends in flight get a few seconds, then it exits 0,
 # inside Docker's default 10 s grace period (compose.yaml gives 30 s).

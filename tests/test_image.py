@@ -209,12 +209,15 @@ def _ours(root: Path) -> list[int]:
 
 
 def _cleanup(daemon: Daemon, key_was_there: bool) -> None:
+    helpers = _ours(daemon.root)  # its containerd: named by pid in a stack dump it may write to /tmp
     daemon.stop()
     for pid in _ours(daemon.root):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for pid in helpers:
+        Path(tempfile.gettempdir(), f"containerd.{pid}.stacks.log").unlink(missing_ok=True)
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for point in sorted((m for m in mounts if m.startswith(str(daemon.root))), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)  # noqa: S603, S607
