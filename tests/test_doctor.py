@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from bot import doctor
 from bot.cli import main
 from bot.doctor import Finding, channel_permissions, diagnose, render, telegram_rights
 from bot.settings import Settings
-from storage import Store
+from storage import Store, open_engine
+from storage.admin import release_version
 from tests.conftest import TG_TOKEN
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.discord_api import FakeDiscord
@@ -38,6 +38,16 @@ async def discord_api() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'perpwatch.db'}"
+
+
+async def _forget_last_migration(url: str) -> None:
+    """The database as the previous release left it, as far as the schema version tells."""
+    engine = open_engine(url)
+    await engine.open(migrate=False)
+    try:
+        await engine.execute("DELETE FROM schema_version WHERE version = ?", (release_version(engine.kind),))
+    finally:
+        await engine.close()
 
 
 async def _subscribed(url: str) -> None:
@@ -76,9 +86,11 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.engines
 async def test_healthy_setup_passes_every_check(
-    db_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
+    database_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
 ) -> None:
+    db_url = database_url
     await _subscribed(db_url)
     telegram.set_member_status(GROUP, telegram.bot_id, "member")
     found = await diagnose(_settings(db_url, telegram, discord_api, binance))
@@ -144,14 +156,13 @@ async def test_unreachable_source(
     assert dead in wrong["source aster (PERPWATCH_ASTER_WS_URL)"].detail
 
 
+@pytest.mark.engines
 async def test_pending_migration_is_wrong(
-    db_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
+    database_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
 ) -> None:
+    db_url = database_url
     await _subscribed(db_url)
-    path = db_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:  # as a database the previous release left
-        conn.execute("DELETE FROM schema_version WHERE version = (SELECT MAX(version) FROM schema_version)")
-    conn.close()
+    await _forget_last_migration(db_url)
     wrong = _wrong(await diagnose(_settings(db_url, telegram, discord_api, binance)))
     assert "pending" in wrong["database"].detail and "perpwatch db upgrade" in wrong["database"].fix
     assert "chats" in wrong  # the chats of a schema it cannot vouch for are not read
