@@ -14,6 +14,7 @@ is written, since an HTTP error can echo a URL and a Telegram URL holds the toke
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import ssl
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
@@ -113,6 +114,40 @@ def settings_findings(settings: Settings) -> list[Finding]:
                 "point it at the node's node_fills_by_block directory, or unset it to use the public stream",
             )
         )
+    return found
+
+
+NOT_SETTINGS = frozenset(
+    {
+        "PERPWATCH_HEARTBEAT_FILE",  # bot/health.py
+        "PERPWATCH_TEST_POSTGRES_URL",  # the test suite's own
+        "PERPWATCH_REQUIRE_POSTGRES",
+        "PERPWATCH_IMAGE_TEST",
+        "PERPWATCH_REQUIRE_IMAGE",
+        "PERPWATCH_IMAGE_BASE_TAR",
+        "PERPWATCH_IMAGE_MIRROR",
+    }
+)
+"""PERPWATCH_ names read outside the settings: known, though no setting has them."""
+
+
+def unknown_names(environ: Mapping[str, str], env_file: Path | None) -> list[Finding]:
+    """PERPWATCH_ names in the environment or .env that no setting has: the settings ignore unknown names,
+    so a typo (PERPWATCH_WATCHER) silently leaves the default in force."""
+    from dotenv import dotenv_values
+
+    known = {env_name(name) for name in Settings.model_fields}
+    sources = {name: "environment" for name in environ}
+    if env_file is not None and env_file.is_file():
+        sources.update({name: str(env_file) for name in dotenv_values(env_file)})
+    found = []
+    for name, where in sorted(sources.items()):
+        upper = name.upper()
+        if not upper.startswith("PERPWATCH_") or upper in known or upper in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        found.append(wrong(f"setting {name}", f"no such setting (in {where}): ignored", f"{hint}see .env.example"))
     return found
 
 
@@ -524,9 +559,18 @@ async def source_findings(settings: Settings, timeout_s: float = TIMEOUT_S) -> l
 # --- all of it -------------------------------------------------------------------------------------
 
 
-async def diagnose(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> list[Finding]:
-    """Every check, in the table's order: settings, database, tokens and chats, sources."""
+async def diagnose(
+    settings: Settings,
+    *,
+    timeout_s: float = TIMEOUT_S,
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> list[Finding]:
+    """Every check, in the table's order: settings, database, tokens and chats, sources. With `environ`
+    (and `env_file`), their PERPWATCH_ names are checked against the settings too."""
     found = settings_findings(settings)
+    if environ is not None:
+        found.extend(unknown_names(environ, env_file))
     db, chats = await database_findings(settings.database_url)
     found.extend(db)
     known = chats or []
@@ -558,6 +602,6 @@ def _token_for(settings: Settings, platform: str) -> object:
 
 def run(settings: Settings, out: TextIO, secrets: Iterable[str], *, timeout_s: float = TIMEOUT_S) -> int:
     """Print the table; 1 when anything is wrong, so a deploy script can stop on it."""
-    findings = asyncio.run(diagnose(settings, timeout_s=timeout_s))
+    findings = asyncio.run(diagnose(settings, timeout_s=timeout_s, environ=os.environ, env_file=Path(".env")))
     out.write(render(findings, secrets))
     return 1 if any(not f.ok for f in findings) else 0

@@ -208,9 +208,25 @@ async def test_cli_exit_codes_and_table(
     broken = capsys.readouterr().out
     assert "WRONG" in broken and TG_TOKEN not in broken
 
+    (Path.cwd() / ".env").write_text("PERPWATCH_RETENTION_DAY=7\n")  # a typo the settings would ignore
+    assert await asyncio.to_thread(main, ["doctor"]) == 1
+    typo = capsys.readouterr().out
+    assert "setting PERPWATCH_RETENTION_DAY" in typo and "did you mean PERPWATCH_RETENTION_DAYS?" in typo
+
     monkeypatch.setenv("PERPWATCH_RETENTION_DAYS", "none")
     assert await asyncio.to_thread(main, ["doctor"]) == 1
     assert "PERPWATCH_RETENTION_DAYS" in capsys.readouterr().out
+
+
+def test_unknown_names_in_the_environment_and_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("PERPWATCH_WATCHER=binance\nPERPWATCH_RETENTION_DAYS=7\n")
+    environ = {"PERPWATCH_LOG_LEVL": "DEBUG", "PERPWATCH_HEARTBEAT_FILE": "heartbeat", "HOME": "/root"}
+    found = {f.check: f for f in doctor.unknown_names(environ, env_file)}
+    assert sorted(found) == ["setting PERPWATCH_LOG_LEVL", "setting PERPWATCH_WATCHER"]
+    assert "did you mean PERPWATCH_WATCHERS?" in found["setting PERPWATCH_WATCHER"].fix
+    assert str(env_file) in found["setting PERPWATCH_WATCHER"].detail
+    assert "environment" in found["setting PERPWATCH_LOG_LEVL"].detail
 
 
 def test_telegram_rights_by_member_kind() -> None:
