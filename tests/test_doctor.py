@@ -156,6 +156,17 @@ async def test_unreachable_source(
     assert dead in wrong["source aster (PERPWATCH_ASTER_WS_URL)"].detail
 
 
+async def test_unreachable_platform_api(
+    db_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
+) -> None:
+    await _subscribed(db_url)
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    wrong = _wrong(await diagnose(_settings(db_url, telegram, discord_api, binance, telegram_api_url=dead)))
+    assert f"cannot reach {dead}" in wrong["telegram token"].detail
+    assert "PERPWATCH_TELEGRAM_API_URL" in wrong["telegram token"].fix
+    assert f"telegram chat {GROUP} (traders)" not in {f.check for f in wrong.values()}  # not guessed at
+
+
 @pytest.mark.engines
 async def test_pending_migration_is_wrong(
     database_url: str, telegram: FakeTelegramApi, discord_api: FakeDiscord, binance: FakeForceOrderServer
