@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-sqlite lint setup clean
+.PHONY: run demo test test-sqlite lint setup clean image-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # SQLite alone, no server.
 test-sqlite: $(STAMP)
 	$(BIN)/pytest -q -n 2
+
+# The container image built and run with no network (tests/test_image.py): as root, with Debian's docker.io
+# and debootstrap (installed if missing); elsewhere it says why in one line and skips.
+image-test: $(STAMP)
+	PERPWATCH_IMAGE_TEST=1 $(BIN)/pytest -q -rs -p no:cacheprovider tests/test_image.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

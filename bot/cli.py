@@ -1,4 +1,4 @@
-"""`perpwatch run | demo | config | db`: the entry point."""
+"""`perpwatch run | demo | config | db | doctor | healthcheck`: the entry point."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _secrets(settings: Settings, *urls: str) -> list[str]:
 
 async def _run(settings: Settings) -> None:
     from bot.app import PerpwatchApp
+    from bot.health import beat, heartbeat_path
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -37,8 +38,14 @@ async def _run(settings: Settings) -> None:
     async with PerpwatchApp(settings):
         if settings.telegram_bot_token is None and settings.discord_bot_token is None:
             log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: alerts print here (console sink)")
+        heartbeat = heartbeat_path()  # once started: a container is healthy only when the bot is up
+        beating = asyncio.create_task(beat(heartbeat), name="heartbeat") if heartbeat is not None else None
         await stop.wait()
         log.info("stopping")
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
 
 def _config(settings: Settings) -> None:
@@ -90,12 +97,27 @@ def main(argv: list[str] | None = None) -> int:
     db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
     copy = db_sub.add_parser("copy", help="copy the database into an empty one, e.g. PostgreSQL")
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
+    doctor = sub.add_parser("doctor", help="check settings, tokens, chat rights, sources and the database")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each request or connect (default 5)")
+    health = sub.add_parser("healthcheck", help="exit 0 while a running bot's heartbeat file is fresh (no network)")
+    health.add_argument("--file", help="the heartbeat file (default: $PERPWATCH_HEARTBEAT_FILE)")
     args = parser.parse_args(argv)
     to: str = getattr(args, "to", None) or ""
+    if args.command == "healthcheck":  # before the settings: it runs every few seconds and reads none of them
+        from bot.health import check, heartbeat_path
+
+        problem = check(heartbeat_path(args.file))
+        sys.stdout.write(f"{problem or 'ok'}\n")
+        return 1 if problem else 0
 
     try:
         settings = load_settings()
     except SettingsError as exc:
+        if args.command == "doctor":  # the doctor's answer to a bad setting is its table, not a usage error
+            from bot.doctor import render, settings_error
+
+            sys.stdout.write(render(settings_error(str(exc))))
+            return 1
         sys.stderr.write(f"perpwatch: {exc}\n")
         return 2
 
@@ -106,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         _config(settings)
         return 0
+    if args.command == "doctor":
+        from bot import doctor as doctor_checks
+
+        return doctor_checks.run(settings, sys.stdout, secrets, timeout_s=args.timeout)
     from bot.platforms.delivery import PlatformStartError
     from storage import StorageStartError
 

@@ -4,9 +4,11 @@ from the command line. What they cannot do is a StorageStartError: one line, and
 from __future__ import annotations
 
 import os
+import re
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from bot.progress import Progress, progress_for
 from storage import DATABASE_SETTING, Engine, StorageStartError, open_engine, parse_database_url
 from storage.engine import DatabaseUrl
 
@@ -70,7 +72,8 @@ async def copy(url: str, to: str, out: TextIO) -> None:
     try:
         target = await _open_target(to)
         try:
-            report = await copy_database(source, target, progress=lambda line: _line(out, line))
+            with progress_for(out, unit="rows") as shown:  # a bar on a terminal, plain lines otherwise
+                report = await copy_database(source, target, progress=lambda line: _copy_progress(shown, line))
         finally:
             await target.close()
     finally:
@@ -91,9 +94,19 @@ async def _open_target(to: str) -> Engine:
     return target
 
 
-def _line(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
+_TABLE_LINE = re.compile(r"(?P<table>\w+): (?P<done>[\d,]+)(?: of (?P<total>[\d,]+))? rows?")
+"""storage.copy's word on one table: `events: 100,000 of 1,500,000 rows` on the way, `events: 15 rows` done."""
+
+
+def _copy_progress(shown: Progress, line: str) -> None:
+    """storage.copy reports in lines; a table's count becomes the progress of that table, the rest notes."""
+    found = _TABLE_LINE.fullmatch(line)
+    if found is None:
+        shown.note(line)
+        return
+    done = int(found["done"].replace(",", ""))
+    total = int(found["total"].replace(",", "")) if found["total"] else done
+    shown.update(found["table"], done, total)
 
 
 def _no_source(url: DatabaseUrl) -> StorageStartError:

@@ -894,6 +894,8 @@ class FakeDiscord:
             ("GET", r"/webhooks/{app_id:\d+}/{token}/messages/{message_id}", self._webhook_message),
             ("PATCH", r"/webhooks/{app_id:\d+}/{token}/messages/{message_id}", self._webhook_message),
             ("DELETE", r"/webhooks/{app_id:\d+}/{token}/messages/{message_id}", self._webhook_message),
+            ("GET", r"/guilds/{guild_id:\d+}", self._get_guild),
+            ("GET", r"/guilds/{guild_id:\d+}/members/{user_id:\d+}", self._get_member),
             ("GET", r"/channels/{channel_id:\d+}", self._get_channel),
             ("POST", r"/channels/{channel_id:\d+}/messages", self._create_message),
             ("GET", r"/channels/{channel_id:\d+}/messages/{message_id:\d+}", self._channel_message),
@@ -1034,6 +1036,24 @@ class FakeDiscord:
         if scope is not None:
             stored["guild_id"] = str(scope)
         return stored
+
+    async def _get_guild(self, request: web.Request) -> web.StreamResponse:
+        """The guild with its roles (the @everyone role carries `bot_permissions`): what `perpwatch doctor`
+        computes the bot's channel permissions from."""
+        if int(request.match_info["guild_id"]) != self.guild_id:
+            return _error(404, "Unknown Guild", 10004)
+        payload = self._guild_payload()
+        return _json({k: v for k, v in payload.items() if k not in ("channels", "members", "threads")})
+
+    async def _get_member(self, request: web.Request) -> web.StreamResponse:
+        """The bot is the guild's one member here; it holds no role beyond @everyone."""
+        if int(request.match_info["guild_id"]) != self.guild_id:
+            return _error(404, "Unknown Guild", 10004)
+        if int(request.match_info["user_id"]) != self.bot_user_id:
+            return _error(404, "Unknown Member", 10007)
+        return _json(
+            {"user": self._bot_user(), "roles": [], "joined_at": JOINED_AT, "flags": 0, "deaf": False, "mute": False}
+        )
 
     async def _get_channel(self, request: web.Request) -> web.StreamResponse:
         channel = self._channels.get(int(request.match_info["channel_id"]))
