@@ -38,7 +38,9 @@ async def _run(settings: Settings) -> None:
     async with PerpwatchApp(settings):
         if settings.telegram_bot_token is None and settings.discord_bot_token is None:
             log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: alerts print here (console sink)")
-        heartbeat = heartbeat_path()  # once started: a container is healthy only when the bot is up
+        heartbeat = heartbeat_path(
+            str(settings.heartbeat_file) if settings.heartbeat_file else None
+        )  # once started: a container is healthy only when the bot is up
         beating = asyncio.create_task(beat(heartbeat), name="heartbeat") if heartbeat is not None else None
         await stop.wait()
         log.info("stopping")

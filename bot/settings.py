@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     console_format: Literal["text", "jsonl"] = "text"
     console_min_usd: Decimal = Field(default=Decimal(0), ge=0)
 
+    # --- liveness (bot/health.py) ---------------------------------------------------------------------
+    # `perpwatch run` rewrites this file from its event loop and `perpwatch healthcheck` fails once it is
+    # stale (the container image's HEALTHCHECK); unset, no file is written.
+    heartbeat_file: Path | None = None
+
     # --- logging ----------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
