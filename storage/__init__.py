@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
+from storage.calendar import CalendarRepo
 from storage.chats import ChatRepo, Conflict, LimitReached
 from storage.engine import (
     DATABASE_SETTING,
@@ -20,6 +21,7 @@ from storage.watchers import WatcherStateRepo
 
 __all__ = [
     "DATABASE_SETTING",
+    "CalendarRepo",
     "ChatRepo",
     "Conflict",
     "Engine",
@@ -59,6 +61,7 @@ class Store:
         self.outbox = Outbox(self.db, clock=clock)
         self.watchers = WatcherStateRepo(self.db, clock=clock)
         self.history = History(self.db)
+        self.calendar = CalendarRepo(self.db, clock=clock)
 
     async def open(self) -> Store:
         await self.db.open(migrate=self.migrate)

@@ -46,6 +46,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("events", ("id",)),
     ("deliveries", ("id",)),
     ("threads", ("chat_id", "thread")),
+    ("calendar_entries", ("id",)),
+    ("calendar_reminders", ("entry_id", "revision", "lead")),
 )
 """Every table of the schema but `schema_version`, parents before the children whose foreign keys name them,
 each with its primary key: the order a table is read in, page after page."""
