@@ -177,13 +177,18 @@ class CalendarRepo:
 
     async def reminded_chats(self, entry_id: str) -> list[int]:
         """Chats that were sent a reminder of this entry (of any revision): the ones a move or a cancel is
-        told to. The threads of one entry sort together, so a range on the thread finds them without a
-        LIKE pattern (an id may hold `_`, a LIKE wildcard)."""
-        low = f"{THREAD_PREFIX}{entry_id}:"
-        high = f"{THREAD_PREFIX}{entry_id};"  # ';' follows ':' in ASCII: just past every thread of the entry
+        told to. The threads are named from the reminders accepted, never matched by pattern: an id may
+        hold `_` (a LIKE wildcard) or `:` (one id's threads would look like another's)."""
+        accepted = await self.db.fetch(
+            "SELECT revision, lead FROM calendar_reminders WHERE entry_id = ? AND state = 'accepted'", (entry_id,)
+        )
+        threads = [reminder_thread(entry_id, int(r[0]), str(r[1])) for r in accepted]
+        if not threads:
+            return []
+        marks = ",".join("?" * len(threads))
         rows = await self.db.fetch(
-            "SELECT DISTINCT d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id "
-            "WHERE e.thread >= ? AND e.thread < ? AND d.status = 'sent' AND e.audience IS NULL ORDER BY d.chat_id",
-            (low, high),
+            "SELECT DISTINCT d.chat_id FROM deliveries d JOIN events e ON e.id = d.event_id "  # noqa: S608
+            f"WHERE e.thread IN ({marks}) AND d.status = 'sent' ORDER BY d.chat_id",
+            threads,
         )
         return [int(r[0]) for r in rows]
