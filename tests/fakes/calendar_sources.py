@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -85,7 +86,7 @@ def coingecko_market(coin: str, price: str, circulating: str | None, total: str 
 
 def gamma_market(question: str, *, slug: str, yes: str, closed: bool = False, strings: bool = True) -> dict[str, Any]:
     outcomes: Any = ["Yes", "No"]
-    prices: Any = [yes, str(1 - float(yes))[:6]]
+    prices: Any = [yes, str(Decimal(1) - Decimal(yes))]
     return {
         "id": slug,
         "slug": slug,
