@@ -278,7 +278,7 @@ async def test_a_crash_between_accepting_a_reminder_and_recording_it_sends_it_on
         async def crash(*args: Any) -> bool:
             raise ConnectionError("killed after the accept")
 
-        store.calendar.decide = crash  # type: ignore[method-assign]
+        store.calendar.decide = crash  # type: ignore[method-assign,assignment]
         clock.set_wall(EVENT_AT - timedelta(days=7))
         with pytest.raises(ConnectionError):
             await service.fire_due()

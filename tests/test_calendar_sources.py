@@ -25,6 +25,7 @@ from tests.fakes.calendar_sources import (
     linear,
     wrapped,
 )
+from tests.fakes.rest import FakeRest
 from watchers.base import WatcherState
 from watchers.defillama_emissions import DefiLlamaEmissionsWatcher, MalformedEmissions, parse
 from watchers.polymarket import parse_hints
@@ -73,7 +74,7 @@ def test_a_malformed_body_is_refused_whole(body: object, why: str) -> None:
 
 
 async def _watch(
-    fake: CalendarSources, store: Store, clock: FrozenClock
+    fake: FakeRest, store: Store, clock: FrozenClock
 ) -> tuple[DefiLlamaEmissionsWatcher, asyncio.Task[None]]:
     class Settings:
         defillama_datasets_url = fake.url("/")
@@ -86,7 +87,7 @@ async def _watch(
     async def sink(events: object) -> None:
         return None
 
-    return watcher, asyncio.create_task(watcher.run(sink))  # type: ignore[arg-type]
+    return watcher, asyncio.create_task(watcher.run(sink))
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
