@@ -308,3 +308,19 @@ async def test_merging_is_idempotent_and_a_chat_edit_survives_the_next_merge(dat
         assert kept is not None and kept.locked and kept.entry.amount_tokens == Decimal("1200000")
         assert kept.edited_by == "telegram:42" and kept.revision == 0  # same timing: same reminders
         assert len(await store.calendar.reminders("hype-test")) == 5
+
+
+async def test_leads_already_past_when_an_entry_is_added_or_moved_are_never_sent(database_url: str) -> None:
+    """A 7d reminder of an event added 2 days ahead did not fall due while the bot was down: it never was
+    due for that timing, so it is not sent late either (nor after a move to a nearer date)."""
+    clock = FrozenClock(T0)
+    async with running(database_url, clock) as (store, service):
+        a = await chat(store, "a", ["7d", "3d", "24h", "6h", "1h"])
+        await service.merge([entry(starts_at=T0 + timedelta(days=2))], origin="bundled")
+        assert [r[1] for r in await store.calendar.reminders("hype-test")] == ["24h", "6h", "1h"]
+        await service.merge([entry(starts_at=T0 + timedelta(hours=3))], origin="bundled")
+        assert [(r[0], r[1]) for r in await store.calendar.reminders("hype-test") if r[3] == "scheduled"] == [(1, "1h")]
+        assert await service.fire_due() == 0
+        assert await send(store, a, clock) == []
+        assert await at(clock, service, T0 + timedelta(hours=2)) == 1
+        assert leads(await send(store, a, clock)) == ["1h"]
