@@ -63,7 +63,7 @@ class CalendarRepo:
         self.clock = clock
 
     async def get(self, entry_id: str) -> StoredEntry | None:
-        row = await self.db.fetchone("SELECT * FROM calendar_entries WHERE id = ?", (entry_id,))
+        row = await self.db.fetchone("SELECT * FROM calendar_entries WHERE entry_id = ?", (entry_id,))
         return None if row is None else _stored(row)
 
     async def put(
@@ -85,9 +85,9 @@ class CalendarRepo:
         accepted: list[tuple[int, str]] = []
         async with self.db.transaction() as tx:
             await tx.execute(
-                "INSERT INTO calendar_entries (id, origin, starts_at, status, revision, fingerprint, locked, "
+                "INSERT INTO calendar_entries (entry_id, origin, starts_at, status, revision, fingerprint, locked, "
                 "edited_by, body, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (id) DO UPDATE SET origin=excluded.origin, starts_at=excluded.starts_at, "
+                "ON CONFLICT (entry_id) DO UPDATE SET origin=excluded.origin, starts_at=excluded.starts_at, "
                 "status=excluded.status, revision=excluded.revision, fingerprint=excluded.fingerprint, "
                 "locked=excluded.locked, edited_by=excluded.edited_by, body=excluded.body, "
                 "updated_at=excluded.updated_at",
@@ -130,7 +130,7 @@ class CalendarRepo:
         """Entries whose start lies in the range, soonest first (cancelled and done ones included: the
         caller decides what to show)."""
         rows = await self.db.fetch(
-            "SELECT * FROM calendar_entries WHERE starts_at >= ? AND starts_at < ? ORDER BY starts_at, id LIMIT ?",
+            "SELECT * FROM calendar_entries WHERE starts_at >= ? AND starts_at < ? ORDER BY starts_at, entry_id LIMIT ?",
             (starting_after, starting_before, limit),
         )
         return [_stored(r) for r in rows]
@@ -140,7 +140,7 @@ class CalendarRepo:
         return int(row[0]) if row is not None else 0
 
     async def chat_ids(self) -> list[str]:
-        rows = await self.db.fetch("SELECT id FROM calendar_entries WHERE origin = 'chat' ORDER BY id")
+        rows = await self.db.fetch("SELECT entry_id FROM calendar_entries WHERE origin = 'chat' ORDER BY entry_id")
         return [str(r[0]) for r in rows]
 
     async def due(self, now: datetime, *, limit: int = 200) -> list[DueReminder]:

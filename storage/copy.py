@@ -46,7 +46,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("events", ("id",)),
     ("deliveries", ("id",)),
     ("threads", ("chat_id", "thread")),
-    ("calendar_entries", ("id",)),
+    ("calendar_entries", ("entry_id",)),
     ("calendar_reminders", ("entry_id", "revision", "lead")),
 )
 """Every table of the schema but `schema_version`, parents before the children whose foreign keys name them,

@@ -4,7 +4,7 @@
 -- reminder of an older timing is known as stale; `locked`: edited in chat, so a later merge of the bundled
 -- file or a model refresh leaves it as the chat left it.
 CREATE TABLE calendar_entries (
-    id              TEXT    PRIMARY KEY,
+    entry_id        TEXT    PRIMARY KEY,            -- CalendarEntry.id
     origin          TEXT    NOT NULL,               -- bundled | defillama | chat
     starts_at       TEXT    NOT NULL,
     status          TEXT    NOT NULL,
