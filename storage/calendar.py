@@ -130,7 +130,8 @@ class CalendarRepo:
         """Entries whose start lies in the range, soonest first (cancelled and done ones included: the
         caller decides what to show)."""
         rows = await self.db.fetch(
-            "SELECT * FROM calendar_entries WHERE starts_at >= ? AND starts_at < ? ORDER BY starts_at, entry_id LIMIT ?",
+            "SELECT * FROM calendar_entries WHERE starts_at >= ? AND starts_at < ? "
+            "ORDER BY starts_at, entry_id LIMIT ?",
             (starting_after, starting_before, limit),
         )
         return [_stored(r) for r in rows]

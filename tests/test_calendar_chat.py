@@ -15,8 +15,14 @@ from perpwatch.clock import FrozenClock
 from tests.conftest import MakeSettings
 from tests.fakes.binance_ws import FakeForceOrderServer
 from tests.fakes.calendar_sources import CalendarSources
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import FakeTelegramApi
+from tests.test_e2e_discord import OPERATOR as DISCORD_OPERATOR
+from tests.test_e2e_discord import PLAIN_MEMBER, discord_api, slash, text
+from tests.test_e2e_discord import running_bot as discord_bot
 from tests.test_e2e_telegram import USER, command, running_bot
+
+__all__ = ["discord_api"]  # the Discord fake's fixture, used below
 
 pytestmark = pytest.mark.engines
 
@@ -142,3 +148,40 @@ def test_the_calendar_commands_are_one_spec_for_both_platforms() -> None:
     assert len(calendar.params) <= 25  # Discord's limit of options per slash command
     assert all(len(p.description) <= 100 for p in calendar.params)
     assert by_name("upcoming") is not None and by_name("leads") is not None
+
+
+async def test_the_same_commands_on_discord(
+    make_settings: MakeSettings, discord_api: FakeDiscord, binance: FakeForceOrderServer
+) -> None:
+    fake = discord_api
+    async with discord_bot(
+        make_settings, fake, binance, admin_ids=f"discord:{DISCORD_OPERATOR}", calendar_sources="none"
+    ) as app:
+        upcoming = text(await slash(fake, "upcoming", {"days": "40", "token": "hyperliquid"}))
+        assert "Hyperliquid (HYPE)" in upcoming and "hype-team-distribution@" in upcoming
+        assert "(day; time not given)" in upcoming and "Aster" not in upcoming
+        refused = text(await slash(fake, "leads", {"leads": "24h"}, permissions=PLAIN_MEMBER))
+        assert "Only admins of this server" in refused
+        assert "come 24h before each event" in text(await slash(fake, "leads", {"leads": "24h"}))
+        add = {
+            "action": "add",
+            "id": "disc-1",
+            "project": "Lighter",
+            "coingecko": "lighter",
+            "type": "unlock",
+            "start": "2030-01-20",
+            "status": "announced",
+            "figure": "model",
+            "source": "https://example.org/d",
+        }
+        assert "operator command" in text(await slash(fake, "calendar", add))
+        assert await app.store.calendar.get("disc-1") is None
+        assert "disc-1: added" in text(await slash(fake, "calendar", add, user=DISCORD_OPERATOR))
+        moved = text(
+            await slash(fake, "calendar", {"action": "edit", "id": "disc-1", "start": "2030-02"}, user=DISCORD_OPERATOR)
+        )
+        assert "disc-1: moved" in moved and "sometime in February 2030" in moved
+        bad = text(
+            await slash(fake, "calendar", {"action": "edit", "id": "disc-1", "amount": "lots"}, user=DISCORD_OPERATOR)
+        )
+        assert "amount 'lots' is not a plain number" in bad
