@@ -284,16 +284,22 @@ class CalendarService:
                         reminder.due_at,
                     )
                 continue
-            event = await self._reminder(entry, reminder, now)
+            try:
+                event = await self._reminder(entry, reminder, now)
+            except ValueError as exc:  # a figure out of any range (a price source's bug): never jam the rest
+                log.warning("calendar reminder without market figures id=%s error=%s", entry.id, str(exc)[:200])
+                event = await self._reminder(entry, reminder, now, priced=False)
             await self._accept([event])
             if await self.repo.decide(reminder, "accepted"):
                 accepted += 1
         self.fired += accepted
         return accepted
 
-    async def _reminder(self, entry: CalendarEntry, reminder: DueReminder, now: datetime) -> Event:
+    async def _reminder(
+        self, entry: CalendarEntry, reminder: DueReminder, now: datetime, *, priced: bool = True
+    ) -> Event:
         price = circulating = None
-        if self.prices is not None and entry.coingecko_id is not None:
+        if priced and self.prices is not None and entry.coingecko_id is not None:
             try:
                 market = await self.prices.market(entry.coingecko_id)
             except Exception as exc:  # a price is a nicety: the reminder goes without it

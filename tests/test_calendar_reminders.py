@@ -324,3 +324,20 @@ async def test_leads_already_past_when_an_entry_is_added_or_moved_are_never_sent
         assert await send(store, a, clock) == []
         assert await at(clock, service, T0 + timedelta(hours=2)) == 1
         assert leads(await send(store, a, clock)) == ["1h"]
+
+
+async def test_a_price_out_of_any_range_costs_the_usd_line_not_the_reminder(database_url: str) -> None:
+    clock = FrozenClock(T0)
+    async with running(database_url, clock) as (store, service):
+        a = await chat(store, "a")
+
+        class Broken:
+            async def market(self, coingecko_id: str) -> Market:
+                return Market(Decimal("1e12"), circulating_supply=Decimal(1))
+
+        service.prices = Broken()
+        await service.merge([entry()], origin="bundled")
+        assert await at(clock, service, EVENT_AT - timedelta(days=7)) == 1
+        [reminder] = await send(store, a, clock)
+        assert isinstance(reminder.body, CalendarReminderBody)
+        assert reminder.body.value_usd is None and reminder.body.amount_tokens == Decimal("1000000")
