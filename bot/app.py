@@ -16,6 +16,7 @@ from typing import TextIO
 from bot.buyback_programmes import aster_wallets
 from bot.buyback_programmes import bundled as bundled_programmes
 from bot.buybacks import BuybackReports
+from bot.calendar import CalendarService, calendar_watchers
 from bot.cascades import CascadeDetector, CascadeSettings, Thresholds, resume
 from bot.commands import Context
 from bot.dispatch.dispatcher import Dispatcher
@@ -32,6 +33,7 @@ from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
 from watchers.buybacks import NAME as BUYBACKS
+from watchers.prices import PriceSource
 from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
 
@@ -82,12 +84,27 @@ class PerpwatchApp:
             buybacks=self.store.buybacks,
         )
         self.supervisor = Supervisor(
-            list(watchers) if watchers is not None else build_watchers(settings, clock=clock, runtime=self.runtime),
+            list(watchers)
+            if watchers is not None
+            else build_watchers(settings, clock=clock, runtime=self.runtime)
+            + calendar_watchers(settings, self.runtime),
             self.pipeline,
             self.store,
             clock=clock,
         )
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
+        # The unlock/TGE calendar: the bundled file merged at start, reminders fired as they fall due.
+        self.prices = PriceSource(
+            settings.coingecko_url, session=self.runtime.session, budgets=self.runtime.budgets, clock=clock
+        )
+        self.calendar = CalendarService(
+            self.store,
+            accept=self.pipeline.accept,
+            withdraw=lambda thread: self.pipeline.withdraw(thread, reason="its calendar entry changed"),
+            clock=clock,
+            prices=self.prices,
+        )
+        self._calendar_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._janitor_task: asyncio.Task[None] | None = None
         self._cascade_task: asyncio.Task[None] | None = None
@@ -168,6 +185,7 @@ class PerpwatchApp:
                 self._reports_task = asyncio.create_task(self.buyback_reports.run(), name="buyback-reports")
             await self._load_cascades()
             self._cascade_task = asyncio.create_task(self._end_quiet_cascades(), name="cascades")
+            await self._start_calendar()
             await self.supervisor.start()
         except BaseException:
             await self.stop()
@@ -199,6 +217,15 @@ class PerpwatchApp:
         if self.cascades.open_cascades:
             log.info("cascades resumed open=%d", len(self.cascades.open_cascades))
 
+    async def _start_calendar(self) -> None:
+        """Merge the calendar and catch up on reminders that fell due while stopped; a failure here costs
+        the calendar's start, not the bot's (its job tries again on every tick)."""
+        try:
+            await self.calendar.start()
+        except Exception:
+            log.exception("calendar start failed; its job tries again")
+        self._calendar_task = asyncio.create_task(self.calendar.run(), name="calendar")
+
     async def _end_quiet_cascades(self, every_s: float = CASCADE_TICK_S) -> None:
         """A cascade ends when its market goes quiet, which no event announces, and growth held back by the
         revision throttle is written once due even if no further liquidation comes: the clock looks."""
@@ -225,12 +252,18 @@ class PerpwatchApp:
         await self.supervisor.stop()
         await self.runtime.close()
         await self.pipeline.drain()
-        for task in (self._reports_task, self._cascade_task, self._janitor_task, self._dispatch_task):
+        for task in (
+            self._reports_task,
+            self._calendar_task,
+            self._cascade_task,
+            self._janitor_task,
+            self._dispatch_task,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._dispatch_task = self._janitor_task = self._cascade_task = self._reports_task = None
+        self._dispatch_task = self._janitor_task = self._cascade_task = self._reports_task = self._calendar_task = None
         for platform in reversed(self._started):
             try:
                 await platform.stop()

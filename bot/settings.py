@@ -17,12 +17,26 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.engine import mask_url, parse_database_url
-from watchers import bybit, hyperliquid, lighter, lighter_accounts, okx, pacifica, pacifica_accounts
+from watchers import (
+    bybit,
+    defillama_emissions,
+    hyperliquid,
+    lighter,
+    lighter_accounts,
+    okx,
+    pacifica,
+    pacifica_accounts,
+    polymarket,
+    prices,
+)
 from watchers.buyback_sources import DEFAULT_URLS as BUYBACK_URLS
 from watchers.registry import URL_SETTINGS, WATCHER_NAMES
 
 KNOWN_WATCHERS: tuple[str, ...] = WATCHER_NAMES
 """Watcher names `PERPWATCH_WATCHERS` accepts: one per entry of `watchers.registry`."""
+
+CALENDAR_SOURCES: tuple[str, ...] = (defillama_emissions.NAME, polymarket.NAME)
+"""Calendar sources `PERPWATCH_CALENDAR_SOURCES` accepts (run beside the watchers; see bot/app.py)."""
 
 
 def _split_csv(value: object) -> object:
@@ -119,6 +133,21 @@ class Settings(BaseSettings):
     cascade_market_min_count: int = Field(default=50, ge=2)
     cascade_market_min_usd: Decimal = Field(default=Decimal(5_000_000), gt=0)
 
+    # --- unlock/TGE calendar (bot/calendar.py) -----------------------------------------------------------
+    # Which calendar sources run besides the bundled file (defillama_emissions: model cliffs; polymarket: TGE
+    # hints for operators; none: the bundled file and chat edits alone), their endpoints and intervals, the
+    # DefiLlama slugs to refresh, the projects whose launch markets are hints, and the USD price source.
+    calendar_sources: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["defillama_emissions"])
+    defillama_datasets_url: str = defillama_emissions.DATASETS_URL
+    defillama_slugs: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["hyperliquid", "lighter"])
+    defillama_poll_s: float = Field(default=21600.0, ge=300, le=7 * 86400)
+    polymarket_url: str = polymarket.GAMMA_URL
+    polymarket_projects: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["edgeX", "Variational", "Pacifica", "MARU"]
+    )
+    polymarket_poll_s: float = Field(default=3600.0, ge=300, le=7 * 86400)
+    coingecko_url: str = prices.COINGECKO_URL
+
     # --- operators and chats ----------------------------------------------------------------------
     admin_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_subscriptions_per_chat: int = Field(default=50, ge=1)
@@ -165,6 +194,33 @@ class Settings(BaseSettings):
             return list(dict.fromkeys(wallets))
         return value
 
+    @field_validator("calendar_sources", mode="before")
+    @classmethod
+    def _parse_calendar_sources(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            names = [str(v).lower() for v in value]
+            if names == ["none"]:
+                return []
+            unknown = sorted(set(names) - set(CALENDAR_SOURCES))
+            if unknown:
+                raise ValueError(
+                    f"unknown calendar source(s) {', '.join(unknown)}; expected a comma list of "
+                    f"{', '.join(CALENDAR_SOURCES)} or none"
+                )
+            return list(dict.fromkeys(names))
+        return value
+
+    @field_validator("defillama_slugs", "polymarket_projects", mode="before")
+    @classmethod
+    def _parse_names(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for item in value:
+                if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,59}", str(item)):
+                    raise ValueError(f"{str(item)[:40]!r} is not a plain name or slug")
+        return value
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _parse_admin_ids(cls, value: object) -> object:
@@ -193,7 +249,15 @@ class Settings(BaseSettings):
             raise ValueError(str(exc).removeprefix("PERPWATCH_DATABASE_URL ")) from None
         return value
 
-    @field_validator("telegram_api_url", "discord_api_url", "discord_gateway_url", *URL_SETTINGS)
+    @field_validator(
+        "telegram_api_url",
+        "discord_api_url",
+        "discord_gateway_url",
+        "defillama_datasets_url",
+        "polymarket_url",
+        "coingecko_url",
+        *URL_SETTINGS,
+    )
     @classmethod
     def _check_url(cls, value: str) -> str:
         expected = "expected an http(s):// or ws(s):// URL with a host, like https://api.telegram.org"

@@ -292,6 +292,56 @@ class BuybackMilestoneBody(_Body):
     line: BuybackLine
 
 
+class CalendarReminderBody(_Body):
+    """A reminder, `lead` ('7d', '24h', '1h') before a calendar entry (perpwatch.calendar): what, when at
+    its precision, how many tokens, their USD value at the price read when the reminder fell due, the share
+    of total and circulating supply where known, how sure the date is and where it comes from.
+
+    `lead` is the reminder's level in the log, matched against each chat's lead times. `late_note` says it
+    fell due while the bot was stopped and goes out late. Figures not known stay None and are not shown."""
+
+    kind: Literal["calendar_reminder"] = "calendar_reminder"
+    lead: str = Field(pattern=r"^[0-9]{1,3}[dhm]$")
+    entry_id: str = Field(max_length=120)
+    project: str = Field(max_length=60)
+    token: str | None = Field(default=None, max_length=20)
+    token_key: str = Field(max_length=140, description="CoinGecko id or contract: never a ticker alone.")
+    event_type: str = Field(max_length=20)
+    title: str | None = Field(default=None, max_length=120)
+    starts_at: AwareDatetime
+    precision: Literal["exact", "day", "month", "quarter"]
+    amount_tokens: Decimal | None = Field(default=None, gt=0)
+    price_usd: Decimal | None = Field(default=None, gt=0)
+    value_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
+    pct_total: Decimal | None = Field(default=None, gt=0, le=100)
+    pct_circulating: Decimal | None = Field(default=None, gt=0)
+    status: str = Field(max_length=20)
+    figure: str = Field(max_length=20)
+    source_url: str = Field(max_length=500)
+    retrieved_at: str = Field(max_length=10)
+    note: str | None = Field(default=None, max_length=600)
+    late_note: str | None = Field(default=None, max_length=300)
+
+
+class CalendarChangeBody(_Body):
+    """A calendar entry a chat was already reminded of moved (from, to) or was cancelled: sent to each such
+    chat alone (the event's `audience`), as a new message, not a silent edit of the old reminder."""
+
+    kind: Literal["calendar_change"] = "calendar_change"
+    change: Literal["moved", "cancelled"]
+    entry_id: str = Field(max_length=120)
+    project: str = Field(max_length=60)
+    token: str | None = Field(default=None, max_length=20)
+    token_key: str = Field(max_length=140)
+    event_type: str = Field(max_length=20)
+    title: str | None = Field(default=None, max_length=120)
+    from_at: AwareDatetime
+    from_precision: Literal["exact", "day", "month", "quarter"]
+    to_at: AwareDatetime | None = None
+    to_precision: Literal["exact", "day", "month", "quarter"] | None = None
+    source_url: str = Field(max_length=500)
+
+
 # The discriminated union grows here as later families add bodies (cascade, whale, buyback, unlock, tge);
 # each also registers its renderer in `bot/families/`, which a test keeps in step with this union.
 EventBody = Annotated[
@@ -301,7 +351,9 @@ EventBody = Annotated[
     | DistanceBody
     | WhaleTradeBody
     | BuybackSummaryBody
-    | BuybackMilestoneBody,
+    | BuybackMilestoneBody
+    | CalendarReminderBody
+    | CalendarChangeBody,
     Field(discriminator="kind"),
 ]
 

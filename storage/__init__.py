@@ -6,6 +6,7 @@ from pathlib import Path
 
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from storage.buybacks import BuybackRepo
+from storage.calendar import CalendarRepo
 from storage.chats import ChatRepo, Conflict, LimitReached
 from storage.engine import (
     DATABASE_SETTING,
@@ -21,6 +22,7 @@ from storage.watchers import WatcherStateRepo
 
 __all__ = [
     "DATABASE_SETTING",
+    "CalendarRepo",
     "ChatRepo",
     "Conflict",
     "Engine",
@@ -61,6 +63,7 @@ class Store:
         self.watchers = WatcherStateRepo(self.db, clock=clock)
         self.history = History(self.db)
         self.buybacks = BuybackRepo(self.db, clock=clock)
+        self.calendar = CalendarRepo(self.db, clock=clock)
 
     async def open(self) -> Store:
         await self.db.open(migrate=self.migrate)

@@ -50,6 +50,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("buyback_buys", ("programme", "key")),
     ("buyback_snapshots", ("programme", "taken_at")),
     ("buyback_sources", ("programme",)),
+    ("calendar_entries", ("entry_id",)),
+    ("calendar_reminders", ("entry_id", "revision", "lead")),
 )
 """Every table of the schema but `schema_version`, parents before the children whose foreign keys name them,
 each with its primary key: the order a table is read in, page after page."""

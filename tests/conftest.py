@@ -110,6 +110,7 @@ def make_settings(database_url: str) -> MakeSettings:
             "ws_probe_timeout_s": 2.0,
             "ws_backoff_initial_s": 0.01,
             "ws_backoff_max_s": 0.05,
+            "calendar_sources": "none",  # no test reaches DefiLlama's real host unless it asks to
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -353,7 +353,8 @@ def test_db_upgrade_and_status_on_sqlite(
     assert out[:2] == ["engine: sqlite", f"database: {url}"] and out[2].startswith("schema version: 0 (no perpwatch")
     assert out[3] == (
         "pending migrations: 0001_init.sql, 0002_backbone_v2.sql, 0003_event_log.sql, 0004_watcher_kv.sql, "
-        "0005_cascades.sql, 0006_distance_warnings.sql, 0007_audience_and_leads.sql, 0008_buybacks.sql"
+        "0005_cascades.sql, 0006_distance_warnings.sql, 0007_audience_and_leads.sql, 0008_buybacks.sql, "
+        "0009_calendar.sql"
     )
     assert out[4:] == ["chats: -", "subscriptions: -", "events: -", "pending deliveries: -"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import buybacks, general, liqs, settings_cmds, subscriptions, watchlist, whale
+from bot.commands import buybacks, calendar, general, liqs, settings_cmds, subscriptions, watchlist, whale
 from bot.commands.base import Access, Command, CommandError, Context, Param, parse_text_args, run_command
 from bot.commands.values import TOPICS, VENUES
 from bot.commands.watchlist import known_names_hint
@@ -153,6 +153,47 @@ COMMANDS: tuple[Command, ...] = (
             Param("supply", "add: total supply, for the share of supply", positional=False),
             Param("supply_source", "add: the https page that gives the supply", positional=False),
         ),
+    ),
+    Command(
+        "upcoming",
+        "unlocks, TGEs and airdrops ahead, with countdowns as precise as the date is known",
+        calendar.upcoming,
+        params=(
+            Param("days", "how many days ahead (default 30)"),
+            Param("token", "a CoinGecko id, contract, project or ticker"),
+        ),
+    ),
+    Command(
+        "leads",
+        "how long before an unlock or TGE this chat is reminded",
+        calendar.leads,
+        params=(Param("leads", "comma-separated, from 7d,3d,24h,6h,1h, or default (7d,24h,1h)", required=True),),
+        access=Access.CHAT_ADMIN,
+    ),
+    Command(
+        "calendar",
+        "add, edit, cancel or show a calendar entry; hints: launch markets to review (operators)",
+        calendar.calendar_,
+        params=(
+            Param("action", "add, edit, cancel, show or hints", required=True),
+            Param("id", "the entry's id, as /upcoming shows it"),
+            Param("project", "project name", positional=False),
+            Param("token", "ticker, for display only", positional=False),
+            Param("coingecko", "CoinGecko id, e.g. aster-2", positional=False),
+            Param("contract", "chain:address, comma-separated", positional=False),
+            Param("type", "unlock, tge, airdrop_snapshot, airdrop_claim, epoch_end or other", positional=False),
+            Param("start", "UTC: 2026-12-06T14:00, 2026-12-06, 2026-12 or 2027-Q1", positional=False),
+            Param("precision", "exact, day, month or quarter (default: from start)", positional=False),
+            Param("amount", "tokens, e.g. 13.9m", positional=False),
+            Param("pct", "share of total supply, percent", positional=False),
+            Param("total", "total supply in tokens", positional=False),
+            Param("status", "rumoured, announced, confirmed, done or cancelled", positional=False),
+            Param("figure", "announced, actual or model", positional=False),
+            Param("source", "the source URL", positional=False),
+            Param("title", "what happens (_ for spaces)", positional=False),
+            Param("note", "a caveat (_ for spaces)", positional=False),
+        ),
+        access=Access.OPERATOR,
     ),
     Command(
         "pause",

@@ -4,12 +4,13 @@ A family is one module here plus its body in the event model's union; importing 
 every family, so `family_of`, `render_event` and `render_summary` know them all.
 """
 
-from bot.families import buybacks, cascade, liquidation, whales
+from bot.families import buybacks, calendar, cascade, liquidation, whales
 from bot.families.registry import Family, family_of, register, registered, render_event, render_summary
 
 __all__ = [
     "Family",
     "buybacks",
+    "calendar",
     "cascade",
     "family_of",
     "liquidation",
