@@ -79,6 +79,8 @@ async def test_metrics_after_alerts_a_replay_and_a_429(
         telegram.fail_next("sendMessage", kind="retry_after", retry_after=1)
         await binance.push(sample_frame(S="BUY", T=1568014461893))
         await wait_alerts(telegram, 2)
+        while not await app.dispatcher.idle():  # noqa: ASYNC110 - both rows recorded as sent, not only shown
+            await asyncio.sleep(0.01)
         budget = app.runtime.budgets.declare("https://api.example.test/info", 1200)
         await budget.acquire(20)
         budget.pause(30)

@@ -11,6 +11,7 @@ Debian (`apt-get install chromium`). The test skips, saying so, only when that b
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -56,6 +57,8 @@ async def test_status_page_in_headless_chromium(
         await binance.push(sample_frame())  # BTCUSDT: the group hears it
         await binance.push(sample_frame(s="SOLUSDT", q="3", ap="150.25", T=1568014461893))  # the private chat
         await telegram.wait_until(lambda: sum("liquidated" in m.body for m in telegram.sent) >= 2)
+        while not await app.dispatcher.idle():  # noqa: ASYNC110 - shown, and recorded as sent
+            await asyncio.sleep(0.01)
 
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
