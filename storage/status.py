@@ -80,27 +80,34 @@ def _hourly_sql(hours: int) -> str:
 
 
 class _Shared(Generic[T]):
-    """One read at a time, its answer kept for a while: concurrent and repeated asks share it."""
+    """One read at a time, its answer kept for a while: concurrent and repeated asks share it.
+
+    Only the latest key is kept (the chart's key moves on every hour): memory stays one answer."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._kept: dict[object, tuple[float, T]] = {}
-        self._running: dict[object, asyncio.Future[T]] = {}
+        self._kept: tuple[object, float, T] | None = None
+        self._running: tuple[object, asyncio.Future[T]] | None = None
+
+    def forget(self) -> None:
+        self._kept = None
 
     async def get(self, key: object, read: Callable[[], Awaitable[T]], max_age_s: float) -> T:
         mono = self.clock.monotonic()
-        kept = self._kept.get(key)
-        if kept is not None and max_age_s > 0 and mono - kept[0] <= max_age_s:
-            return kept[1]
-        running = self._running.get(key)
-        if running is None or running.done():
+        kept = self._kept
+        if kept is not None and kept[0] == key and max_age_s > 0 and mono - kept[1] <= max_age_s:
+            return kept[2]
+        if self._running is None or self._running[0] != key or self._running[1].done():
 
             async def run() -> T:
                 return await read()
 
-            running = self._running[key] = asyncio.ensure_future(run())
-        value = await asyncio.shield(running)
-        self._kept[key] = (mono, value)
+            future = asyncio.ensure_future(run())
+            # A caller that gave up waiting (a scrape's timeout) must not leave the failure unretrieved.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._running = (key, future)
+        value = await asyncio.shield(self._running[1])
+        self._kept = (key, mono, value)
         return value
 
 
@@ -111,6 +118,11 @@ class StatusReads:
         self._backlog: _Shared[list[PlatformBacklog]] = _Shared(clock)
         self._sent: _Shared[list[SentAlert]] = _Shared(clock)
         self._hourly: _Shared[list[HourBucket]] = _Shared(clock)
+
+    def forget(self) -> None:
+        """Drop the kept answers: the next read of each counts again."""
+        for shared in (self._backlog, self._sent, self._hourly):
+            shared.forget()
 
     async def backlog_by_platform(self, *, max_age_s: float = 0.0) -> list[PlatformBacklog]:
         """Pending (due now) and parked deliveries per platform; a platform with none is absent."""

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app import PerpwatchApp
 from bot.cli import main
 from bot.http import HttpStartError
+from bot.settings import Settings
 from storage import StorageUnavailable
 from tests.conftest import TG_TOKEN, MakeSettings
 from tests.fakes.binance_ws import FakeForceOrderServer
@@ -209,7 +210,7 @@ async def test_a_scrape_reads_the_database_only_off_the_loop_and_survives_storag
                 raise StorageUnavailable("database is locked")
 
             db.fetch_slow = away  # type: ignore[method-assign]
-            app.http.metrics.reads._backlog._kept.clear()  # no reuse: the scrape must meet the fault
+            app.http.metrics.reads.forget()  # no reuse: the scrape must meet the fault
             status, text, _ = await get(app.http.url + "/metrics")
             samples = parse(text)
             assert status == 200
@@ -262,3 +263,39 @@ async def test_http_start_error_names_the_setting(make_settings: MakeSettings) -
         app = PerpwatchApp(make_settings(http_listen=f"127.0.0.1:{taken.getsockname()[1]}"))
         with pytest.raises(HttpStartError, match="PERPWATCH_HTTP_LISTEN"):
             await app.start()
+
+
+async def test_a_scrape_does_not_wait_long_for_a_count_that_hangs(
+    make_settings: MakeSettings,
+    telegram: FakeTelegramApi,
+    binance: FakeForceOrderServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.http.metrics
+
+    monkeypatch.setattr(bot.http.metrics, "BACKLOG_TIMEOUT_S", 0.05)
+    async with bot_with_http(make_settings, telegram, binance) as app:
+        assert app.http is not None
+        never = asyncio.Event()
+
+        async def hangs(sql: str, params: Any = ()) -> Any:
+            await never.wait()
+
+        monkeypatch.setattr(app.store.db, "fetch_slow", hangs)
+        status, text, _ = await asyncio.wait_for(get(app.http.url + "/metrics"), 5)
+        assert status == 200
+        assert ("perpwatch_backlog_age_seconds", ()) not in parse(text)  # never counted: no age to claim
+        assert value(parse(text), "perpwatch_watcher_up", watcher="binance") == 1
+
+
+def test_http_settings_default_off_and_the_token_is_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    defaults = Settings(_env_file=None)
+    assert (defaults.http_listen, defaults.http_token, defaults.log_format) == (None, None, "text")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"PERPWATCH_HTTP_LISTEN=[::1]:9108\nPERPWATCH_HTTP_TOKEN={HTTP_TOKEN}\n")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "PERPWATCH_HTTP_LISTEN=[::1]:9108\n" in out and "PERPWATCH_HTTP_TOKEN=***\n" in out
+    assert HTTP_TOKEN not in out
