@@ -8,6 +8,7 @@ prometheus-client's own parser.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from tests.fakes.telegram_api import FakeTelegramApi
 from tests.test_e2e_telegram import sample_frame, subscribed, wait_alerts
 
 HTTP_TOKEN = "http-token-Zq81"
+REPO = Path(__file__).resolve().parents[1]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -298,3 +300,48 @@ def test_http_settings_default_off_and_the_token_is_masked(
     out = capsys.readouterr().out
     assert "PERPWATCH_HTTP_LISTEN=[::1]:9108\n" in out and "PERPWATCH_HTTP_TOKEN=***\n" in out
     assert HTTP_TOKEN not in out
+
+
+async def test_perpwatch_run_serves_the_probes_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    with socket.socket() as probe:  # a free port for the child (the window before it binds is tiny)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        cwd=tmp_path,
+        env={
+            "PATH": "",
+            "PYTHONPATH": str(REPO),
+            "PERPWATCH_WATCHERS": "binance",
+            "PERPWATCH_BINANCE_WS_URL": "ws://127.0.0.1:9/",
+            "PERPWATCH_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "PERPWATCH_LOG_FORMAT": "json",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        ready = None
+        for _ in range(300):  # a hang guard: the child starts in about a second
+            try:
+                ready = await get(f"http://127.0.0.1:{port}/readyz")
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        assert ready is not None and ready[:2] == (200, "ready\n")  # the console platform counts
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    logged = [json.loads(line) for line in err.decode().splitlines()]
+    assert any(r["message"].startswith("http listening") for r in logged)
+    assert any(r["message"] == "stopping" for r in logged)
