@@ -44,7 +44,8 @@ BACKLOG_MAX_AGE_S = 5.0
 """A scrape reuses a backlog count this young: counting visits every waiting row."""
 
 BACKLOG_TIMEOUT_S = 2.0
-"""A scrape waits this long for the count, then serves the last one: Prometheus times out at ten seconds."""
+"""A scrape waits this long for the count, then serves the last one: well inside Prometheus' default scrape
+timeout, so a slow count costs one stale figure, never the whole scrape."""
 
 UP_STATES = (WatcherState.UP, WatcherState.DEGRADED)
 """States in which a watcher delivers (a degraded pool still streams on its other connections)."""
@@ -83,7 +84,7 @@ class BotMetrics:
         dispatcher.sent_listeners.append(self.observe_sent)
 
     def observe_sent(self, platform: str, batch: Sequence[PendingDelivery], sent_at: datetime) -> None:
-        """Each row's wait: a summary of fifty alerts is fifty waits, the oldest the one that matters."""
+        """Each row's wait: a summary carries as many waits as it merged alerts, the oldest the one that matters."""
         child = self.latency.labels(platform=platform)
         for row in batch:
             if row.event is None:
@@ -107,7 +108,8 @@ class BotMetrics:
 
 
 class _Live(Collector):
-    """Samples made from the live objects at each scrape; only a few dozen, so rendering stays short."""
+    """Samples made from the live objects at each scrape: a handful per watcher, host and platform, never per
+    chat or per event, so rendering stays short whatever the bot's size."""
 
     def __init__(self, metrics: BotMetrics) -> None:
         self.m = metrics

@@ -40,7 +40,7 @@ ALERTS_SHOWN = 15
 CHART_HOURS = 24
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
-"""Venue colours in the chart, assigned in venue order (colour-blind-safe Tableau 10)."""
+"""Venue colours in the chart, assigned in venue order (Tableau's colour-blind-safe palette)."""
 
 PUBLIC_KINDS = ("group",)
 PUBLIC_PLATFORMS = ("console",)
