@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.buyback_programmes import aster_wallets
 from bot.buyback_programmes import bundled as bundled_programmes
@@ -36,6 +36,9 @@ from watchers.buybacks import NAME as BUYBACKS
 from watchers.prices import PriceSource
 from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
+
+if TYPE_CHECKING:
+    from bot.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,13 @@ class PerpwatchApp:
         )
         self._reports_task: asyncio.Task[None] | None = None
         self._started: list[Platform] = []
+        self._store_open = False
+        self.http: HttpServer | None = None
+        """The metrics and status listener (bot/http), only when PERPWATCH_HTTP_LISTEN is set."""
+        if settings.http_listen is not None:
+            from bot.http.server import for_app
+
+            self.http = for_app(self, self._waiting_for)
 
     def _build_platforms(self, console_stream: TextIO | None) -> list[Platform]:
         s = self.settings
@@ -170,8 +180,24 @@ class PerpwatchApp:
         )
 
     # --- lifecycle ----------------------------------------------------------------------------------
+    def _waiting_for(self) -> str | None:
+        """What `/readyz` waits for: storage open and a platform started; None once both hold."""
+        if not self._store_open:
+            return "storage is not open"
+        if not self._started:
+            return "no platform has started"
+        return None
+
     async def start(self) -> None:
-        await self.store.open()
+        if self.http is not None:  # first: a bad address stops the start before anything else has begun
+            await self.http.start()
+        try:
+            await self.store.open()
+        except BaseException:
+            if self.http is not None:
+                await self.http.stop()
+            raise
+        self._store_open = True
         try:
             if any(p.name == "console" for p in self.platforms):
                 await self._subscribe_console()
@@ -249,6 +275,8 @@ class PerpwatchApp:
             await self.clock.sleep(every_s)
 
     async def stop(self) -> None:
+        if self.http is not None:  # no scrape or page reads a bot half stopped, nor a closed store
+            await self.http.stop()
         await self.supervisor.stop()
         await self.runtime.close()
         await self.pipeline.drain()
@@ -270,6 +298,7 @@ class PerpwatchApp:
             except Exception:
                 log.exception("platform stop failed platform=%s", platform.name)
         self._started.clear()
+        self._store_open = False
         await self.store.close()
 
     async def __aenter__(self) -> PerpwatchApp:

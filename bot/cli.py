@@ -18,7 +18,11 @@ log = logging.getLogger("perpwatch")
 
 def _secrets(settings: Settings, *urls: str) -> list[str]:
     """What no output may show: the tokens, the database's password, and those of other URLs given (--to)."""
-    tokens = [t.get_secret_value() for t in (settings.telegram_bot_token, settings.discord_bot_token) if t]
+    tokens = [
+        t.get_secret_value()
+        for t in (settings.telegram_bot_token, settings.discord_bot_token, settings.http_token)
+        if t is not None
+    ]
     passwords = [settings.database_password] if settings.database_password else []
     for url in urls:
         raw = urlsplit(url).password if "://" in url else None
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from bot.logs import setup_logging
 
     secrets = _secrets(settings, to)
-    setup_logging(settings.log_level, secrets)
+    setup_logging(settings.log_level, secrets, settings.log_format)
     if args.command == "config":
         _config(settings)
         return 0
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot import doctor as doctor_checks
 
         return doctor_checks.run(settings, sys.stdout, secrets, timeout_s=args.timeout)
+    from bot.http import HttpStartError
     from bot.platforms.delivery import PlatformStartError
     from storage import StorageStartError
 
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             asyncio.run(run_demo(settings, rate=args.rate))
-    except (PlatformStartError, StorageStartError) as exc:  # what the operator must fix, said in one line
+    except (PlatformStartError, StorageStartError, HttpStartError) as exc:  # what the operator must fix, in one line
         message = str(exc)
         for secret in secrets:  # one more guard: this line bypasses the logging filter
             message = message.replace(secret, "***")

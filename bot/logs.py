@@ -1,14 +1,41 @@
 """Logging set-up. Tokens are secrets: they are masked in every record, whichever library logs them.
 
+Two formats with the same fields (time, level, logger, message, and the traceback when there is one): text
+for a terminal, JSON lines for a log shipper, which would otherwise have to split a traceback's lines back
+into one record. The mask runs on the record before either formatter sees it, so both print the same.
+
 httpx logs each request URL at INFO, and a Telegram URL holds the bot token, so httpx is held at WARNING;
 the redacting filter is the second line of defence for anything else that might echo a token.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from typing import Literal, TextIO
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: the text format's fields under names a shipper indexes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # set by RedactSecrets when it masked a traceback
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
 
 
 class RedactSecrets(logging.Filter):
@@ -33,10 +60,18 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: str, secrets: Iterable[str] = ()) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def make_handler(
+    stream: TextIO | None = None, secrets: Iterable[str] = (), fmt: Literal["text", "json"] = "text"
+) -> logging.Handler:
+    """The bot's one log handler: the chosen format, with every secret masked."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RedactSecrets(secrets))
+    return handler
+
+
+def setup_logging(level: str, secrets: Iterable[str] = (), fmt: Literal["text", "json"] = "text") -> None:
+    handler = make_handler(secrets=secrets, fmt=fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.cascades import CascadeDetector
 from perpwatch.clock import SYSTEM_CLOCK, Clock
@@ -30,6 +31,8 @@ class PipelineStats:
     duplicates: int = 0
     commits: int = 0
     cascade_revisions: int = 0
+    by_source: dict[tuple[str, bool], int] = field(default_factory=lambda: defaultdict(int))
+    """Events handed over, by (source, new): a source whose replays outnumber its news is resending."""
 
 
 class Pipeline:
@@ -170,6 +173,8 @@ class Pipeline:
         self, future: asyncio.Future[list[AcceptResult]], events: Sequence[Event], results: list[AcceptResult]
     ) -> None:
         fresh = sum(1 for r in results if r.new)
+        for event, result in zip(events, results, strict=False):
+            self.stats.by_source[(event.source, result.new)] += 1
         self.stats.accepted += fresh
         self.stats.duplicates += len(results) - fresh
         if fresh:

@@ -45,6 +45,18 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as the HTTP listener binds it; refused here, at start, rather
+    than as a bind error after the bot has half started."""
+    expected = "expected host:port like 127.0.0.1:9108 ([::1]:9108 for IPv6)"
+    host, sep, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536 or any(c in host for c in "/ []"):
+        raise ValueError(expected)
+    return host, int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERPWATCH_",
@@ -164,6 +176,12 @@ class Settings(BaseSettings):
 
     # --- logging ----------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # --- metrics and status page (bot/http) ---------------------------------------------------------
+    # Off unless set: an operator opts in to a listening socket. The token guards the page and /metrics.
+    http_listen: str | None = None
+    http_token: SecretStr | None = None
 
     @field_validator("watchers", mode="before")
     @classmethod
@@ -237,6 +255,14 @@ class Settings(BaseSettings):
                 out.append(text)
             return out
         return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_listen(value)
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -182,7 +183,10 @@ def test_readme_command_table_matches_help() -> None:
     assert rows == [c.usage for c in COMMANDS]
 
 
-async def test_rejected_telegram_token_stops_run_with_one_clear_line(telegram: FakeTelegramApi, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_rejected_telegram_token_stops_run_with_one_clear_line(
+    telegram: FakeTelegramApi, tmp_path: Path, log_format: str
+) -> None:
     wrong = "999999:WRONG-TOKEN"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -197,15 +201,55 @@ async def test_rejected_telegram_token_stops_run_with_one_clear_line(telegram: F
             "PERPWATCH_TELEGRAM_API_URL": telegram.base_url,
             "PERPWATCH_WATCHERS": "binance",
             "PERPWATCH_BINANCE_WS_URL": "ws://127.0.0.1:9/",
+            "PERPWATCH_LOG_FORMAT": log_format,
+            "PERPWATCH_LOG_LEVEL": "DEBUG",  # every library's lines too: none may carry the token
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
-    last = err.decode().strip().splitlines()[-1]
+    *logged, last = err.decode().strip().splitlines()
     assert last == "perpwatch: Telegram rejected TELEGRAM_BOT_TOKEN (check it with @BotFather)"
     assert "WRONG-TOKEN" not in err.decode() + out.decode()
+    assert logged, "the run logged nothing: the mask was not exercised"
+    if log_format == "json":  # one object per line, every line
+        assert all(set(json.loads(line)) >= {"time", "level", "logger", "message"} for line in logged)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_log_formats_carry_the_same_fields_with_secrets_masked(log_format: str) -> None:
+    from bot.logs import make_handler
+
+    secret = "123456:SECRET-in-a-url"
+    stream = io.StringIO()
+    logger = logging.getLogger(f"perpwatch.test_logs.{log_format}")
+    logger.propagate = False
+    logger.handlers[:] = [make_handler(stream, secrets=[secret], fmt=log_format)]  # type: ignore[arg-type]
+    try:
+        logger.warning("request failed url=%s attempt=%d", f"https://api.telegram.org/bot{secret}/getMe", 3)
+        try:
+            raise RuntimeError(f"token {secret} refused")
+        except RuntimeError:
+            logger.exception("send failed chat=%d", 7)
+    finally:
+        logger.handlers.clear()
+    text = stream.getvalue()
+    assert secret not in text and "SECRET" not in text
+    if log_format == "text":
+        first, second = re.findall(rf"^\S+ \S+ (\w+) ({re.escape(logger.name)}): (.*)$", text, re.M)
+        assert first == ("WARNING", logger.name, "request failed url=https://api.telegram.org/bot***/getMe attempt=3")
+        assert second == ("ERROR", logger.name, "send failed chat=7")
+        assert "RuntimeError: token *** refused" in text  # the traceback follows its line
+        return
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert len(lines) == 2  # a traceback stays inside its record
+    assert [(r["level"], r["logger"], r["message"]) for r in lines] == [
+        ("WARNING", logger.name, "request failed url=https://api.telegram.org/bot***/getMe attempt=3"),
+        ("ERROR", logger.name, "send failed chat=7"),
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}", lines[0]["time"])  # as the text format's asctime
+    assert "exception" not in lines[0] and "RuntimeError: token *** refused" in lines[1]["exception"]
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://", "http://[::1", "ftp://example.com", "x"])

@@ -138,6 +138,9 @@ class HostBudget:
         self._lock = asyncio.Lock()
         self.waited = 0
         """Requests that had to wait for budget or a pause: a figure for `/status`."""
+        self.pauses = 0
+        self.paused_s = 0.0
+        """Rate-limit answers that paused the host, and the seconds they added to its pauses (for metrics)."""
 
     @property
     def used(self) -> int:
@@ -156,7 +159,11 @@ class HostBudget:
 
     def pause(self, seconds: float) -> None:
         """Hold every request to this host for `seconds` (a longer pause already set is kept)."""
-        self._paused_until = max(self._paused_until, self.clock.monotonic() + seconds)
+        now = self.clock.monotonic()
+        until = max(self._paused_until, now + seconds)
+        self.pauses += 1
+        self.paused_s += until - max(self._paused_until, now)
+        self._paused_until = until
 
     def charge(self, weight: int) -> None:
         if weight > 0:
@@ -223,6 +230,10 @@ class BudgetRegistry:
         if budget is None:
             budget = self._budgets[host] = HostBudget(host, self.default_limit, clock=self.clock)
         return budget
+
+    def hosts(self) -> list[HostBudget]:
+        """Every host's budget, by host: what the metrics read at scrape time."""
+        return [self._budgets[host] for host in sorted(self._budgets)]
 
     def snapshot(self) -> dict[str, str]:
         """Each host's use, for `/status` (a watcher copies it into `WatcherHealth.extra`)."""

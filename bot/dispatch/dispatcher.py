@@ -100,6 +100,12 @@ class DispatchStats:
     replies: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Alerts that left the outbox unsent, by reason (expired, superseded at send time, undecodable)."""
+    outcomes: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    """Alert rows that reached a final state here, by (platform, sent | parked | expired): the totals above
+    cannot tell an operator which platform is failing."""
+    rate_limited_by: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    held_s_by: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """429s by platform, and the seconds of holds they asked for: the cost of a flood limit, not its count."""
 
 
 @dataclass
@@ -146,6 +152,9 @@ class Dispatcher:
         self.shutdown_grace_s = shutdown_grace_s
         self._rand = rand
         self.stats = DispatchStats()
+        self.sent_listeners: list[Callable[[str, Sequence[PendingDelivery], datetime], None]] = []
+        """Told of each message the platform accepted (platform, its rows, when): what measures latency
+        without the dispatcher knowing who measures."""
         self.outage = StorageOutage(clock)
         self.pacers = {p.name: Pacer(p.limits, clock) for p in platforms}
         self.disabled: dict[str, str] = {}
@@ -526,7 +535,7 @@ class Dispatcher:
                 self._read_to_head.discard(chat_id)
                 chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE, start_after=skip_to)
                 cursor = chat.log_cursor if chat is not None else self.outbox.head
-                due = await self._drop_expired(due, now)
+                due = await self._drop_expired(due, now, chat.platform if chat is not None else "")
             answers = self._answers.get(chat_id)
             if chat is None:
                 if answers is None:
@@ -577,14 +586,14 @@ class Dispatcher:
             rows = decision.rows
             if decision.read_all:
                 async with self._unit():
-                    rows = await self._everything_due(chat_id, now)
+                    rows = await self._everything_due(chat_id, now, chat.platform)
             outcome = await self._send(chat, platform, decision.shape, rows)
             if outcome is _Outcome.STOP:
                 return
             if outcome is _Outcome.RELOAD:
                 continue
 
-    async def _everything_due(self, chat_id: int, now: datetime) -> list[PendingDelivery]:
+    async def _everything_due(self, chat_id: int, now: datetime, platform: str = "") -> list[PendingDelivery]:
         """Up to `MERGE_MAX` rows for one summary, read (and decoded) a page at a time with a turn for every
         other task between pages: a summary of thousands must not hold the loop for all of them at once."""
         await self.outbox.read_log(chat_id, want=MERGE_MAX, now=now)
@@ -597,7 +606,7 @@ class Dispatcher:
             if not page:
                 break
             after = page[-1].id
-            page = await self._drop_expired(page, now)
+            page = await self._drop_expired(page, now, platform)
             rows.extend(d for d in page if d.event is not None and d.edit_ref is None)
             await asyncio.sleep(0)
         return rows
@@ -611,13 +620,16 @@ class Dispatcher:
             slots = pacer.slots_within(chat.id, group=chat.is_group, horizon_s=horizon, at_most=len(due))
         return batching.plan(due, slots=slots, page_full=len(due) >= PAGE)
 
-    async def _drop_expired(self, due: list[PendingDelivery], now: datetime) -> list[PendingDelivery]:
+    async def _drop_expired(
+        self, due: list[PendingDelivery], now: datetime, platform: str = ""
+    ) -> list[PendingDelivery]:
         """Rows past their expiry leave the outbox unsent, counted; the rest are returned in order."""
         stale = [d.id for d in due if d.expires_at is not None and d.expires_at <= now]
         if not stale:
             return due
         await self.outbox.expire(stale)
         self.stats.dropped["expired"] += len(stale)
+        self.stats.outcomes[(platform, "expired")] += len(stale)
         log.info("alerts expired unsent chat=%d count=%d", due[0].chat_id, len(stale))
         return [d for d in due if d.id not in set(stale)]
 
@@ -707,7 +719,14 @@ class Dispatcher:
         self.stats.sent += 1
         if len(ids) > 1:
             self.stats.merged += len(ids)
-        self.outage.unrecorded[chat.id] = Unrecorded(ids=ids, message_ref=ref.dump(), sent_at=self.clock.now())
+        sent_at = self.clock.now()
+        self.stats.outcomes[(platform.name, "sent")] += len(ids)
+        for listener in self.sent_listeners:
+            try:
+                listener(platform.name, batch, sent_at)
+            except Exception:  # a figure lost, never a send
+                log.exception("a sent listener failed platform=%s", platform.name)
+        self.outage.unrecorded[chat.id] = Unrecorded(ids=ids, message_ref=ref.dump(), sent_at=sent_at)
         if self.outage.paused():  # the database went away while this was in flight: one try per outage is enough
             return _Outcome.STOP
         async with self._unit():
@@ -783,6 +802,8 @@ class Dispatcher:
     def _rate_limited(self, platform: Platform, chat: Chat, after_s: float) -> None:
         """Counted always; logged once per platform per `RATE_LIMIT_LOG_EVERY_S`, with how many came since."""
         self.stats.rate_limited += 1
+        self.stats.rate_limited_by[platform.name] += 1
+        self.stats.held_s_by[platform.name] += max(after_s, 0.0)
         mono = self.clock.monotonic()
         logged_at, since = self._rate_limits.get(platform.name, (float("-inf"), 0))
         if mono - logged_at < RATE_LIMIT_LOG_EVERY_S:
@@ -829,6 +850,7 @@ class Dispatcher:
         if chat_gone:
             parked = await self.chats.mark_gone(chat.id, reason)
             self.stats.parked += parked
+            self.stats.outcomes[(chat.platform, "parked")] += parked
             self._answers.pop(chat.id, None)
             if chat.id not in self._gone_logged:  # tell the operator log once per chat, not per alert
                 self._gone_logged.add(chat.id)
@@ -842,6 +864,7 @@ class Dispatcher:
         else:
             await self.outbox.park(ids, reason=reason)
             self.stats.parked += len(ids)
+            self.stats.outcomes[(chat.platform, "parked")] += len(ids)
             log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
 
 
