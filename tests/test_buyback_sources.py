@@ -10,11 +10,13 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from perpwatch.buybacks import KINDS, BuybackSource, Fetched, Programme, ProgrammeKind, Snapshot, SourceContext
 from perpwatch.clock import FrozenClock
@@ -525,6 +527,30 @@ async def test_lighter_overlapping_pages_miss_nothing_and_count_nothing_twice() 
         fake.before = None
         nxt = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake), cursor=got.cursor)
         assert [b.usd for b in nxt.buys] == [Decimal(3)] * 3
+
+
+@dataclass
+class _ShallowExplorer(FakeLighterExplorer):
+    """An explorer that refuses offsets past `deepest`, as a paging depth limit would."""
+
+    deepest: int = 100
+
+    def answer(self, request: web.Request, body: Any) -> web.Response:
+        if int(request.query.get("offset", "0")) > self.deepest:
+            return web.Response(status=400, text='{"code":400,"message":"invalid param: offset"}')
+        return super().answer(request, body)
+
+
+async def test_lighter_history_ends_where_the_explorer_refuses_to_page_deeper() -> None:
+    """Counted up to there and finished, not failing forever at the same page; a refused first page is a fault."""
+    async with _ShallowExplorer() as fake, driving() as (poller, _, _):
+        fill_history(fake, 400)
+        got = await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake))
+        assert fake.offsets() == [0, 100] and not got.more and len(got.buys) == 100
+        assert got.cursor["newest"] == datetime.fromisoformat(at(399)).isoformat()
+        fake.deepest = -1
+        with pytest.raises(HttpStatusError, match="HTTP 400"):
+            await poller.fetch(LIGHTER, {}, now=T0, urls=lighter_urls(fake))
 
 
 async def test_lighter_a_long_scan_is_kept_in_the_cursor_between_steps() -> None:

@@ -26,6 +26,7 @@ adapter counts every trade log, so this module does too.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -34,7 +35,9 @@ from typing import Any
 
 from perpwatch.buybacks import Buy, Fetched, ProgrammeKind, SourceContext
 from perpwatch.events import parse_decimal
-from watchers.poller import Request
+from watchers.poller import HttpStatusError, RateLimited, Request
+
+log = logging.getLogger(__name__)
 
 URL_SETTING = "lighter_explorer_url"
 DEFAULT_URLS: dict[str, str] = {URL_SETTING: "https://explorer.elliot.ai"}
@@ -150,12 +153,21 @@ class LighterAccountTrades:
         buys: dict[str, Buy] = {}
         finished = False
         for _ in range(MAX_PAGES):
-            body = await ctx.get_json(
-                Request(
-                    f"{base}/api/accounts/{p['account_index']}/logs",
-                    params={"pub_data_type": "Trade", "limit": str(LIMIT), "offset": str(offset)},
+            try:
+                body = await ctx.get_json(
+                    Request(
+                        f"{base}/api/accounts/{p['account_index']}/logs",
+                        params={"pub_data_type": "Trade", "limit": str(LIMIT), "offset": str(offset)},
+                    )
                 )
-            )
+            except HttpStatusError as exc:
+                if not _history_ends(exc, offset):
+                    raise
+                # The explorer refuses to page deeper (DefiLlama's adapter stops at a fixed depth too): what
+                # it serves is all that can be counted, and the totals say from when ("counted only since").
+                log.warning("lighter explorer refused offset=%d status=%d: history ends there", offset, exc.status)
+                finished = True
+                break
             logs = parse_logs(body)
             if top is None and logs:
                 top = logs[0][0]
@@ -207,3 +219,9 @@ class LighterAccountTrades:
 
 
 SOURCE = LighterAccountTrades()
+
+
+def _history_ends(exc: HttpStatusError, offset: int) -> bool:
+    """A client error for a page past the first (a 429 is a pause, not an end; a refused first page is a
+    fault): the explorer serves no deeper history."""
+    return not isinstance(exc, RateLimited) and 400 <= exc.status < 500 and offset > 0
