@@ -60,6 +60,17 @@ def test_a_private_whale_alert_never_shows_the_wallet() -> None:
     assert "HYPE" in shown  # the same alert heard in a group is listed with what it said
 
 
+def test_what_a_watcher_says_of_itself_is_shown_under_it() -> None:
+    """Each buyback programme's source state, a host's budget: an operator sees which part is failing."""
+    buybacks = WatcherHealth(name="buybacks", state=WatcherState.DEGRADED, note="Buyback programmes")
+    buybacks.extra["programme aster"] = "failing (last good 2026-12-02 18:00 UTC): HTTP 500"
+    buybacks.extra["budget api.hyperliquid.xyz"] = "12/1200 per 60s"
+    page = render(snapshot(watchers=[buybacks]))
+    detail = re.search(r'data-watcher="buybacks".*?<tr class="detail">(.*?)</tr>', page, re.S)
+    assert detail is not None and "Buyback programmes · budget api.hyperliquid.xyz: 12/1200 per 60s" in detail[1]
+    assert "programme aster: failing (last good 2026-12-02 18:00 UTC): HTTP 500" in detail[1]
+
+
 def test_health_figures_and_text_from_the_outside_are_escaped() -> None:
     down = WatcherHealth(name="okx", state=WatcherState.DOWN, last_error="<script>alert(1)</script>", reconnects=4)
     page = render(snapshot(watchers=[down], storage_paused=True))

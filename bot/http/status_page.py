@@ -207,6 +207,10 @@ def _watchers(s: StatusSnapshot) -> list[str]:
             f"<td>{_e(_ago(h.last_frame_at, s.now))}</td><td class=n>{h.events}</td><td class=n>{h.reconnects}</td>"
             f"<td class=n>{h.parse_errors}</td><td class=n>{h.errors}</td><td>{_e(error)}</td></tr>"
         )
+        if h.note or h.extra:  # what the watcher says of itself: each programme's source, a host's budget
+            said = [h.note] if h.note else []
+            said += [f"{key}: {value}" for key, value in sorted(h.extra.items())]
+            out.append(f'<tr class="detail"><td></td><td colspan="8" class="note">{_e(" · ".join(said))}</td></tr>')
     out.append("</tbody></table>")
     out += [f'<p class="note">{_e(name)}: unsupported — {_e(why)}</p>' for name, why in s.unsupported.items()]
     return out
