@@ -41,7 +41,7 @@ class SlowAster(FakeAsterChain):
     delay_s: float = 0.15
     answered: int = 0
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.delay_s)
         response = await super()._handle(request)
         self.answered += 1
