@@ -147,18 +147,20 @@ async def backfill_programme(
             result.buys += poller.new_buys - before
             done, total, unit, where = _where(programme, fetched.cursor, poller.head, clock.now())
             result.position = where
-            detail = "; ".join(x for x in (f"{result.buys:,} new buys stored", where) if x)
+            buys = f"{result.buys:,} new {'buy' if result.buys == 1 else 'buys'} stored"
+            pages = f"{result.pages:,} {'page' if result.pages == 1 else 'pages'}"
+            detail = "; ".join(x for x in (buys, where) if x)
             if unit == "pages":
                 done, total = result.pages, None
             shown.unit = unit
             label = programme.id
             if not fetched.more:
                 final = total if total is not None else done
-                shown.update(label, final, final, detail=f"{result.pages:,} pages; {detail}")
+                shown.update(label, final, final, detail=detail if unit == "pages" else f"{pages}; {detail}")
                 if isinstance(shown, BarProgress):  # the bar's line is cut at the terminal's width: all of it once
-                    shown.note(f"{label}: {result.pages:,} pages; {detail}")
+                    shown.note(f"{label}: {pages}; {detail}")
                 return result
-            shown.update(label, done, total, detail=detail if unit == "pages" else f"{result.pages:,} pages; {detail}")
+            shown.update(label, done, total, detail=detail if unit == "pages" else f"{pages}; {detail}")
 
 
 async def backfill_buybacks(
@@ -195,7 +197,8 @@ async def backfill_buybacks(
                 await backfill_programme(poller, shown, clock=clock, retries=retries, retry_initial_s=retry_initial_s)
             )
     total = sum(r.buys for r in results)
-    out.write(f"backfill done: {len(results)} programmes, {total:,} new buys stored\n")
+    programmes_read = f"{len(results)} {'programme' if len(results) == 1 else 'programmes'}"
+    out.write(f"backfill done: {programmes_read}, {total:,} new {'buy' if total == 1 else 'buys'} stored\n")
     out.flush()
     return results
 

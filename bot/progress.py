@@ -99,7 +99,7 @@ class Progress:
 
     def _amount(self, done: int, total: int | None) -> str:
         if total is None:
-            return f"{done:,} {self.unit}"
+            return f"{done:,} {self._unit_for(done)}"
         if done >= total:
             return f"{done:,} {self._unit_for(done)}"
         return f"{done:,} of {total:,} {self.unit}"

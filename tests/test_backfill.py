@@ -21,7 +21,7 @@ from bot.progress import CLEAR_LINE
 from perpwatch.buybacks import Programme
 from perpwatch.clock import FrozenClock
 from storage import Store
-from tests.fakes.buyback_sources import FakeAsterChain, FakeEvmNode, Seen, server_error
+from tests.fakes.buyback_sources import FakeAsterChain, FakeEvmNode, FakeLighterExplorer, Seen, server_error
 
 pytestmark = pytest.mark.engines
 
@@ -105,9 +105,9 @@ async def test_plain_lines_show_pages_buys_and_the_cursor_and_a_rerun_changes_no
         [done] = await backfill_buybacks(store.buybacks, urls, out, clock=SteppingClock(T0), tty=False)
         assert done.buys == 19 and done.pages == len(aster.seen) > 1
         lines = out.getvalue().splitlines()
-        assert lines[0].startswith("aster: 0 of 5 days (0%); 1 pages; ")  # the first page always shows
+        assert lines[0].startswith("aster: 0 of 5 days (0%); 1 page; ")  # the first page always shows
         assert lines[-2].startswith(f"aster: 5 days; {done.pages} pages; 19 new buys stored; cursor at 2026-12-02 ")
-        assert lines[-1] == "backfill done: 1 programmes, 19 new buys stored"
+        assert lines[-1] == "backfill done: 1 programme, 19 new buys stored"
         assert "\r" not in out.getvalue()
         assert await _all_time(store, "aster") == (Decimal(190), Decimal("95.00"), 19)
 
@@ -116,8 +116,35 @@ async def test_plain_lines_show_pages_buys_and_the_cursor_and_a_rerun_changes_no
         [rerun] = await backfill_buybacks(store.buybacks, urls, again, clock=SteppingClock(T0), tty=False)
         assert (rerun.pages, rerun.buys) == (1, 0)
         assert len(aster.seen) == asked  # already at the settled edge: not even a request
-        assert again.getvalue().splitlines()[-1] == "backfill done: 1 programmes, 0 new buys stored"
+        assert again.getvalue().splitlines() == [
+            "aster: 5 days; 1 page; 0 new buys stored; cursor at 2026-12-02 11:59 UTC",
+            "backfill done: 1 programme, 0 new buys stored",
+        ]
         assert await _all_time(store, "aster") == (Decimal(190), Decimal("95.00"), 19)
+
+
+async def test_a_lighter_history_scan_shows_its_offset_and_only_the_programmes_named_are_read(store: Store) -> None:
+    lighter = next(p for p in bundled()[0] if p.id == "lighter-treasury")
+    await store.buybacks.merge_bundled([lighter, _aster(2)])
+    async with FakeLighterExplorer() as explorer:
+        for i in range(1200):  # oldest first: the treasury (account 0) buys LIT as taker of a bid
+            at = (T0 - timedelta(hours=1200 - i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            explorer.trade(at, "2.5", "10", maker=77, taker=0, is_taker_ask=0)
+        out = io.StringIO()
+        [done] = await backfill_buybacks(
+            store.buybacks,
+            {"lighter_explorer_url": explorer.url("")},
+            out,
+            ids=["lighter-treasury"],
+            clock=SteppingClock(T0),
+        )
+    assert (done.pages, done.buys) == (3, 1200)  # five requests of 100 logs a step
+    assert out.getvalue().splitlines() == [
+        "lighter-treasury: 1 page; 500 new buys stored; history scan at offset 500",
+        "lighter-treasury: 3 pages; 1,200 new buys stored; counted to 2026-12-02T11:00:00+00:00",
+        "backfill done: 1 programme, 1,200 new buys stored",
+    ]
+    assert await store.buybacks.cursor("aster") is None  # not named: not read
 
 
 async def test_a_bar_on_a_terminal_counts_blocks_to_the_head(store: Store) -> None:
@@ -130,7 +157,7 @@ async def test_a_bar_on_a_terminal_counts_blocks_to_the_head(store: Store) -> No
             store.buybacks, {"ethereum_rpc_url": node.url("/")}, out, clock=SteppingClock(T0), tty=None
         )
     assert (done.pages, done.buys) == (6, 3)  # blocks 100-1100, 200 a page
-    text, end = out.getvalue(), "backfill done: 1 programmes, 3 new buys stored\n"
+    text, end = out.getvalue(), "backfill done: 1 programme, 3 new buys stored\n"
     assert text.count(CLEAR_LINE) >= 1 and "[" in text and "blocks" in text
     finished = text.split(CLEAR_LINE)[-1].splitlines()[0]
     assert finished.startswith("edge [") and "100%" in finished and "1,001 blocks" in finished
