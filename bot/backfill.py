@@ -9,8 +9,8 @@ the source says there is no more, and shows how far it got: a bar on a terminal,
 Interrupting it loses at most the page in flight, and a rerun goes on from the stored cursor, counting
 nothing twice: it can run while the bot is stopped, or beside it (both then read from the same cursor; a
 page both store is recognised by its buys' keys). A step that fails is retried like the poller retries
-(a growing delay from `retry_initial_s`); one that still fails after `retries` attempts ends the run with
-`BackfillError`, one line for the operator.
+(a growing delay from `retry_initial_s`); one that still fails after `retries` attempts stops its programme,
+the others are still read, and the run ends with `BackfillError`, one line for the operator.
 
 There is no `backfill calendar`: the calendar's one remote source (DefiLlama's emissions dataset) is a single
 request per slug, read in full by the bot's first poll, so there is nothing to page and no wait to show.
@@ -185,21 +185,31 @@ async def backfill_buybacks(
     chosen = [programmes[pid] for pid in dict.fromkeys(ids)] if ids else list(programmes.values())
     context = Runtime(clock=clock, session=session, buybacks=ledger).context("backfill")
     results: list[Backfilled] = []
+    failed: list[str] = []
     for programme in chosen:
         source = sources.get(programme.kind)
         if source is None:
-            raise BackfillError(f"{programme.id}: unknown kind {programme.kind} (a newer release's programme?)")
+            failed.append(f"{programme.id}: unknown kind {programme.kind} (a newer release's programme?)")
+            continue
         poller = _StepPoller(
             programme, source, ledger, urls, PollTuning(interval_s=RETRY_MAX_S, retry_initial_s=10.0), context
         )
         with progress_for(out, unit="pages", tty=tty, clock=clock.monotonic) as shown:
-            results.append(
-                await backfill_programme(poller, shown, clock=clock, retries=retries, retry_initial_s=retry_initial_s)
-            )
+            try:
+                results.append(
+                    await backfill_programme(
+                        poller, shown, clock=clock, retries=retries, retry_initial_s=retry_initial_s
+                    )
+                )
+            except BackfillError as exc:  # the others are still read; the run fails at its end
+                shown.note(f"{exc}")
+                failed.append(str(exc))
     total = sum(r.buys for r in results)
     programmes_read = f"{len(results)} {'programme' if len(results) == 1 else 'programmes'}"
     out.write(f"backfill done: {programmes_read}, {total:,} new {'buy' if total == 1 else 'buys'} stored\n")
     out.flush()
+    if failed:
+        raise BackfillError(failed[0] if len(failed) == 1 else f"{len(failed)} programmes failed: {'; '.join(failed)}")
     return results
 
 

@@ -21,7 +21,14 @@ from bot.progress import CLEAR_LINE
 from perpwatch.buybacks import Programme
 from perpwatch.clock import FrozenClock
 from storage import Store
-from tests.fakes.buyback_sources import FakeAsterChain, FakeEvmNode, FakeLighterExplorer, Seen, server_error
+from tests.fakes.buyback_sources import (
+    FakeAsterChain,
+    FakeEvmNode,
+    FakeLighterExplorer,
+    Seen,
+    rate_limited,
+    server_error,
+)
 
 pytestmark = pytest.mark.engines
 
@@ -194,13 +201,17 @@ async def test_an_interrupted_run_goes_on_from_its_cursor_and_counts_nothing_twi
 
 
 async def test_a_source_that_keeps_failing_ends_the_run_with_one_line(store: Store) -> None:
-    await store.buybacks.merge_bundled([_aster(2)])
-    async with FakeAsterChain(faults=[server_error()] * 3) as aster:
-        urls = {"aster_chain_rpc_url": aster.url("/info")}
+    await store.buybacks.merge_bundled([_aster(2), _edge()])
+    async with FakeAsterChain(faults=[server_error()] * 3) as aster, FakeEvmNode(head=300) as node:
+        urls = {"aster_chain_rpc_url": aster.url("/info"), "ethereum_rpc_url": node.url("/")}
         out = io.StringIO()
         with pytest.raises(BackfillError) as failed:
-            await backfill_buybacks(store.buybacks, urls, out, clock=SteppingClock(T0), retries=3)
+            await backfill_buybacks(
+                store.buybacks, urls, out, ids=["aster", "edge"], clock=SteppingClock(T0), retries=3
+            )
         assert len(aster.seen) == 3
+        assert await store.buybacks.cursor("edge") == {"block": 300, "chunk": 200, "decimals": 18}  # still read
+        assert out.getvalue().splitlines()[-1] == "backfill done: 1 programme, 0 new buys stored"
         message = str(failed.value)
         assert message.startswith("aster: HttpStatusError: HTTP 500 from ") and "failed 3 times in a row" in message
         assert "\n" not in message
@@ -209,8 +220,24 @@ async def test_a_source_that_keeps_failing_ends_the_run_with_one_line(store: Sto
         assert health.failing_since == T0 and "HTTP 500" in (health.last_error or "")
 
         aster.faults.append(server_error())  # one failure among successes is retried and costs nothing
-        [done] = await backfill_buybacks(store.buybacks, urls, io.StringIO(), clock=SteppingClock(T0), retries=3)
+        [done] = await backfill_buybacks(
+            store.buybacks, urls, io.StringIO(), ids=["aster"], clock=SteppingClock(T0), retries=3
+        )
         assert done.pages > 1 and (await store.buybacks.health("aster")).failing_since is None
+
+
+async def test_a_429_pauses_the_host_for_what_the_venue_said_and_the_run_goes_on(store: Store) -> None:
+    await store.buybacks.merge_bundled([_aster(1)])
+    async with FakeAsterChain(faults=[rate_limited("45")]) as aster:
+        _fills(aster, 1)
+        clock = SteppingClock(T0)
+        started = clock.monotonic()
+        out = io.StringIO()
+        [done] = await backfill_buybacks(
+            store.buybacks, {"aster_chain_rpc_url": aster.url("/info")}, out, clock=clock, retry_initial_s=1.0
+        )
+    assert done.buys == 3 and "host paused for 45s; retrying in 1s" in out.getvalue()
+    assert clock.monotonic() - started >= 45  # the retry waited out the pause in the host's budget
 
 
 async def test_an_unknown_programme_is_named_with_those_the_store_has(store: Store) -> None:
