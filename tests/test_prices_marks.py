@@ -6,6 +6,7 @@ alone; CoinGecko's price when there is no mark or the read fails; the host's bud
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -98,11 +99,14 @@ async def test_the_mark_comes_first_with_coingeckos_supply_and_one_read_serves_a
     aster = await prices.market("aster-2", "ASTER")  # CoinGecko has no ASTER here: the mark alone
     assert aster is not None and aster.price_usd == Decimal("1.0425") and aster.circulating_supply is None
     assert len(info.asked) == 1  # one read for every token
+    together = await asyncio.gather(*(marks.mark("hyperliquid", "HYPE") for _ in range(3)))
+    assert together == [Decimal("31.2")] * 3 and len(info.asked) == 1
     assert (marks.budget.limit, marks.budget.used) == (HYPERLIQUID_PER_MIN, META_AND_ASSET_CTXS_WEIGHT)
     await clock.advance(61)
     info.marks["HYPE"] = "32"
-    assert await prices.price_usd("hyperliquid", "HYPE") == Decimal("32")
-    assert len(info.asked) == 2
+    together = await asyncio.gather(*(prices.price_usd("hyperliquid", "HYPE") for _ in range(3)))
+    assert together == [Decimal("32")] * 3
+    assert len(info.asked) == 2  # a minute on, one read again for the reminders falling due together
 
 
 async def test_a_ticker_alone_never_matches_a_perp(venues: Venues) -> None:

@@ -18,6 +18,7 @@ which source its price came from (`source`), and a reminder says it beside the p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -223,6 +224,7 @@ class HyperliquidMarks:
         self.retry_s = retry_s
         self.perps = perps
         self._read: tuple[float, dict[str, Decimal]] | None = None
+        self._lock = asyncio.Lock()
         self.errors = 0
 
     def coin_for(self, coingecko_id: str, token: str | None) -> str | None:
@@ -234,11 +236,12 @@ class HyperliquidMarks:
         coin = self.coin_for(coingecko_id, token)
         if coin is None:
             return None
-        now = self.clock.monotonic()
-        if self._read is None or now >= self._read[0]:
-            marks = await self._fetch()
-            self._read = (now + (self.ttl_s if marks else self.retry_s), marks)
-        return self._read[1].get(coin)
+        async with self._lock:  # reminders falling due together share one read
+            now = self.clock.monotonic()
+            if self._read is None or now >= self._read[0]:
+                marks = await self._fetch()
+                self._read = (now + (self.ttl_s if marks else self.retry_s), marks)
+            return self._read[1].get(coin)
 
     async def _fetch(self) -> dict[str, Decimal]:
         if self.budget.paused_for_s > 0:
