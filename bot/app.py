@@ -33,7 +33,7 @@ from storage import Store
 from storage.models import Chat
 from watchers.base import Watcher
 from watchers.buybacks import NAME as BUYBACKS
-from watchers.prices import PriceSource
+from watchers.prices import HyperliquidMarks, PriceSource
 from watchers.registry import build_watchers
 from watchers.runtime import Runtime, SharedSession
 
@@ -98,7 +98,13 @@ class PerpwatchApp:
         self.services = Services(self.store, settings, self.supervisor, self.dispatcher, clock)
         # The unlock/TGE calendar: the bundled file merged at start, reminders fired as they fall due.
         self.prices = PriceSource(
-            settings.coingecko_url, session=self.runtime.session, budgets=self.runtime.budgets, clock=clock
+            settings.coingecko_url,
+            session=self.runtime.session,
+            budgets=self.runtime.budgets,
+            clock=clock,
+            marks=HyperliquidMarks(  # a token trading as a Hyperliquid perp: its mark first, CoinGecko's else
+                settings.hyperliquid_info_url, session=self.runtime.session, budgets=self.runtime.budgets, clock=clock
+            ),
         )
         self.calendar = CalendarService(
             self.store,

@@ -60,9 +60,10 @@ ACTIVE = (Status.RUMOURED, Status.ANNOUNCED, Status.CONFIRMED)
 
 
 class MarketLookup(Protocol):
-    """A price source (watchers/prices.py): USD price and circulating supply of a CoinGecko id."""
+    """A price source (watchers/prices.py): USD price, circulating supply and the price's source (`source`)
+    of the token keyed by a CoinGecko id; `token` (the ticker) lets a venue's mark be matched to it."""
 
-    async def market(self, coingecko_id: str) -> Any | None: ...
+    async def market(self, coingecko_id: str, token: str | None = None) -> Any | None: ...
 
 
 Accept = Callable[[Sequence[Event]], Awaitable[list[AcceptResult]]]
@@ -298,15 +299,16 @@ class CalendarService:
     async def _reminder(
         self, entry: CalendarEntry, reminder: DueReminder, now: datetime, *, priced: bool = True
     ) -> Event:
-        price = circulating = None
+        price = circulating = price_source = None
         if priced and self.prices is not None and entry.coingecko_id is not None:
             try:
-                market = await self.prices.market(entry.coingecko_id)
+                market = await self.prices.market(entry.coingecko_id, entry.token)
             except Exception as exc:  # a price is a nicety: the reminder goes without it
                 log.warning("price lookup failed id=%s error=%r", entry.coingecko_id, exc)
                 market = None
             if market is not None:
                 price, circulating = market.price_usd, market.circulating_supply
+                price_source = getattr(market, "source", None)
         amount = entry.amount_tokens
         value = (amount * price).quantize(Decimal("0.01")) if amount is not None and price is not None else None
         pct_total = entry.pct_supply
@@ -331,6 +333,7 @@ class CalendarService:
             precision=entry.precision.value,
             amount_tokens=amount,
             price_usd=price,
+            price_source=price_source if price is not None else None,
             value_usd=value,
             pct_total=pct_total,
             pct_circulating=pct_circulating,

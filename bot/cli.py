@@ -1,4 +1,4 @@
-"""`perpwatch run | demo | config | db | doctor | healthcheck`: the entry point."""
+"""`perpwatch run | demo | config | db | backfill | doctor | healthcheck`: the entry point."""
 
 from __future__ import annotations
 
@@ -90,6 +90,23 @@ def _db(settings: Settings, command: str, to: str) -> int:
     return 0
 
 
+def _backfill(settings: Settings, programmes: list[str]) -> int:
+    """`perpwatch backfill buybacks`: 0 when every programme is read to its end, 1 with one line when a
+    programme is unknown or its source keeps failing, 130 when interrupted (what was read is kept)."""
+    from bot import backfill
+
+    try:
+        asyncio.run(backfill.run(settings, programmes, sys.stdout))
+    except backfill.BackfillError as exc:
+        sys.stderr.write(f"perpwatch: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        sys.stderr.write(f"perpwatch: {backfill.interrupted_note()}\n")
+        return 130
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="perpwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     db_sub.add_parser("status", help="engine, schema version, pending migrations, rows")
     copy = db_sub.add_parser("copy", help="copy the database into an empty one, e.g. PostgreSQL")
     copy.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/dbname")
+    backfill = sub.add_parser("backfill", help="read a long history now, with progress: buybacks")
+    backfill_sub = backfill.add_subparsers(dest="backfill_command", required=True)
+    backfill_buybacks = backfill_sub.add_parser(
+        "buybacks", help="read each programme's source to its end (safe to interrupt: a rerun goes on)"
+    )
+    backfill_buybacks.add_argument("programmes", nargs="*", metavar="programme", help="programme ids (default: all)")
     doctor = sub.add_parser("doctor", help="check settings, tokens, chat rights, sources and the database")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each request or connect (default 5)")
     health = sub.add_parser("healthcheck", help="exit 0 while a running bot's heartbeat file is fresh (no network)")
@@ -147,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(settings))
         elif args.command == "db":
             return _db(settings, args.db_command, to)
+        elif args.command == "backfill":
+            return _backfill(settings, args.programmes)
         else:
             from bot.demo import run_demo
 

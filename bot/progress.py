@@ -54,9 +54,9 @@ class Progress:
         self._shown_at: dict[str, float] = {}
         self._finished: set[str] = set()
 
-    def update(self, label: str, done: int, total: int | None = None) -> None:
+    def update(self, label: str, done: int, total: int | None = None, *, detail: str = "") -> None:
         """`done` of `total` (None when the total is unknown) for the part of the job named `label`; a part
-        is finished when `done` reaches `total`."""
+        is finished when `done` reaches `total`. `detail` is shown after the counts (what else moved)."""
         now = self.clock()
         self._started.setdefault(label, (now, done))
         if label in self._finished:
@@ -64,7 +64,7 @@ class Progress:
         finished = total is not None and done >= total
         if finished:
             self._finished.add(label)
-        self._render(label, done, total, now, finished)
+        self._render(label, done, total, now, finished, f"; {detail}" if detail else "")
 
     def note(self, text: str) -> None:
         """Anything else the job says: a line of its own, never lost in a redraw."""
@@ -83,7 +83,7 @@ class Progress:
 
     # --- what the renderings share -----------------------------------------------------------------
 
-    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool) -> None:
+    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool, detail: str) -> None:
         raise NotImplementedError
 
     def _write_line(self, text: str) -> None:
@@ -99,7 +99,7 @@ class Progress:
 
     def _amount(self, done: int, total: int | None) -> str:
         if total is None:
-            return f"{done:,} {self.unit}"
+            return f"{done:,} {self._unit_for(done)}"
         if done >= total:
             return f"{done:,} {self._unit_for(done)}"
         return f"{done:,} of {total:,} {self.unit}"
@@ -120,11 +120,11 @@ class Progress:
 class LineProgress(Progress):
     """Plain lines, for logs and pipes: `label: done of total unit (pct%)`, then `label: total unit`."""
 
-    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool) -> None:
+    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool, detail: str) -> None:
         if not self._due(label, now, LINE_EVERY_S, finished):
             return
         share = f" ({_percent(done, total)})" if total and not finished else ""
-        self._write_line(f"{label}: {self._amount(done, total)}{share}")
+        self._write_line(f"{label}: {self._amount(done, total)}{share}{detail}")
 
 
 class BarProgress(Progress):
@@ -143,11 +143,11 @@ class BarProgress(Progress):
         self._bar: str | None = None
         """What is drawn on the current line, to draw again after a note."""
 
-    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool) -> None:
+    def _render(self, label: str, done: int, total: int | None, now: float, finished: bool, detail: str) -> None:
         if not self._due(label, now, REDRAW_EVERY_S, finished):
             return
         columns = self.width or shutil.get_terminal_size((80, 24)).columns
-        tail = f"  {self._amount(done, total)}{self._left(label, done, total, now)}"
+        tail = f"  {self._amount(done, total)}{self._left(label, done, total, now)}{detail}"
         if total:
             room = max(10, min(40, columns - len(label) - TAIL_ROOM))  # the same width whatever the tail says
             filled = room * min(done, total) // total

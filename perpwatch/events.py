@@ -312,6 +312,7 @@ class CalendarReminderBody(_Body):
     precision: Literal["exact", "day", "month", "quarter"]
     amount_tokens: Decimal | None = Field(default=None, gt=0)
     price_usd: Decimal | None = Field(default=None, gt=0)
+    price_source: str | None = Field(default=None, max_length=40, description="'CoinGecko', 'Hyperliquid mark'.")
     value_usd: Decimal | None = Field(default=None, ge=0, le=MAX_USD)
     pct_total: Decimal | None = Field(default=None, gt=0, le=100)
     pct_circulating: Decimal | None = Field(default=None, gt=0)

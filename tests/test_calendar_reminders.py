@@ -37,7 +37,7 @@ class Prices:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def market(self, coingecko_id: str) -> Market | None:
+    async def market(self, coingecko_id: str, token: str | None = None) -> Market | None:
         self.asked.append(coingecko_id)
         return Market(Decimal("30.5"), circulating_supply=Decimal("330000000"))
 
@@ -143,7 +143,7 @@ async def test_each_lead_is_one_event_and_each_chat_hears_the_leads_on_its_list(
         assert body.late_note is None and seven.expires_at == EVENT_AT
         alert = render_event(seven)
         assert alert.title == "⏳ Hyperliquid (HYPE) unlock in 7 days"
-        assert ("USD value", "$30.5M at 30.5") in [(f.name, f.value) for f in alert.fields]
+        assert ("USD value", "$30.5M at 30.5 (CoinGecko)") in [(f.name, f.value) for f in alert.fields]
         assert ("Supply", "0.1% of total, 0.303% of circulating") in [(f.name, f.value) for f in alert.fields]
         assert any(f.name == "Source" and "https://example.org/hype" in f.value for f in alert.fields)
         assert await at(clock, service, EVENT_AT - timedelta(days=3)) == 1  # 3d: on nobody's list here
@@ -332,7 +332,7 @@ async def test_a_price_out_of_any_range_costs_the_usd_line_not_the_reminder(data
         a = await chat(store, "a")
 
         class Broken:
-            async def market(self, coingecko_id: str) -> Market:
+            async def market(self, coingecko_id: str, token: str | None = None) -> Market:
                 return Market(Decimal("1e12"), circulating_supply=Decimal(1))
 
         service.prices = Broken()

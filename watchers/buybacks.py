@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from perpwatch.buybacks import BuybackLedger, BuybackSource, Programme, ProgrammeKind, SourceContext
+from perpwatch.buybacks import BuybackLedger, BuybackSource, Fetched, Programme, ProgrammeKind, SourceContext
 from perpwatch.events import Topic, Venue
 from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.buyback_sources import SOURCES
@@ -101,26 +101,32 @@ class ProgrammePoller(RestPoller):
 
     async def poll(self) -> None:
         for _ in range(MAX_PAGES_PER_POLL):
-            now = self.clock.now()
-            try:
-                step = SourceContext(
-                    programme=self.programme,
-                    cursor=await self.ledger.cursor(self.programme.id),
-                    now=now,
-                    get_json=self.get_json,
-                    last_snapshot=await self.ledger.last_snapshot(self.programme.id),
-                    urls=self.urls,
-                )
-                fetched = await self.source.fetch(step)
-                self.new_buys += await self.ledger.record(self.programme.id, fetched, at=now)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                with contextlib.suppress(Exception):  # the store may be what failed: the poller's health says so
-                    await self.ledger.failed(self.programme.id, describe(exc), at=now)
-                raise
-            if not fetched.more:
+            if not (await self.step()).more:
                 return
+
+    async def step(self) -> Fetched:
+        """One page: the source's step from the stored cursor, its buys stored with the new cursor in one
+        transaction (a failure marks the source failing in the store and raises). `perpwatch backfill` runs
+        these one by one to show its progress."""
+        now = self.clock.now()
+        try:
+            step = SourceContext(
+                programme=self.programme,
+                cursor=await self.ledger.cursor(self.programme.id),
+                now=now,
+                get_json=self.get_json,
+                last_snapshot=await self.ledger.last_snapshot(self.programme.id),
+                urls=self.urls,
+            )
+            fetched = await self.source.fetch(step)
+            self.new_buys += await self.ledger.record(self.programme.id, fetched, at=now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed: the poller's health says so
+                await self.ledger.failed(self.programme.id, describe(exc), at=now)
+            raise
+        return fetched
 
 
 class BuybackWatcher(Watcher):

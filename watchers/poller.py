@@ -323,6 +323,17 @@ class RestPoller(abc.ABC):
                 self._running = False
                 self._session = None
 
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[None]:
+        """The session for `poll_once` driven step by step from outside (`perpwatch backfill`) instead of by
+        `run`'s schedule; budgets and 429 pauses apply the same."""
+        async with session_of(self._session_source) as session:
+            self._session = session
+            try:
+                yield
+            finally:
+                self._session = None
+
     def refresh_soon(self) -> bool:
         """Ask for a poll out of schedule; False when refused (not running, or too soon after the last).
 

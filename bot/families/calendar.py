@@ -60,7 +60,8 @@ def render_reminder(event: Event) -> Alert:
     if body.amount_tokens is not None:
         fields.append(AlertField("Amount", f"{number(body.amount_tokens)} {body.token or 'tokens'}", emphasis=True))
     if body.value_usd is not None and body.price_usd is not None:
-        fields.append(AlertField("USD value", f"{usd(body.value_usd)} at {price(body.price_usd)}"))
+        said = f" ({body.price_source})" if body.price_source else ""
+        fields.append(AlertField("USD value", f"{usd(body.value_usd)} at {price(body.price_usd)}{said}"))
     shares = []
     if body.pct_total is not None:
         shares.append(f"{number(body.pct_total)}% of total")
