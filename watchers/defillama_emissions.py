@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from perpwatch.calendar import CalendarEntry, EventType, Figure, Precision, Status, period_start
 from watchers.base import EventSink, Watcher, WatcherState
-from watchers.poller import HttpStatusError, PollTuning, Request, RestPoller
+from watchers.poller import HttpStatusError, OwnedPoller, PollTuning, Request, RestPoller
 from watchers.runtime import WatcherContext
 
 NAME = "defillama_emissions"
@@ -139,22 +139,6 @@ def parse(body: Any, slug: str, *, source_url: str, now: datetime) -> list[Calen
     return entries[:MAX_PER_SLUG]
 
 
-class _Poller(RestPoller):
-    def __init__(self, owner: DefiLlamaEmissionsWatcher) -> None:
-        super().__init__(
-            owner.name,
-            PollTuning(interval_s=owner.poll_s, jitter=0.05, retry_initial_s=60.0),
-            budgets=owner.ctx.budgets,
-            session=owner.ctx.session,
-            clock=owner.clock,
-            health=owner.health,
-        )
-        self.owner = owner
-
-    async def poll(self) -> None:
-        await self.owner.refresh(self)
-
-
 class DefiLlamaEmissionsWatcher(Watcher):
     def __init__(self, settings: EmissionsSettings, ctx: WatcherContext) -> None:
         super().__init__(ctx.name, frozenset(), clock=ctx.clock)
@@ -199,7 +183,7 @@ class DefiLlamaEmissionsWatcher(Watcher):
             self.health.state = WatcherState.UNSUPPORTED
             self.health.last_error = "no slugs configured (PERPWATCH_DEFILLAMA_SLUGS)"
             await asyncio.Event().wait()
-        poller = _Poller(self)
+        poller = OwnedPoller(self, PollTuning(interval_s=self.poll_s, jitter=0.05, retry_initial_s=60.0))
         task = asyncio.create_task(poller.run(), name=f"{self.name}:poll")
         try:
             await task

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -426,3 +426,41 @@ class RestPoller(abc.ABC):
     def _report_budgets(self) -> None:
         for host, budget in self._used_budgets.items():
             self.health.extra[f"budget {host}"] = budget.describe()
+
+
+class OwnedPoller(RestPoller):
+    """A poller whose round is its owner's `refresh(poller)`: for a watcher that keeps its own state beside its
+    requests and wants only the schedule, budget, pauses and health of the base."""
+
+    def __init__(self, owner: PollOwner, tuning: PollTuning) -> None:
+        super().__init__(
+            owner.name,
+            tuning,
+            budgets=owner.ctx.budgets,
+            session=owner.ctx.session,
+            clock=owner.clock,
+            health=owner.health,
+        )
+        self.owner = owner
+
+    async def poll(self) -> None:
+        await self.owner.refresh(self)
+
+
+class _OwnerContext(Protocol):
+    @property
+    def budgets(self) -> BudgetRegistry: ...
+
+    @property
+    def session(self) -> SessionSource | None: ...
+
+
+class PollOwner(Protocol):
+    name: str
+    clock: Clock
+    health: WatcherHealth
+
+    @property
+    def ctx(self) -> _OwnerContext: ...
+
+    async def refresh(self, poller: RestPoller) -> None: ...

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from watchers.base import EventSink, Watcher
-from watchers.poller import PollTuning, Request, RestPoller
+from watchers.poller import OwnedPoller, PollTuning, Request, RestPoller
 from watchers.runtime import WatcherContext
 
 NAME = "polymarket"
@@ -92,22 +92,6 @@ def parse_hints(markets: Any, projects: Sequence[str], *, seen_at: datetime) -> 
     return hints[:MAX_HINTS]
 
 
-class _Poller(RestPoller):
-    def __init__(self, owner: PolymarketHintsWatcher) -> None:
-        super().__init__(
-            owner.name,
-            PollTuning(interval_s=owner.poll_s, jitter=0.1, retry_initial_s=60.0),
-            budgets=owner.ctx.budgets,
-            session=owner.ctx.session,
-            clock=owner.clock,
-            health=owner.health,
-        )
-        self.owner = owner
-
-    async def poll(self) -> None:
-        await self.owner.refresh(self)
-
-
 class PolymarketHintsWatcher(Watcher):
     def __init__(self, settings: PolymarketSettings, ctx: WatcherContext) -> None:
         super().__init__(ctx.name, frozenset(), clock=ctx.clock)
@@ -144,7 +128,7 @@ class PolymarketHintsWatcher(Watcher):
         self.health.extra["hints"] = str(len(hints))
 
     async def run(self, sink: EventSink) -> None:
-        poller = _Poller(self)
+        poller = OwnedPoller(self, PollTuning(interval_s=self.poll_s, jitter=0.1, retry_initial_s=60.0))
         task = asyncio.create_task(poller.run(), name=f"{self.name}:poll")
         try:
             await task
