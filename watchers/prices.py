@@ -19,7 +19,6 @@ which source its price came from (`source`), and a reminder says it beside the p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,10 +26,9 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import aiohttp
-
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from watchers.poller import BudgetRegistry, SessionSource, retry_after_s, session_of
+from watchers.lookup import fetch_now
+from watchers.poller import BudgetRegistry, Request, SessionSource
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +147,8 @@ class PriceSource:
         if self.budget.paused_for_s > 0:
             return None  # rate limited: no price now rather than a wait that holds a reminder back
         try:
-            await self.budget.acquire(1)
-            async with (
-                session_of(self.session) as session,
-                session.get(
-                    url,
-                    params={"vs_currency": "usd", "ids": coingecko_id},
-                    timeout=aiohttp.ClientTimeout(total=15),
-                ) as response,
-            ):
-                if response.status == 429:
-                    said = retry_after_s(response.headers.get("Retry-After"), self.clock.now())
-                    self.budget.pause(said if said is not None else 60.0)
-                    raise RuntimeError("HTTP 429")
-                if response.status >= 300:
-                    raise RuntimeError(f"HTTP {response.status}")
-                body = json.loads(await response.text(), parse_float=Decimal)
+            request = Request(url, params={"vs_currency": "usd", "ids": coingecko_id}, weight=1)
+            body = await fetch_now(self.session, self.budget, request, "CoinGecko")
         except Exception as exc:
             self.errors += 1
             log.warning("price lookup failed source=coingecko id=%s error=%s", coingecko_id, exc)
@@ -247,20 +231,10 @@ class HyperliquidMarks:
         if self.budget.paused_for_s > 0:
             return {}  # rate limited: CoinGecko's price now rather than a wait that holds a reminder back
         try:
-            await self.budget.acquire(META_AND_ASSET_CTXS_WEIGHT)
-            async with (
-                session_of(self.session) as session,
-                session.post(
-                    self.info_url, json={"type": "metaAndAssetCtxs"}, timeout=aiohttp.ClientTimeout(total=15)
-                ) as response,
-            ):
-                if response.status == 429:
-                    said = retry_after_s(response.headers.get("Retry-After"), self.clock.now())
-                    self.budget.pause(said if said is not None else 60.0)
-                    raise RuntimeError("HTTP 429")
-                if response.status >= 300:
-                    raise RuntimeError(f"HTTP {response.status}")
-                body = json.loads(await response.text(), parse_float=Decimal)
+            request = Request(
+                self.info_url, "POST", json_body={"type": "metaAndAssetCtxs"}, weight=META_AND_ASSET_CTXS_WEIGHT
+            )
+            body = await fetch_now(self.session, self.budget, request, "Hyperliquid")
             marks = parse_marks(body)
             if not marks:
                 raise ValueError(f"no mark prices in the answer: {str(body)[:120]}")
