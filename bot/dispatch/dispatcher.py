@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -68,10 +68,13 @@ SUMMARY_PAGE = 250
 PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute."""
 
-SLICE_S = 0.005
+SLICE_S = 0.003
 """Work the dispatcher's workers do in one pass of the event loop before the rest wait for the next pass.
 A worker that never waits on real I/O (SQLite, a fast platform) would otherwise run its whole backlog in
-one step, and 256 of them ready together held the loop for 75-190 ms (bench/pipeline.py, due1)."""
+one step, and 256 of them ready together held the loop for 75-190 ms (bench/pipeline.py, due1). A task
+woken by a socket waits about two passes (the callback that reads sets a future, the task runs next
+pass), so a pass must stay well under half of the 25 ms the loop may be held: 5 ms slices, often overrun
+by a unit, made passes of 5-12 ms and holds of 25-35 ms; 3 ms keeps them at 4-8 ms."""
 
 SWEEP_PAGE = 500
 """Chats a sweep of the outbox reads per query (restart, storage back, the slow safety sweep)."""
@@ -187,9 +190,11 @@ class Dispatcher:
         self._slice_start = time.perf_counter()
         self._slice_reset = False
         self._slice_waiters: deque[asyncio.Future[None]] = deque()
+        self._deferred: list[asyncio.Future[None]] = []
+        """Workers let go that found the slice already spent: first in line for the next one."""
         self._step_s = 0.001
-        """What one worker let go by a slice recently cost the loop (a moving average), to size the next."""
-        self._let_go = 0
+        """What one worker that ran in a slice recently cost the loop (a moving average), to size the next."""
+        self._ran = 0
         self._accepted_upto = 0
         """The newest event id `accepted` was told of: idle cursors move no further than this."""
         self._sweep_due = True
@@ -402,8 +407,9 @@ class Dispatcher:
         self._sweep_due = False
         if not self.interest.loaded:
             self._read_to_head.clear()  # the hints rest on the index: none until chats read to the head again
-            await self.interest.load()
-            _freeze_long_lived()
+            with _collector_paused():
+                await self.interest.load()
+                _freeze_long_lived()
         for chat_id in list(self._unsettled):  # a refresh an outage cut short
             self._start_refresh(chat_id)
         await self.outbox.refresh_head()
@@ -490,13 +496,25 @@ class Dispatcher:
     async def _my_turn(self) -> None:
         """Go on while this pass of the loop has run less than `SLICE_S` of dispatch work and nobody waits;
         else wait in line. Each pass lets about a slice's worth of waiting workers go (by the recent cost of
-        a unit), then sockets and timers get their turn."""
+        a unit), and each of them looks at the clock again as it starts: the estimate is a guess (a unit may
+        be a read, a render and a send, or only a commit), the clock is not, so one that finds the slice
+        spent goes back to the front of the line instead of running past it."""
         if not self._slice_waiters and time.perf_counter() - self._slice_start <= SLICE_S:
             return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._slice_waiters.append(turn)
-        self._next_slice()
-        await turn
+        loop = asyncio.get_running_loop()
+        front = False
+        while True:
+            turn: asyncio.Future[None] = loop.create_future()
+            if front:
+                self._deferred.append(turn)
+            else:
+                self._slice_waiters.append(turn)
+            self._next_slice()
+            await turn
+            if time.perf_counter() - self._slice_start <= SLICE_S:
+                self._ran += 1
+                return
+            front = True
 
     def _next_slice(self) -> None:
         if not self._slice_reset:
@@ -504,20 +522,24 @@ class Dispatcher:
             asyncio.get_running_loop().call_soon(self._new_slice)
 
     def _new_slice(self) -> None:
-        """Runs at the start of a pass: the workers let go by the last one ran in the pass before, so how long
-        that pass took, per worker, sizes this one."""
+        """Runs at the end of a pass: the workers that ran in it size the next one, by what the pass cost per
+        worker."""
         now = time.perf_counter()
-        if self._let_go:
-            self._step_s += ((now - self._slice_start) / self._let_go - self._step_s) * 0.3
+        if self._ran:
+            self._step_s += ((now - self._slice_start) / self._ran - self._step_s) * 0.3
         self._slice_reset = False
         self._slice_start = now
+        if self._deferred:  # the slice ran out before their turn: they go first, in the order they came
+            self._slice_waiters.extendleft(reversed(self._deferred))
+            self._deferred.clear()
         budget = max(1, int(SLICE_S / max(self._step_s, 1e-5)))
-        self._let_go = 0
-        while self._let_go < budget and self._slice_waiters:
+        self._ran = 0
+        let_go = 0
+        while let_go < budget and self._slice_waiters:
             turn = self._slice_waiters.popleft()
             if not turn.done():  # a worker cancelled while waiting has left the line
                 turn.set_result(None)
-                self._let_go += 1
+                let_go += 1
         if self._slice_waiters:
             self._next_slice()
 
@@ -528,7 +550,7 @@ class Dispatcher:
             if self.outage.paused():
                 return  # the rows stay pending; the sweep after the outage picks the chat up
             async with self._unit():
-                await self._record_all_unrecorded()  # before anything is read, or it would be sent again
+                await self._record_unrecorded(chat_id)  # before anything is read, or it would be sent again
                 self._dirty.discard(chat_id)
                 now = self.clock.now()
                 first = self._first_match.pop(chat_id, None)
@@ -791,8 +813,13 @@ class Dispatcher:
         self.outage.ended()  # the database takes writes again: the outage is over
 
     async def _record_all_unrecorded(self) -> None:
-        """Every chat's, not only the worker's own: a chat migration moves a chat's pending rows (with their
-        ids) to another chat, whose worker must not read them before they are recorded."""
+        """Every chat's, at shutdown: the last try before what stays is sent again after the restart.
+
+        A worker records only its own chat's before it reads: only that chat's worker reads its rows, and a
+        chat migration (which moves the rows, with their ids, to another chat) happens in that worker, after
+        it recorded. Recording every chat's there made one worker commit up to 256 other chats' sends in a
+        step of its own (their own workers were about to), which held the loop 15-19 ms (bench/pipeline.py,
+        due1 at 100,000 chats)."""
         for chat_id in list(self.outage.unrecorded):
             await self._record_unrecorded(chat_id)
 
@@ -868,6 +895,21 @@ class Dispatcher:
             self.stats.parked += len(ids)
             self.stats.outcomes[(chat.platform, "parked")] += len(ids)
             log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The index's load makes a few objects per chat and keeps them all: each full collection it triggered
+    walked every one made so far and held the loop 35-55 ms (bench/pipeline.py due1 at 100,000 chats). They
+    are frozen as it ends, so nothing is left for those collections to find; reference counting still frees
+    what the load drops."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _freeze_long_lived() -> None:
