@@ -81,7 +81,7 @@ class WatchEntry:
     label: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingDelivery:
     """One outbox row due now. `event` is None when its stored body no longer decodes (`decode_error` says
     why): the dispatcher parks such a row instead of letting it jam the chat."""

@@ -17,6 +17,7 @@ from perpwatch.events import DistanceBody, Event, PositionSide, Topic, Venue
 from storage import Store
 from storage.engine import as_time
 from storage.models import Chat, PendingDelivery
+from storage.outbox import LOG_ROWS
 from tests.conftest import read_logs, scalar
 from tests.factories import liquidation
 
@@ -386,3 +387,35 @@ async def test_a_row_read_as_its_thread_was_withdrawn_is_withdrawn_not_sent(stor
     await store.db.execute("UPDATE events SET withdrawn = TRUE WHERE key = 'u'")  # the race's outcome
     assert [d.event.key for d in await _due(store, chat) if d.event] == ["plain"]
     assert ("u", "withdrawn") in await _statuses(store)
+
+
+async def test_a_long_read_commits_chunk_by_chunk_and_gives_way_between(store: Store) -> None:
+    """A chat far behind (a summary's read of thousands) writes at most `LOG_ROWS` rows per transaction, and
+    between chunks the caller's `pace` runs with what came before already committed: the dispatcher's
+    turn-taking goes there, so no single step of the read holds the loop."""
+    chat = await _subscribed(store, "far-behind")
+    events = [liquidation(key=f"burst-{i}", usd=str(1000 + i)) for i in range(LOG_ROWS * 3 + 50)]
+    for at in range(0, len(events), 100):
+        await store.outbox.accept(events[at : at + 100])
+    committed: list[int] = []
+
+    async def pace() -> None:
+        committed.append(int(await scalar(store, "SELECT COUNT(*) FROM deliveries")))  # the only chat
+
+    written, cursor = await store.outbox.read_log(chat.id, want=10_000, pace=pace)
+    assert written == len(events) and cursor == store.outbox.head
+    assert committed == [LOG_ROWS, 2 * LOG_ROWS, 3 * LOG_ROWS]
+    keys = [
+        d.event.key for d in (await store.outbox.due_for_chat(chat.id, store.clock.now(), limit=10_000))[1] if d.event
+    ]
+    assert keys == [e.key for e in events]  # the log's order, each once
+    assert await store.outbox.read_log(chat.id, want=10_000, pace=pace) == (0, cursor)
+
+
+async def test_chats_reading_one_event_share_one_decoded_copy(store: Store) -> None:
+    """A burst that many chats hear is decoded once per event, not once per chat and row."""
+    chats = [await _subscribed(store, f"reader-{i}") for i in range(3)]
+    await store.outbox.accept([liquidation(key="shared", usd="50000")])
+    events = [(await _due(store, chat))[0].event for chat in chats]
+    assert events[0] is not None and events[0].key == "shared"
+    assert all(event is events[0] for event in events)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import heapq
 import itertools
 import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -62,8 +61,8 @@ log = logging.getLogger(__name__)
 MERGE_MAX = 5000
 """Most rows merged into one summary or digest; a larger backlog becomes several, still nothing dropped."""
 
-SUMMARY_PAGE = 250
-"""Rows a summary reads and decodes at once (about 5 ms of the loop's time)."""
+SUMMARY_PAGE = 100
+"""Rows a summary reads and decodes at once (about 2 ms of the loop's time)."""
 
 PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute."""
@@ -407,9 +406,7 @@ class Dispatcher:
         self._sweep_due = False
         if not self.interest.loaded:
             self._read_to_head.clear()  # the hints rest on the index: none until chats read to the head again
-            with _collector_paused():
-                await self.interest.load()
-                _freeze_long_lived()
+            await self.interest.load()
         for chat_id in list(self._unsettled):  # a refresh an outage cut short
             self._start_refresh(chat_id)
         await self.outbox.refresh_head()
@@ -493,6 +490,16 @@ class Dispatcher:
         async with self._db_turns:
             yield
 
+    async def _next_chunk(self) -> None:
+        """Between the chunks of a long read of the log, inside a unit: the engine's turn is given back while
+        the worker waits for its next turn in the loop's slices, so a chat far behind (thousands of events
+        to read for one summary) takes many slices, never one long step."""
+        self._db_turns.release()
+        try:
+            await self._my_turn()
+        finally:
+            await self._db_turns.acquire()
+
     async def _my_turn(self) -> None:
         """Go on while this pass of the loop has run less than `SLICE_S` of dispatch work and nobody waits;
         else wait in line. Each pass lets about a slice's worth of waiting workers go (by the recent cost of
@@ -557,7 +564,9 @@ class Dispatcher:
                 self.interest.sleep(chat_id)  # from here on a new event for it wakes it (and marks it dirty)
                 skip_to = first - 1 if first is not None and chat_id in self._read_to_head else 0
                 self._read_to_head.discard(chat_id)
-                chat, due = await self.outbox.due_for_chat(chat_id, now, limit=PAGE, start_after=skip_to)
+                chat, due = await self.outbox.due_for_chat(
+                    chat_id, now, limit=PAGE, start_after=skip_to, pace=self._next_chunk
+                )
                 cursor = chat.log_cursor if chat is not None else self.outbox.head
                 due = await self._drop_expired(due, now, chat.platform if chat is not None else "")
             answers = self._answers.get(chat_id)
@@ -618,9 +627,9 @@ class Dispatcher:
                 continue
 
     async def _everything_due(self, chat_id: int, now: datetime, platform: str = "") -> list[PendingDelivery]:
-        """Up to `MERGE_MAX` rows for one summary, read (and decoded) a page at a time with a turn for every
-        other task between pages: a summary of thousands must not hold the loop for all of them at once."""
-        await self.outbox.read_log(chat_id, want=MERGE_MAX, now=now)
+        """Up to `MERGE_MAX` rows for one summary, read (and decoded) a page at a time, each page in a slice of
+        its own (the caller holds a unit): a summary of thousands must not hold the loop for all of them."""
+        await self.outbox.read_log(chat_id, want=MERGE_MAX, now=now, pace=self._next_chunk)
         rows: list[PendingDelivery] = []
         after = 0
         while len(rows) < MERGE_MAX:
@@ -632,7 +641,7 @@ class Dispatcher:
             after = page[-1].id
             page = await self._drop_expired(page, now, platform)
             rows.extend(d for d in page if d.event is not None and d.edit_ref is None)
-            await asyncio.sleep(0)
+            await self._next_chunk()
         return rows
 
     def _plan(self, chat: Chat, platform: Platform, due: list[PendingDelivery]) -> batching.Plan:
@@ -895,35 +904,6 @@ class Dispatcher:
             self.stats.parked += len(ids)
             self.stats.outcomes[(chat.platform, "parked")] += len(ids)
             log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The index's load makes a few objects per chat and keeps them all: each full collection it triggered
-    walked every one made so far and held the loop 35-55 ms (bench/pipeline.py due1 at 100,000 chats). They
-    are frozen as it ends, so nothing is left for those collections to find; reference counting still frees
-    what the load drops."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _freeze_long_lived() -> None:
-    """What exists once the index is loaded (modules, models, the index itself) lives as long as the process:
-    move it out of the cyclic collector's sight (`gc.freeze`), once. Each full collection otherwise walked
-    all of it and held the loop 55-85 ms (bench/pipeline.py due1 at 100,000 chats: 27 of them in a drain,
-    every one over 25 ms); after the freeze a full collection walks what was made since (10-20 ms)."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
-        gc.freeze()
-
-
-_frozen = False
 
 
 def _nonce(ids: Sequence[int]) -> str:
