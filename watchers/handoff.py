@@ -35,7 +35,7 @@ UNAVAILABLE_ERROR_AFTER_S = 60.0
 MAX_BUFFERED = 2000
 """Events read but not yet handed over before the reader waits: a few seconds of Binance's worst cascade."""
 
-MAX_BATCH = 100
+MAX_BATCH = 50
 """Most events per sink call, the pipeline's commit cap: one commit of a flood must not hold the loop (see
 `bot.pipeline.MAX_EVENTS_PER_COMMIT`)."""
 

@@ -230,13 +230,10 @@ class Dispatcher:
             if result.event_id is None:
                 continue
             fresh = self.interest.wake(event)
-            if len(fresh) > 1000:  # a wave: in bulk, the older first match kept where there is one
-                merged = dict.fromkeys(fresh, result.event_id)
-                merged.update(self._first_match)
-                self._first_match = merged
-            else:
-                for chat_id in fresh:
-                    self._first_match.setdefault(chat_id, result.event_id)
+            # In bulk, the older first match kept where there is one: what it costs follows the chats this
+            # event woke, never the chats already woken (copying those made one commit of a flood's first
+            # events hold the loop 20-36 ms at 100,000 chats).
+            self._first_match.update(dict.fromkeys(fresh.difference(self._first_match), result.event_id))
             woken |= fresh
             self._accepted_upto = max(self._accepted_upto, result.event_id)
         if self._stopping or not woken:
