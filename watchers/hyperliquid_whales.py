@@ -34,7 +34,7 @@ from watchers import hl_account as acct
 from watchers import venuekit as kit
 from watchers.base import EventSink, Watcher, WatcherState, describe
 from watchers.lookup import fetch_now
-from watchers.poller import HostBudget, HttpStatusError, PollTuning, Request, RestPoller
+from watchers.poller import HostBudget, HttpStatusError, OwnerPoller, PollTuning, Request
 from watchers.pool import Consumer
 from watchers.runtime import WatcherContext
 from watchers.whale_book import EXPLORER, SOURCE, WalletBook, account_view, pending_in, stored
@@ -120,17 +120,12 @@ def whale_trades(frame: Any, min_usd: Decimal) -> list[Event]:
     return events
 
 
-class _Reconciler(RestPoller):
+class _Reconciler(OwnerPoller):
     """One round: every wallet that is due, most overdue first, each within both budgets."""
 
     def __init__(self, owner: HyperliquidWhaleWatcher) -> None:
         super().__init__(
-            f"{owner.name}:reconcile",
-            PollTuning(interval_s=1.0, jitter=0.0, retry_initial_s=5.0),
-            budgets=owner.ctx.budgets,
-            session=owner.ctx.session,
-            clock=owner.clock,
-            health=owner.health,
+            owner, PollTuning(interval_s=1.0, jitter=0.0, retry_initial_s=5.0), name=f"{owner.name}:reconcile"
         )
         self.owner = owner
 

@@ -428,19 +428,27 @@ class RestPoller(abc.ABC):
             self.health.extra[f"budget {host}"] = budget.describe()
 
 
-class OwnedPoller(RestPoller):
-    """A poller whose round is its owner's `refresh(poller)`: for a watcher that keeps its own state beside its
-    requests and wants only the schedule, budget, pauses and health of the base."""
+class OwnerPoller(RestPoller):
+    """A poller made from its owner watcher's context (its budgets, session, clock and health), for a watcher
+    that keeps its own state beside its requests and wants only the schedule, budget, pauses and health of
+    the base. Subclasses say what a round is."""
 
-    def __init__(self, owner: PollOwner, tuning: PollTuning) -> None:
+    def __init__(self, owner: _Owner, tuning: PollTuning, *, name: str | None = None) -> None:
         super().__init__(
-            owner.name,
+            name or owner.name,
             tuning,
             budgets=owner.ctx.budgets,
             session=owner.ctx.session,
             clock=owner.clock,
             health=owner.health,
         )
+
+
+class OwnedPoller(OwnerPoller):
+    """A poller whose round is its owner's `refresh(poller)`."""
+
+    def __init__(self, owner: PollOwner, tuning: PollTuning) -> None:
+        super().__init__(owner, tuning)
         self.owner = owner
 
     async def poll(self) -> None:
@@ -455,7 +463,7 @@ class _OwnerContext(Protocol):
     def session(self) -> SessionSource | None: ...
 
 
-class PollOwner(Protocol):
+class _Owner(Protocol):
     name: str
     clock: Clock
     health: WatcherHealth
@@ -463,4 +471,6 @@ class PollOwner(Protocol):
     @property
     def ctx(self) -> _OwnerContext: ...
 
+
+class PollOwner(_Owner, Protocol):
     async def refresh(self, poller: RestPoller) -> None: ...
