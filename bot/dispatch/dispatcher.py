@@ -120,6 +120,35 @@ class _Answers:
     attempts: int = 0
 
 
+@dataclass(slots=True)
+class _Batch:
+    """What one send carries: the rows' ids and events, not the rows. A summary's thousand rows, held by a
+    couple of dozen workers at once, were most of what the cyclic collector walked (a full pass took 20-25
+    ms at 100,000 chats, bench/pipeline.py drain-broad); a list of ids and one of shared events is two
+    objects per summary instead of a thousand."""
+
+    ids: list[int] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    attempts: int = 0
+    """The most tries any of its rows has had: a retry backs off from there."""
+    edit_ref: str | None = None
+    """Where the thread's last message lives when this send is its edit (a lone row's)."""
+
+    @classmethod
+    def of(cls, rows: Sequence[PendingDelivery]) -> _Batch:
+        batch = cls(edit_ref=rows[0].edit_ref if len(rows) == 1 else None)
+        batch.add(rows)
+        return batch
+
+    def add(self, rows: Iterable[PendingDelivery]) -> None:
+        for row in rows:
+            self.ids.append(row.id)
+            if row.event is not None:
+                self.events.append(row.event)
+            if row.attempts > self.attempts:
+                self.attempts = row.attempts
+
+
 class _Outcome(Enum):
     NEXT = "next"
     STOP = "stop"
@@ -157,8 +186,8 @@ class Dispatcher:
         self.shutdown_grace_s = shutdown_grace_s
         self._rand = rand
         self.stats = DispatchStats()
-        self.sent_listeners: list[Callable[[str, Sequence[PendingDelivery], datetime], None]] = []
-        """Told of each message the platform accepted (platform, its rows, when): what measures latency
+        self.sent_listeners: list[Callable[[str, Sequence[Event], datetime], None]] = []
+        """Told of each message the platform accepted (platform, the events it carried, when): what measures latency
         without the dispatcher knowing who measures."""
         self.outage = StorageOutage(clock)
         self.pacers = {p.name: Pacer(p.limits, clock) for p in platforms}
@@ -390,13 +419,22 @@ class Dispatcher:
         if not self.interest.loaded:
             return
         head = self._accepted_upto  # not the log's head: an event committed but not yet shown to `accepted`
-        idle = [
-            c
-            for c in self._read_to_head
-            if c not in self._first_match and c not in self._workers and c not in self._unsettled
-        ]
-        for start in range(0, len(idle), SWEEP_PAGE):
-            await self.outbox.advance_cursors(idle[start : start + SWEEP_PAGE], to=head)
+        # Filtered a page at a time, each page as it is written: one pass over 100,000 sleepers held the loop
+        # 30-37 ms (bench/pipeline.py drain-typical). A chat woken, reading or re-indexed since the snapshot
+        # is left alone, and a cursor only ever moves forward, so a chat that read past `head` meanwhile is
+        # not moved back.
+        sleepers = list(self._read_to_head)
+        for start in range(0, len(sleepers), SWEEP_PAGE):
+            idle = [
+                c
+                for c in sleepers[start : start + SWEEP_PAGE]
+                if c in self._read_to_head
+                and c not in self._first_match
+                and c not in self._workers
+                and c not in self._unsettled
+            ]
+            if idle:
+                await self.outbox.advance_cursors(idle, to=head)
             await asyncio.sleep(0)  # a page per pass: 100,000 idle chats are 200 statements
 
     async def _sweep(self) -> None:
@@ -615,33 +653,34 @@ class Dispatcher:
                 log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
                 return
             decision = self._plan(chat, platform, due)
-            rows = decision.rows
-            if decision.read_all:
+            shape, batch, read_all = decision.shape, _Batch.of(decision.rows), decision.read_all
+            del due, decision  # from here only the batch lives on, through a long read and the send (see _Batch)
+            if read_all:
                 async with self._unit():
-                    rows = await self._everything_due(chat_id, now, chat.platform)
-            outcome = await self._send(chat, platform, decision.shape, rows)
+                    batch = await self._everything_due(chat_id, now, chat.platform)
+            outcome = await self._send(chat, platform, shape, batch)
             if outcome is _Outcome.STOP:
                 return
             if outcome is _Outcome.RELOAD:
                 continue
 
-    async def _everything_due(self, chat_id: int, now: datetime, platform: str = "") -> list[PendingDelivery]:
+    async def _everything_due(self, chat_id: int, now: datetime, platform: str = "") -> _Batch:
         """Up to `MERGE_MAX` rows for one summary, read (and decoded) a page at a time, each page in a slice of
         its own (the caller holds a unit): a summary of thousands must not hold the loop for all of them."""
         await self.outbox.read_log(chat_id, want=MERGE_MAX, now=now, pace=self._next_chunk)
-        rows: list[PendingDelivery] = []
+        batch = _Batch()
         after = 0
-        while len(rows) < MERGE_MAX:
+        while len(batch.ids) < MERGE_MAX:
             _, page = await self.outbox.due_for_chat(
-                chat_id, now, limit=min(SUMMARY_PAGE, MERGE_MAX - len(rows)), read=False, after_id=after
+                chat_id, now, limit=min(SUMMARY_PAGE, MERGE_MAX - len(batch.ids)), read=False, after_id=after
             )
             if not page:
                 break
             after = page[-1].id
             page = await self._drop_expired(page, now, platform)
-            rows.extend(d for d in page if d.event is not None and d.edit_ref is None)
+            batch.add(d for d in page if d.event is not None and d.edit_ref is None)
             await self._next_chunk()
-        return rows
+        return batch
 
     def _plan(self, chat: Chat, platform: Platform, due: list[PendingDelivery]) -> batching.Plan:
         if not self.pacing:
@@ -707,13 +746,11 @@ class Dispatcher:
         self.stats.replies += len(queue)
         return _Outcome.NEXT
 
-    async def _send(
-        self, chat: Chat, platform: Platform, shape: batching.Shape, batch: Sequence[PendingDelivery]
-    ) -> _Outcome:
-        ids = [d.id for d in batch]
-        names = await self._names(chat, batch)
+    async def _send(self, chat: Chat, platform: Platform, shape: batching.Shape, batch: _Batch) -> _Outcome:
+        ids = batch.ids
+        names = await self._names(chat, batch.events)
         try:
-            alert = self._alert(shape, batch, names)
+            alert = self._alert(shape, batch.events, names)
         except Exception as exc:  # a bug in a renderer must not block every later alert of the chat
             log.exception("cannot render alert chat=%d deliveries=%s", chat.id, ids)
             await self._park(chat, ids, f"cannot render: {type(exc).__name__}: {exc}", chat_gone=False)
@@ -721,8 +758,8 @@ class Dispatcher:
         await self._acquire(chat, platform)
         await self._my_turn()  # the pacer may have yielded: what follows is this slice's work too
         try:
-            if shape is batching.Shape.EDIT and batch[0].edit_ref is not None:
-                ref = await self._edit(chat, platform, MessageRef.load(batch[0].edit_ref), alert, ids)
+            if shape is batching.Shape.EDIT and batch.edit_ref is not None:
+                ref = await self._edit(chat, platform, MessageRef.load(batch.edit_ref), alert, ids)
             else:
                 ref = await platform.send(chat, alert, nonce=_nonce(ids))
         except RetryLater as exc:
@@ -755,7 +792,7 @@ class Dispatcher:
         self.stats.outcomes[(platform.name, "sent")] += len(ids)
         for listener in self.sent_listeners:
             try:
-                listener(platform.name, batch, sent_at)
+                listener(platform.name, batch.events, sent_at)
             except Exception:  # a figure lost, never a send
                 log.exception("a sent listener failed platform=%s", platform.name)
         self.outage.unrecorded[chat.id] = Unrecorded(ids=ids, message_ref=ref.dump(), sent_at=sent_at)
@@ -776,10 +813,10 @@ class Dispatcher:
         self.stats.edited += 1
         return edited
 
-    async def _names(self, chat: Chat, batch: Sequence[PendingDelivery]) -> Mapping[str, str] | None:
+    async def _names(self, chat: Chat, events: Sequence[Event]) -> Mapping[str, str] | None:
         """The chat's own labels of the wallets a whale alert names, so it reads `whale1`, not an address;
         the store away only costs the labels, never the send."""
-        if not any(d.event is not None and d.event.topic is Topic.WHALE for d in batch):
+        if not any(e.topic is Topic.WHALE for e in events):
             return None
         try:
             entries = await self.chats.watchlist(chat.id)
@@ -787,10 +824,7 @@ class Dispatcher:
             return None
         return {e.address: e.label for e in entries if e.label}
 
-    def _alert(
-        self, shape: batching.Shape, batch: Sequence[PendingDelivery], names: Mapping[str, str] | None = None
-    ) -> Alert:
-        events = [d.event for d in batch if d.event is not None]
+    def _alert(self, shape: batching.Shape, events: Sequence[Event], names: Mapping[str, str] | None = None) -> Alert:
         if shape in (batching.Shape.SINGLE, batching.Shape.EDIT) or len(events) == 1:
             return render_event(events[0], names=names)
         return render_summary(events, reason="digest" if shape is batching.Shape.DIGEST else "backlog")
@@ -868,8 +902,8 @@ class Dispatcher:
         await self.outbox.hold_chat(chat.id, until=until, error=reason)
         self._timer(chat.id, after_s)
 
-    async def _retry(self, chat: Chat, batch: Sequence[PendingDelivery], exc: TransientFailure) -> None:
-        attempts = max(d.attempts for d in batch) + 1
+    async def _retry(self, chat: Chat, batch: _Batch, exc: TransientFailure) -> None:
+        attempts = batch.attempts + 1
         delay = half_jitter(self._backoff_s(attempts), self._rand)
         self.stats.retried += 1
         doubt = " (the platform may have shown it: the retry can show it twice)" if exc.maybe_delivered else ""
@@ -877,7 +911,7 @@ class Dispatcher:
             "send failed, will retry%s chat=%d attempt=%d delay_s=%.1f error=%s", doubt, chat.id, attempts, delay, exc
         )
         until = self.clock.now() + timedelta(seconds=delay)
-        await self.outbox.reschedule([d.id for d in batch], at=until, error=str(exc), count_attempt=True)
+        await self.outbox.reschedule(batch.ids, at=until, error=str(exc), count_attempt=True)
         await self._hold(chat, delay, str(exc))  # the whole chat waits, so its alerts stay in order
 
     def _backoff_s(self, attempts: int) -> float:

@@ -29,7 +29,7 @@ from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
 from bot.supervisor import Supervisor
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from storage.models import PendingDelivery
+from perpwatch.events import Event
 from storage.status import PlatformBacklog, StatusReads
 from watchers.base import WatcherState
 from watchers.poller import BudgetRegistry
@@ -83,13 +83,11 @@ class BotMetrics:
         self.registry.register(_Live(self))
         dispatcher.sent_listeners.append(self.observe_sent)
 
-    def observe_sent(self, platform: str, batch: Sequence[PendingDelivery], sent_at: datetime) -> None:
-        """Each row's wait: a summary carries as many waits as it merged alerts, the oldest the one that matters."""
+    def observe_sent(self, platform: str, events: Sequence[Event], sent_at: datetime) -> None:
+        """Each alert's wait: a summary carries as many waits as it merged alerts, the oldest the one that matters."""
         child = self.latency.labels(platform=platform)
-        for row in batch:
-            if row.event is None:
-                continue
-            start = row.event.due_at or row.event.occurred_at
+        for event in events:
+            start = event.due_at or event.occurred_at
             child.observe(max((sent_at - start).total_seconds(), 0.0))
 
     async def refresh_backlog(self) -> None:
