@@ -11,8 +11,10 @@ appends to the WAL without syncing; syncing happens at checkpoints. A worker thr
 connection four times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. In a
 sustained flood of commits every such checkpoint races a commit, so the WAL would never restart and
 would grow without end; bulk writers therefore wait for the worker's checkpoint every
-`ROWS_BEFORE_CHECKPOINT` rows (`make_room`). SQLite's own checkpoint after a commit stays on as the hard
-bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
+`ROWS_BEFORE_CHECKPOINT` rows (`make_room`), and a WAL still past `RESTART_FRAMES` (many writers, none of
+them bulk: the dispatcher's hundreds of workers) is checkpointed next with every writer waiting for it, so
+the WAL restarts. SQLite's own checkpoint after a commit stays on as the hard bound
+(`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
 
 Transactions are `async with` blocks (the contract in `storage.engine`), but every statement inside runs
 synchronously and never yields, so no other task's statement can land inside one. Should a transaction
@@ -55,6 +57,12 @@ ROWS_BEFORE_CHECKPOINT = 1000
 """Rows a bulk writer may change before `make_room` waits for the worker's checkpoint. A row costs one to
 three WAL pages (its table's and its indexes' pages: fewer when a commit holds many rows), so this stays
 inside the WAL's bound."""
+
+RESTART_FRAMES = 1000
+"""A WAL this long at a checkpoint has not restarted: commits kept landing during the checkpoints. A second
+checkpoint follows at once, holding writers (they wait, the loop does not) until it is done, so the next
+commit starts the WAL afresh. Draining a burst to 100,000 chats without it, the WAL kept reaching 3,900 of
+its 4,000 frames, where the loop's own connection checkpoints and syncs (bench/pipeline.py drain-typical)."""
 
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 """A WAL that grew past this in a burst is cut back to it once it is checkpointed, so the disk is returned."""
@@ -178,6 +186,7 @@ class SqliteEngine(Engine):
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpointing: asyncio.Future[tuple[int, int]] | None = None
         self._changes_at_checkpoint = 0
+        self._writers_held: asyncio.Future[None] | None = None
         self._busy = False
 
     @property
@@ -301,6 +310,7 @@ class SqliteEngine(Engine):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE … COMMIT; on any failure, ROLLBACK."""
+        await self._writers_may_go()
         with self._unit() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -314,6 +324,7 @@ class SqliteEngine(Engine):
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement on its own (atomic without BEGIN/COMMIT). Returns the rows changed."""
+        await self._writers_may_go()
         with self._unit() as conn:
             return conn.execute(sql, _adapt(params)).rowcount
 
@@ -381,6 +392,19 @@ class SqliteEngine(Engine):
                 return
         await asyncio.sleep(0)
 
+    async def _writers_may_go(self) -> None:
+        while self._writers_held is not None:
+            await asyncio.shield(self._writers_held)
+
+    async def _checkpoint_holding_writers(self) -> tuple[int, int]:
+        """A checkpoint no commit can race: writers wait for it (statements never yield, so none is open)."""
+        held = self._writers_held = asyncio.get_running_loop().create_future()
+        try:
+            return await self.checkpoint()
+        finally:
+            self._writers_held = None
+            held.set_result(None)
+
     def _checkpoint_once(self) -> tuple[int, int]:
         # Its own connection, used by one worker thread at a time (the calls never overlap). PASSIVE never
         # waits for, and never blocks, the loop's connection.
@@ -394,7 +418,9 @@ class SqliteEngine(Engine):
         while True:
             await asyncio.sleep(self.checkpoint_every_s)
             try:
-                await self.checkpoint()
+                frames, _ = await self.checkpoint()
+                if frames >= RESTART_FRAMES:  # at once: it has only what landed during this one to copy
+                    await self._checkpoint_holding_writers()
                 failures = 0
             except Exception as exc:  # e.g. a full disk: the WAL keeps growing, and the operator must hear of it
                 failures += 1

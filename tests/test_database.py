@@ -13,7 +13,7 @@ import pytest
 
 from storage import StorageUnavailable
 from storage.engine import Tx
-from storage.sqlite import ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
+from storage.sqlite import RESTART_FRAMES, ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
 from storage.sqlite import SqliteEngine as Database
 
 
@@ -97,6 +97,39 @@ async def _largest_wal_in_frames(db: Database, tmp_path: Path, *, make_room: boo
 async def test_the_wal_stays_bounded_under_a_flood_of_commits(db: Database, tmp_path: Path) -> None:
     # No worker checkpoint runs here (it would at 4/s): the bound must hold on the loop's connection alone.
     assert await _largest_wal_in_frames(db, tmp_path, make_room=False) < WAL_CHECKPOINT_PAGES + 100
+
+
+async def test_many_writers_racing_the_checkpointer_still_let_the_wal_restart(tmp_path: Path) -> None:
+    # The dispatcher's shape: many tasks each committing now and then, none a bulk writer that makes room.
+    # Every checkpoint then races a commit; one that finds the WAL long holds the writers until it is done.
+    db = Database(tmp_path / "t.db", checkpoint_every_s=0.005)
+    await db.open()
+    commits = 0
+
+    async def writer(name: str) -> None:
+        nonlocal commits
+        while commits < 3 * WAL_CHECKPOINT_PAGES:
+            async with db.transaction() as tx:
+                await _insert(tx, f"{name}-{commits}")
+            commits += 1
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(writer(f"w{n}") for n in range(8)))
+        page = int(db.conn.execute("PRAGMA page_size").fetchone()[0])
+        largest = (tmp_path / "t.db-wal").stat().st_size / (page + 24)  # the file keeps its high-water mark
+    finally:
+        await db.close()
+    assert await _count_rows(tmp_path / "t.db") == commits
+    assert largest < 3 * RESTART_FRAMES < WAL_CHECKPOINT_PAGES  # without: the bound, about 3,900
+
+
+async def _count_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM watcher_state").fetchone()[0])
+    finally:
+        conn.close()
 
 
 async def test_a_bulk_writer_making_room_keeps_the_wal_well_inside_its_bound(db: Database, tmp_path: Path) -> None:
