@@ -70,7 +70,10 @@ class SlidingWindow:
     A log of send times, kept sorted; a time may be reserved in the future (an asker that will send once
     its wait is over), so askers that come later plan around it. Times are monotonic seconds and the
     `now` passed to `expire` never decreases. Memory: at most `rate.count` past times once `expire` ran,
-    plus the reservations of askers still waiting.
+    plus the reservations of askers still waiting. The log is a tuple, replaced on each change: a tuple of
+    floats is one object the cyclic collector stops looking at, where a list was a second object per
+    window to walk on every full pass (thousands of windows while 100,000 chats are sent to), and a copy
+    for planning shares it instead of copying it.
     """
 
     __slots__ = ("_times", "rate", "span_s")
@@ -82,14 +85,14 @@ class SlidingWindow:
             raise ValueError(f"margin_s must not be negative, got {margin_s}")
         self.rate = rate
         self.span_s = rate.period_s + margin_s
-        self._times: list[float] = []
+        self._times: tuple[float, ...] = ()
 
     def __len__(self) -> int:
         return len(self._times)
 
     def copy(self) -> SlidingWindow:
         clone = SlidingWindow.__new__(SlidingWindow)
-        clone.rate, clone.span_s, clone._times = self.rate, self.span_s, list(self._times)
+        clone.rate, clone.span_s, clone._times = self.rate, self.span_s, self._times
         return clone
 
     def earliest(self, at: float) -> float:
@@ -116,20 +119,25 @@ class SlidingWindow:
         """Log a send (or reserve one) starting at `at`. A time the window does not allow is a bug."""
         if self.earliest(at) != at:
             raise ValueError(f"a send at {at} would break {self.rate.count} per {self.span_s}s")
-        bisect.insort(self._times, at)
+        times = self._times
+        i = bisect.bisect_right(times, at)
+        self._times = (*times[:i], at, *times[i:])
 
     def cancel(self, at: float) -> None:
         """Forget a reservation whose send never happened (its asker was cancelled or re-planned)."""
-        i = bisect.bisect_left(self._times, at)
-        if i < len(self._times) and self._times[i] == at:
-            del self._times[i]
+        times = self._times
+        i = bisect.bisect_left(times, at)
+        if i < len(times) and times[i] == at:
+            self._times = times[:i] + times[i + 1 :]
 
     def expire(self, now: float) -> None:
         """Drop sends that can no longer constrain a send at or after `now`."""
+        times = self._times
         cut = 0
-        while cut < len(self._times) and self._times[cut] + self.span_s <= now:
+        while cut < len(times) and times[cut] + self.span_s <= now:
             cut += 1
-        del self._times[:cut]
+        if cut:
+            self._times = times[cut:]
 
     def idle(self, now: float) -> bool:
         """True when the window constrains nothing from `now` on, so forgetting it changes nothing."""
