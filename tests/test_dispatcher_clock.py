@@ -9,13 +9,13 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
-from bot.platforms.delivery import RetryLater, Unauthorized
+from bot.platforms.delivery import Limits, Message, MessageRef, Rate, RetryLater, Unauthorized
 from bot.render import Alert, Reply
 from perpwatch.clock import FrozenClock
 from perpwatch.events import Event
@@ -309,6 +309,46 @@ async def test_a_flood_ban_on_many_chats_is_one_log_line_not_one_per_chat(
     assert rig.dispatcher.stats.rate_limited == 40
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rate limited")]
     assert "more_since_last_line=0" in line
+
+
+class _SlowPlatform(RecordingPlatform):
+    """Each call takes 100 ms and only the per-chat limit applies: few workers make a queue of chats."""
+
+    limits: ClassVar[Limits] = Limits(per_chat=Rate(1, 1.0))
+
+    async def send(self, chat: Chat, message: Message, *, nonce: str, reply_to: str | None = None) -> MessageRef:
+        await self.clock.sleep(0.1)
+        return await super().send(chat, message, nonce=nonce, reply_to=reply_to)
+
+
+async def test_a_chat_back_from_a_429_goes_before_chats_not_yet_tried(database_url: str) -> None:
+    # Every chat's first send is refused for 1 s and four workers take 1.5 s to try all 60 once: the chats
+    # refused first are retried as their holds end, not after every other chat's first try.
+    clock = FrozenClock(T0)
+    async with Store(database_url, clock=clock) as store:
+        platform = _SlowPlatform(clock)
+        dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0, max_workers=4)
+        pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted)
+        task = asyncio.create_task(dispatcher.run())
+        rig = Rig(clock, store, pipeline, dispatcher, platform)
+        chats = 60
+        for n in range(chats):
+            await rig.chat(f"c{n}")
+        tries: list[str] = []
+
+        def refuse_first(sent: Sent) -> Exception | None:
+            tries.append(sent.chat)
+            return RetryLater(1.0) if tries.count(sent.chat) == 1 else None
+
+        platform.fail = refuse_first
+        await pipeline.accept(_events("flood", 1))
+        await rig.run(6.0, step=0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(set(tries)) == chats and len(tries) == 2 * chats  # each refused once, then sent once
+    first_retry = next(i for i, chat in enumerate(tries) if chat in tries[:i])
+    last_first_try = max(tries.index(chat) for chat in set(tries))
+    assert first_retry < last_first_try
 
 
 async def test_a_new_alert_is_not_held_back_by_a_reminder_due_hours_later(rig: Rig) -> None:

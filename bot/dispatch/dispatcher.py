@@ -313,7 +313,8 @@ class Dispatcher:
         self._read_to_head.discard(chat_id)
         self.notify([chat_id])
 
-    def _enqueue(self, chat_id: int) -> None:
+    def _enqueue(self, chat_id: int, *, first: bool = False) -> None:
+        """`first`: ahead of the chats waiting for a worker (a chat whose wait is over has older alerts)."""
         if self._stopping:
             return
         if chat_id in self._workers:
@@ -322,7 +323,10 @@ class Dispatcher:
             self._start_worker(chat_id)
         elif chat_id not in self._queued:
             self._queued.add(chat_id)
-            self._queue.append(chat_id)
+            if first:
+                self._queue.appendleft(chat_id)
+            else:
+                self._queue.append(chat_id)
 
     def _timer(self, chat_id: int, after_s: float) -> None:
         """Look at the chat again in `after_s` (the earliest of its timers wins)."""
@@ -397,11 +401,17 @@ class Dispatcher:
                 log.exception("dispatch sweep failed")
             self._next_sweep = self.clock.monotonic() + self.idle_poll_s
         mono = self.clock.monotonic()
+        back: list[int] = []
         while self._timers and self._timers[0][0] <= mono:
             at, chat_id = heapq.heappop(self._timers)
             if self._timer_at.get(chat_id) == at:
                 del self._timer_at[chat_id]
-                self._enqueue(chat_id)
+                back.append(chat_id)
+        # Chats back from a 429 or at their pacing slot go before chats not yet tried, in the order their
+        # waits ended: behind 100,000 of those (a flood refusing every chat's first send) they waited for
+        # every first try, and their alerts are the older ones.
+        for chat_id in reversed(back):
+            self._enqueue(chat_id, first=True)
         timeout = self._next_sweep - mono
         if self._timers:
             timeout = min(timeout, self._timers[0][0] - mono)
