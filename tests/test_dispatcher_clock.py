@@ -184,6 +184,18 @@ async def test_a_newer_revision_edits_the_message_its_thread_sent(rig: Rig) -> N
     assert rig.dispatcher.stats.edited == 1
 
 
+async def test_a_sweep_by_id_ranges_finds_every_chat_behind_the_log(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ranges of four ids, pages of two chats: seven chats behind take two ranges, each with a full page.
+    monkeypatch.setattr("bot.dispatch.dispatcher.SWEEP_SPAN", 4)
+    monkeypatch.setattr("bot.dispatch.dispatcher.SWEEP_PAGE", 2)
+    chats = [await rig.chat(f"s{n}") for n in range(7)]
+    await rig.run(0.5)  # each new subscription indexed and its chat read to the head
+    await rig.store.outbox.accept(_events("behind", 1))  # stored; no chat woken
+    rig.dispatcher.notify()  # a sweep, as after a restart
+    await rig.run(3)
+    assert sorted(s.chat for s in rig.platform.sent) == sorted(c.platform_chat_id for c in chats)
+
+
 async def test_an_undecodable_row_is_parked_and_the_chat_goes_on(rig: Rig) -> None:
     chat = await rig.chat("12")
     await rig.store.outbox.accept(_events("x", 1) + _events("y", 1))  # stored; the dispatcher not yet told

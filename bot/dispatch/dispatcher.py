@@ -80,6 +80,10 @@ by a unit, made passes of 5-12 ms and holds of 25-35 ms; 3 ms keeps them at 4-8 
 SWEEP_PAGE = 500
 """Chats a sweep of the outbox reads per query (restart, storage back, the slow safety sweep)."""
 
+SWEEP_SPAN = 5000
+"""Chat ids one query of the sweep for chats behind the log looks through: bounded by ids, not by matches,
+so a sweep that finds none reads the table in steps of under a millisecond, not one of 15 ms."""
+
 SWEEP_EVERY_S = 60.0
 """The outbox is swept for chats nobody woke this often: timers and wake-ups do the real work, and a sweep
 costs a page per 500 waiting chats."""
@@ -471,14 +475,13 @@ class Dispatcher:
                 break
             after = page[-1][0]
             await asyncio.sleep(0)
-        after = 0
-        while True:
-            behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE)
+        after, last = 0, await self.chats.last_id()  # a chat made later starts at the head
+        while after < last:
+            upto = after + SWEEP_SPAN
+            behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE, upto=upto)
             for chat_id in behind:  # a chat on a timer reads too: what it waits for may be hours away
                 self._enqueue(chat_id)
-            if len(behind) < SWEEP_PAGE:
-                break
-            after = behind[-1]
+            after = behind[-1] if len(behind) == SWEEP_PAGE else upto
             await asyncio.sleep(0)
 
     async def _shut_down(self) -> None:
