@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.pipeline --chats 1000,10000,100000         # the three sizes
     .venv/bin/python -m bench.pipeline --database-url postgresql://user:pw@127.0.0.1:5432/postgres
     .venv/bin/python -m bench.pipeline --quick                           # smaller counts, same shape
+    .venv/bin/python -m bench.pipeline --profile --scenarios due1-429    # what held the loop (bench/loop_profile.py)
 
 Sizes (full / --quick): accept 10,000 / 3,000 events; drain bursts of 2,000 / 500 events (at 100,000 chats a
 burst of 20,000 would be tens of millions of alerts); ~1,000,000 / 100,000 pending rows for /status; 10 / 3 s
@@ -67,6 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bench.loop_profile import LoopProfile
 from bot.app import PerpwatchApp
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
@@ -157,12 +159,19 @@ class StallMonitor:
                 self.over_25ms += 1
             last = now
 
+    profile: ClassVar[LoopProfile | None] = None
+    """Set by `--profile`: recorded while any monitor runs (the measured phases)."""
+
     async def __aenter__(self) -> StallMonitor:
+        if StallMonitor.profile is not None:
+            StallMonitor.profile.start()
         self._task = asyncio.create_task(self._run(), name="bench:stall-monitor")
         await asyncio.sleep(0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if StallMonitor.profile is not None:
+            StallMonitor.profile.stop()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -750,13 +759,17 @@ def main() -> None:
     parser.add_argument("--chats", default="1000", help="chat counts, comma-separated (e.g. 1000,10000,100000)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds a drain may take before it is cut")
+    parser.add_argument("--profile", action="store_true", help="what held the loop (bench/loop_profile.py)")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = _sizes(args.quick, args.deadline)
     counts = [int(c) for c in args.chats.split(",")]
     if args.only is not None:  # one scenario in this process: one JSON line for the parent
+        StallMonitor.profile = LoopProfile() if args.profile else None
         result = asyncio.run(run_one(args.only, args.database_url, counts[0], sizes))
         result.update(scenario=args.only, chats=counts[0], rss_mib=round(_peak_rss_mib()))
+        if StallMonitor.profile is not None:
+            result["profile"] = StallMonitor.profile.report()
         print("RESULT " + json.dumps(result), flush=True)
         return
     engine = "postgresql" if (args.database_url or "").startswith("postgres") else "sqlite"
@@ -768,6 +781,7 @@ def main() -> None:
                 continue  # 100 chats whatever --chats says: once per run
             command = [sys.executable, "-m", "bench.pipeline", "--only", scenario, "--chats", str(chats)]
             command += ["--deadline", str(args.deadline)] + (["--quick"] if args.quick else [])
+            command += ["--profile"] if args.profile else []
             if args.database_url:
                 command += ["--database-url", args.database_url]
             started = time.perf_counter()
