@@ -166,8 +166,8 @@ class ChatRepo:
 
     async def active_behind(self, head: int, *, after: int, limit: int, upto: int | None = None) -> list[int]:
         """Active chats whose cursor is behind `head`, by id from `after` (to `upto`): what a restart must look
-        at. With `upto` a statement reads at most that range of ids: when no chat is behind, the whole table
-        of 100,000 chats took 15 ms on the loop, a range of 5,000 takes under 1 ms."""
+        at. With `upto` a statement reads at most that range of ids, so a table where no chat is behind is
+        not read in one statement on the loop."""
         rows = await self.db.fetch(
             "SELECT id FROM chats WHERE id > ? AND id <= ? AND status='active' AND log_cursor < ? ORDER BY id LIMIT ?",
             (after, upto if upto is not None else 2**63 - 1, head, limit),

@@ -61,8 +61,8 @@ inside the WAL's bound."""
 RESTART_FRAMES = 1000
 """A WAL this long at a checkpoint has not restarted: commits kept landing during the checkpoints. A second
 checkpoint follows at once, holding writers (they wait, the loop does not) until it is done, so the next
-commit starts the WAL afresh. Draining a burst to 100,000 chats without it, the WAL kept reaching 3,900 of
-its 4,000 frames, where the loop's own connection checkpoints and syncs (bench/pipeline.py drain-typical)."""
+commit starts the WAL afresh. Without it, draining a burst to many chats kept the WAL near its bound, where
+the loop's own connection checkpoints and syncs (bench/pipeline.py drain-typical)."""
 
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 """A WAL that grew past this in a burst is cut back to it once it is checkpointed, so the disk is returned."""

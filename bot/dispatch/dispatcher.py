@@ -82,7 +82,7 @@ SWEEP_PAGE = 500
 
 SWEEP_SPAN = 5000
 """Chat ids one query of the sweep for chats behind the log looks through: bounded by ids, not by matches,
-so a sweep that finds none reads the table in steps of under a millisecond, not one of 15 ms."""
+so a sweep that finds none reads the table in short steps, not in one statement over every chat."""
 
 SWEEP_EVERY_S = 60.0
 """The outbox is swept for chats nobody woke this often: timers and wake-ups do the real work, and a sweep
@@ -126,10 +126,9 @@ class _Answers:
 
 @dataclass(slots=True)
 class _Batch:
-    """What one send carries: the rows' ids and events, not the rows. A summary's thousand rows, held by a
-    couple of dozen workers at once, were most of what the cyclic collector walked (a full pass took 20-25
-    ms at 100,000 chats, bench/pipeline.py drain-broad); a list of ids and one of shared events is two
-    objects per summary instead of a thousand."""
+    """What one send carries: the rows' ids and events, not the rows. A summary's rows, held by many workers
+    at once, were most of what the cyclic collector walked on a full pass (bench/pipeline.py --profile,
+    drain-broad); a list of ids and one of shared events is two objects per summary instead of one a row."""
 
     ids: list[int] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -412,8 +411,8 @@ class Dispatcher:
                 del self._timer_at[chat_id]
                 back.append(chat_id)
         # Chats back from a 429 or at their pacing slot go before chats not yet tried, in the order their
-        # waits ended: behind 100,000 of those (a flood refusing every chat's first send) they waited for
-        # every first try, and their alerts are the older ones.
+        # waits ended: behind a long queue (a flood refusing every chat's first send, bench due1-429) they
+        # waited for every first try, and their alerts are the older ones.
         for chat_id in reversed(back):
             self._enqueue(chat_id, first=True)
         timeout = self._next_sweep - mono
@@ -433,8 +432,8 @@ class Dispatcher:
         if not self.interest.loaded:
             return
         head = self._accepted_upto  # not the log's head: an event committed but not yet shown to `accepted`
-        # Filtered a page at a time, each page as it is written: one pass over 100,000 sleepers held the loop
-        # 30-37 ms (bench/pipeline.py drain-typical). A chat woken, reading or re-indexed since the snapshot
+        # Filtered a page at a time, each page as it is written: one pass over every sleeper held the loop
+        # too long at scale (bench/pipeline.py drain-typical). A chat woken, reading or re-indexed since the snapshot
         # is left alone, and a cursor only ever moves forward, so a chat that read past `head` meanwhile is
         # not moved back.
         sleepers = list(self._read_to_head)

@@ -72,7 +72,7 @@ class SlidingWindow:
     `now` passed to `expire` never decreases. Memory: at most `rate.count` past times once `expire` ran,
     plus the reservations of askers still waiting. The log is a tuple, replaced on each change: a tuple of
     floats is one object the cyclic collector stops looking at, where a list was a second object per
-    window to walk on every full pass (thousands of windows while 100,000 chats are sent to), and a copy
+    window to walk on every full pass (a window per chat sent to recently), and a copy
     for planning shares it instead of copying it.
     """
 
