@@ -60,12 +60,20 @@ inside the WAL's bound."""
 
 RESTART_FRAMES = 1000
 """A WAL this long at a checkpoint has not restarted: commits kept landing during the checkpoints. A second
-checkpoint follows at once, holding writers (they wait, the loop does not) until it is done, so the next
-commit starts the WAL afresh. Without it, draining a burst to many chats kept the WAL near its bound, where
-the loop's own connection checkpoints and syncs (bench/pipeline.py drain-typical)."""
+checkpoint follows at once, holding writers (they wait, the loop does not) until it is done, and truncating
+the WAL, so the next commit starts it afresh. Without it, draining a burst to many chats kept the WAL near
+its bound, where the loop's own connection checkpoints and syncs (bench/pipeline.py drain-typical).
+
+Why truncate rather than let SQLite reuse the file: a WAL frame is a page plus a 24-byte header, so frames
+never line up with the OS's pages, and a commit that overwrites part of a page the OS has dropped from its
+cache reads that page from disk first, inside the commit, on the loop's thread. Kernels reclaim cold file
+pages even with memory to spare, and the tail of a WAL that once grew long is cold. Pages past the end of
+the file are never read. The truncation (which can wait for the disk too: freeing blocks on a filesystem
+mounted with `discard`) happens on the worker's thread, not in the loop's commit."""
 
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
-"""A WAL that grew past this in a burst is cut back to it once it is checkpointed, so the disk is returned."""
+"""A WAL that grew past this in a burst, and restarted in a passive checkpoint, is cut back to it by the
+loop's next commit, so the disk is returned."""
 
 
 _UNAVAILABLE = frozenset(
@@ -372,11 +380,16 @@ class SqliteEngine(Engine):
             self._busy = False
 
     # --- checkpoints ------------------------------------------------------------------------------
-    async def checkpoint(self) -> tuple[int, int]:
-        """Copy the WAL back into the database file on a worker thread: (WAL frames, frames copied)."""
+    async def checkpoint(self, *, truncate: bool = False) -> tuple[int, int]:
+        """Copy the WAL back into the database file on a worker thread: (WAL frames, frames copied). A caller
+        that finds one running shares it, except one that asks to `truncate`: it waits its turn, and its
+        checkpoint also cuts the WAL to nothing (when no reader still needs it), which reports (0, 0)."""
+        while truncate and self._checkpointing is not None and not self._checkpointing.done():
+            await asyncio.wait([self._checkpointing])
         if self._checkpointing is None or self._checkpointing.done():
             self._changes_at_checkpoint = self.conn.total_changes
-            self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint_once))
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint_once, mode))
         return await asyncio.shield(self._checkpointing)
 
     async def make_room(self) -> None:
@@ -397,20 +410,23 @@ class SqliteEngine(Engine):
             await asyncio.shield(self._writers_held)
 
     async def _checkpoint_holding_writers(self) -> tuple[int, int]:
-        """A checkpoint no commit can race: writers wait for it (statements never yield, so none is open)."""
+        """A checkpoint no commit can race: writers wait for it (statements never yield, so none is open).
+        It truncates the WAL on the worker's thread, so the commits after it append to an empty file."""
         held = self._writers_held = asyncio.get_running_loop().create_future()
         try:
-            return await self.checkpoint()
+            return await self.checkpoint(truncate=True)
         finally:
             self._writers_held = None
             held.set_result(None)
 
-    def _checkpoint_once(self) -> tuple[int, int]:
+    def _checkpoint_once(self, mode: str = "PASSIVE") -> tuple[int, int]:
         # Its own connection, used by one worker thread at a time (the calls never overlap). PASSIVE never
-        # waits for, and never blocks, the loop's connection.
+        # waits for, and never blocks, the loop's connection. TRUNCATE takes the write lock, which is why
+        # it runs only while writers are held; with no busy timeout on this connection it gives up at once
+        # (then it was a passive one) if a reader still needs the WAL.
         if self._checkpoint_conn is None:
             self._checkpoint_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        [(_busy, frames, copied)] = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        [(_busy, frames, copied)] = self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         return int(frames), int(copied)
 
     async def _checkpoint_forever(self) -> None:

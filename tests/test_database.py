@@ -99,12 +99,18 @@ async def test_the_wal_stays_bounded_under_a_flood_of_commits(db: Database, tmp_
     assert await _largest_wal_in_frames(db, tmp_path, make_room=False) < WAL_CHECKPOINT_PAGES + 100
 
 
-async def test_a_checkpoint_holding_writers_lets_the_next_commit_restart_the_wal(db: Database) -> None:
+async def test_a_checkpoint_holding_writers_truncates_the_wal_for_the_commits_after_it(
+    db: Database, tmp_path: Path
+) -> None:
     # What the checkpointer does when a passive checkpoint finds the WAL long: one more that no commit can
-    # race, so the next commit starts the WAL afresh instead of appending to it.
+    # race, which cuts the WAL to nothing, so the next commits append to an empty file: none overwrites a
+    # page the OS may have dropped from its cache (which it would read back from disk first).
+    wal = tmp_path / "t.db-wal"
     for index in range(RESTART_FRAMES):  # two frames or so a commit
         async with db.transaction() as tx:
             await _insert(tx, f"w{index}")
+    await db.checkpoint()  # a passive one copies everything but leaves the file as long as it grew
+    assert wal.stat().st_size > RESTART_FRAMES * 4096
     landed: list[int] = []
 
     async def writer() -> None:
@@ -116,10 +122,13 @@ async def test_a_checkpoint_holding_writers_lets_the_next_commit_restart_the_wal
 
     task = asyncio.create_task(writer())
     await asyncio.sleep(0)  # the writer commits once and yields
+    held = asyncio.create_task(db._checkpoint_holding_writers())
+    await asyncio.sleep(0)
+    assert db._writers_held is not None
     before = len(landed)
-    frames, copied = await db._checkpoint_holding_writers()
+    assert await held == (0, 0)  # TRUNCATE's answer when it cut the WAL
     assert len(landed) == before  # the writer waited for it (the loop did not)
-    assert copied == frames >= RESTART_FRAMES
+    assert wal.stat().st_size < 500 * 4096  # the writer's one commit since, at most
     await task
     frames_after, _ = await db.checkpoint()
     assert frames_after < 500 < RESTART_FRAMES  # only the late commits: the WAL restarted under them
@@ -137,7 +146,7 @@ async def test_the_checkpointer_keeps_running_and_reports_failures(
 ) -> None:
     calls: list[str] = []
 
-    def failing(self: Database) -> tuple[int, int]:
+    def failing(self: Database, mode: str = "PASSIVE") -> tuple[int, int]:
         calls.append(threading.current_thread().name)
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -162,10 +171,10 @@ async def test_close_waits_for_a_checkpoint_in_flight(tmp_path: Path, monkeypatc
     started, release = threading.Event(), threading.Event()
     original = Database._checkpoint_once
 
-    def slow(self: Database) -> tuple[int, int]:
+    def slow(self: Database, mode: str = "PASSIVE") -> tuple[int, int]:
         started.set()
         release.wait(10)
-        return original(self)
+        return original(self, mode)
 
     monkeypatch.setattr(Database, "_checkpoint_once", slow)
     database = Database(tmp_path / "t.db", checkpoint_every_s=0.001)

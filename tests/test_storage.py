@@ -285,7 +285,7 @@ async def test_a_failing_checkpoint_does_not_stop_the_pipeline(store: Store, mon
     from bot.pipeline import Pipeline
     from storage.sqlite import SqliteEngine as Database
 
-    def failing(self: Database) -> tuple[int, int]:
+    def failing(self: Database, mode: str = "PASSIVE") -> tuple[int, int]:
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(Database, "_checkpoint_once", failing)
