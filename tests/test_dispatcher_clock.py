@@ -491,3 +491,71 @@ async def test_a_commit_whose_answer_was_lost_is_neither_skipped_nor_left_behind
     await rig.run(rig.dispatcher.idle_poll_s, step=1.0)
     keys = sorted(str(s.message) for s in rig.platform.sent)
     assert len(rig.platform.sent) >= 1 and any("'first'" in k for k in keys) and any("'second'" in k for k in keys)
+
+
+class _GatedPlatform(RecordingPlatform):
+    """Every send waits at one gate, then is refused: the 429s of a flood arrive in one pass of the loop."""
+
+    limits: ClassVar[Limits] = Limits(per_chat=Rate(1, 1.0))
+
+    def __init__(self, clock: FrozenClock) -> None:
+        super().__init__(clock)
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def send(self, chat: Chat, message: Message, *, nonce: str, reply_to: str | None = None) -> MessageRef:
+        self.waiting += 1
+        await self.gate.wait()
+        raise RetryLater(30.0)
+
+
+async def test_the_holds_of_a_429_flood_take_turns_in_the_loops_slices(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each hold is a write. Forty answers landing together must not all be written in one pass of the loop,
+    # which they were when a hold, unlike a send's record, did not wait for its turn. The dispatcher's
+    # clock for slices is stepped by the writes themselves (1 ms each), so the bound does not depend on
+    # how fast this machine is.
+    from bot.dispatch import dispatcher as dispatcher_module
+
+    slice_clock = [0.0]
+    monkeypatch.setattr(
+        dispatcher_module, "time", type("T", (), {"perf_counter": staticmethod(lambda: slice_clock[0])})
+    )
+    passes = [0]
+
+    def count_passes() -> None:
+        passes[0] += 1
+        asyncio.get_running_loop().call_soon(count_passes)
+
+    clock = FrozenClock(T0)
+    async with Store(database_url, clock=clock) as store:
+        platform = _GatedPlatform(clock)
+        dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0)
+        pipeline = Pipeline(store.outbox, on_accepted=dispatcher.accepted)
+        task = asyncio.create_task(dispatcher.run())
+        rig = Rig(clock, store, pipeline, dispatcher, platform)
+        chats = 40
+        for n in range(chats):
+            await rig.chat(f"c{n}")
+        hold_chat = store.outbox.hold_chat
+        held_in_pass: list[int] = []
+
+        async def timed_hold(chat_id: int, **kwargs: Any) -> None:
+            held_in_pass.append(passes[0])
+            slice_clock[0] += 0.001
+            await hold_chat(chat_id, **kwargs)
+
+        monkeypatch.setattr(store.outbox, "hold_chat", timed_hold)
+        await pipeline.accept(_events("flood", 1))
+        async with asyncio.timeout(10):  # a hang guard only
+            while platform.waiting < chats:
+                await clock.advance(0.01)
+            asyncio.get_running_loop().call_soon(count_passes)
+            platform.gate.set()
+            while len(held_in_pass) < chats:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    most_in_one_pass = max(held_in_pass.count(p) for p in set(held_in_pass))
+    assert most_in_one_pass <= round(dispatcher_module.SLICE_S / 0.001) + 1  # a slice, and the one that spent it

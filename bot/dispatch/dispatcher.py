@@ -660,7 +660,8 @@ class Dispatcher:
             quiet = QuietHours.of(chat)
             if quiet is not None and quiet.active(now):
                 until = quiet.ends_after(now)
-                await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD, quiet=True)
+                async with self._unit():
+                    await self.outbox.hold_chat(chat_id, until=until, error=QUIET_HOLD, quiet=True)
                 self._timer(chat_id, (until - self.clock.now()).total_seconds())
                 log.info("holding alerts for quiet hours chat=%d until=%s", chat_id, until.isoformat())
                 return
@@ -780,7 +781,8 @@ class Dispatcher:
             return _Outcome.STOP
         except ChatMoved as exc:
             log.info("chat migrated platform=%s chat=%d new_id=%s", platform.name, chat.id, exc.new_chat_id)
-            await self.chats.migrate(chat.id, exc.new_chat_id)
+            async with self._unit():
+                await self.chats.migrate(chat.id, exc.new_chat_id)
             return _Outcome.RELOAD
         except Unauthorized as exc:
             self._disable(platform, exc)
@@ -911,7 +913,8 @@ class Dispatcher:
         """A 429 or a retry back-off: nothing goes to the chat before it ends, alerts and answers alike."""
         self.pacers[chat.platform].hold(chat.id, self.clock.monotonic() + after_s)
         until = self.clock.now() + timedelta(seconds=after_s)
-        await self.outbox.hold_chat(chat.id, until=until, error=reason)
+        async with self._unit():  # like a send's record, a turn in the loop's slices: 429s come in floods
+            await self.outbox.hold_chat(chat.id, until=until, error=reason)
         self._timer(chat.id, after_s)
 
     async def _retry(self, chat: Chat, batch: _Batch, exc: TransientFailure) -> None:
@@ -923,7 +926,8 @@ class Dispatcher:
             "send failed, will retry%s chat=%d attempt=%d delay_s=%.1f error=%s", doubt, chat.id, attempts, delay, exc
         )
         until = self.clock.now() + timedelta(seconds=delay)
-        await self.outbox.reschedule(batch.ids, at=until, error=str(exc), count_attempt=True)
+        async with self._unit():
+            await self.outbox.reschedule(batch.ids, at=until, error=str(exc), count_attempt=True)
         await self._hold(chat, delay, str(exc))  # the whole chat waits, so its alerts stay in order
 
     def _backoff_s(self, attempts: int) -> float:
@@ -931,7 +935,8 @@ class Dispatcher:
 
     async def _park(self, chat: Chat, ids: list[int], reason: str, *, chat_gone: bool) -> None:
         if chat_gone:
-            parked = await self.chats.mark_gone(chat.id, reason)
+            async with self._unit():  # a banned bot hears 403 from every chat at once
+                parked = await self.chats.mark_gone(chat.id, reason)
             self.stats.parked += parked
             self.stats.outcomes[(chat.platform, "parked")] += parked
             self._answers.pop(chat.id, None)
@@ -945,7 +950,8 @@ class Dispatcher:
                     reason,
                 )
         else:
-            await self.outbox.park(ids, reason=reason)
+            async with self._unit():
+                await self.outbox.park(ids, reason=reason)
             self.stats.parked += len(ids)
             self.stats.outcomes[(chat.platform, "parked")] += len(ids)
             log.warning("alert rejected, parked platform=%s chat=%d reason=%s", chat.platform, chat.id, reason)
