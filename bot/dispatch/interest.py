@@ -23,9 +23,11 @@ from perpwatch.symbols import base_asset
 from storage import ChatRepo
 from storage.models import Interest, to_cents
 
-LOAD_PAGE = 500
-"""Chats read per query while loading: each page is a short statement, with a turn for others between
-(2,000 a page held the loop 25-30 ms at 100,000 chats, reading and indexing; 500 hold it 6-8 ms)."""
+LOAD_PAGE = 200
+"""Chats read per query while loading: each page is a short statement and its indexing, with a turn for
+others between. The load runs at start and after an outage, while the first sends go out and the CPU is
+shared, so a page is sized for a busy machine (500 held the loop past 15 ms there, bench/pipeline.py
+due1-429 with --profile)."""
 
 _Key = tuple[str, str, str]
 """(topic, venue or '*', symbol or base asset or '*'), or ("@" + topic, address, "") for a watch list."""
