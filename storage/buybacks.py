@@ -40,12 +40,11 @@ from perpwatch.buybacks import (
 )
 from perpwatch.clock import SYSTEM_CLOCK, Clock
 from storage.chats import Conflict
-from storage.engine import Engine, Row, Tx, as_bool, as_time
+from storage.engine import BIGINT_MAX, Engine, Row, Tx, as_bool, as_time
 from storage.watchers import decode_json, encode_json
 
 TOKEN_PLACES = 8
 USD_PLACES = 6
-_BIGINT = 2**63 - 1
 
 WINDOWS: tuple[tuple[str, timedelta | None], ...] = (
     ("24h", timedelta(hours=24)),
@@ -80,7 +79,7 @@ def scaled(value: Decimal | None, places: int, what: str) -> int | None:
     with localcontext() as ctx:
         ctx.prec = 80  # quantize must see every digit the source gave before it truncates
         n = int(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN).scaleb(places))
-    if abs(n) > _BIGINT:
+    if abs(n) > BIGINT_MAX:
         raise ValueError(f"{what} {value} is too large to store")
     return n
 

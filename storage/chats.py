@@ -9,7 +9,7 @@ from typing import Any
 
 from perpwatch.accounts import DEFAULT_DISTANCE_STEPS
 from perpwatch.clock import SYSTEM_CLOCK, Clock
-from storage.engine import Engine, Row, Tx, as_bool, as_time
+from storage.engine import BIGINT_MAX, Engine, Row, Tx, as_bool, as_time
 from storage.models import Chat, Interest, Subscription, Threshold, WatchEntry, to_cents
 
 
@@ -170,7 +170,7 @@ class ChatRepo:
         not read in one statement on the loop."""
         rows = await self.db.fetch(
             "SELECT id FROM chats WHERE id > ? AND id <= ? AND status='active' AND log_cursor < ? ORDER BY id LIMIT ?",
-            (after, upto if upto is not None else 2**63 - 1, head, limit),
+            (after, upto if upto is not None else BIGINT_MAX, head, limit),
         )
         return [int(r[0]) for r in rows]
 

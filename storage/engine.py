@@ -26,6 +26,9 @@ from urllib.parse import unquote, urlsplit
 DATABASE_SETTING = "PERPWATCH_DATABASE_URL"
 """The setting an operator changes when the database cannot be used; named here so a refusal is complete."""
 
+BIGINT_MAX = 2**63 - 1
+"""The largest integer both engines store (SQLite's INTEGER, PostgreSQL's BIGINT)."""
+
 Params = Sequence[Any] | Mapping[str, Any]
 
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from bot.commands.base import CommandError
 from perpwatch.events import Topic, Venue, is_solana_address
 from perpwatch.symbols import normalize_symbol
+from storage.engine import BIGINT_MAX
 
 TOPICS = tuple(t.value for t in Topic)
 VENUES = tuple(v.value for v in Venue)
@@ -22,8 +23,8 @@ MAX_USD = Decimal(10) ** 13
 _AMOUNT = re.compile(r"[0-9]{1,14}(?:\.[0-9]{0,8})?|\.[0-9]{1,8}")
 """A plain amount: with at most 22 digits, scaling by a suffix stays exact in Decimal's default precision."""
 _SUBSCRIPTION_ID = re.compile(r"#?([0-9]{1,19})")
-MAX_ID = 2**63 - 1
-"""SQLite's largest INTEGER: a bigger id cannot even be looked up."""
+MAX_ID = BIGINT_MAX
+"""A bigger id cannot even be looked up."""
 MAX_SHOWN = 40
 
 
