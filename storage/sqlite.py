@@ -12,8 +12,8 @@ connection four times a second (`_checkpoint_forever`), so at ordinary rates the
 sustained flood of commits every such checkpoint races a commit, so the WAL would never restart and
 would grow without end; bulk writers therefore wait for the worker's checkpoint every
 `ROWS_BEFORE_CHECKPOINT` rows (`make_room`), and a WAL still past `RESTART_FRAMES` (many writers, none of
-them bulk: the dispatcher's hundreds of workers) is checkpointed next with every writer waiting for it, so
-the WAL restarts. SQLite's own checkpoint after a commit stays on as the hard bound
+them bulk: the dispatcher's hundreds of workers) is checkpointed next with every writer waiting for it, and
+truncated, so the WAL restarts as an empty file (why empty: `RESTART_FRAMES`). SQLite's own checkpoint after a commit stays on as the hard bound
 (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
 
 Transactions are `async with` blocks (the contract in `storage.engine`), but every statement inside runs
