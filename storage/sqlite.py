@@ -13,8 +13,9 @@ sustained flood of commits every such checkpoint races a commit, so the WAL woul
 would grow without end; bulk writers therefore wait for the worker's checkpoint every
 `ROWS_BEFORE_CHECKPOINT` rows (`make_room`), and a WAL still past `RESTART_FRAMES` (many writers, none of
 them bulk: the dispatcher's hundreds of workers) is checkpointed next with every writer waiting for it, and
-truncated, so the WAL restarts as an empty file (why empty: `RESTART_FRAMES`). SQLite's own checkpoint after a commit stays on as the hard bound
-(`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the disk itself.
+truncated, so the WAL restarts as an empty file (why empty: `RESTART_FRAMES`). SQLite's own checkpoint
+after a commit stays on as the hard bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the
+disk itself.
 
 Transactions are `async with` blocks (the contract in `storage.engine`), but every statement inside runs
 synchronously and never yields, so no other task's statement can land inside one. Should a transaction
