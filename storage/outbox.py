@@ -31,10 +31,13 @@ from storage.chats import chat_from_row
 from storage.engine import Engine, Row, as_bool, as_time
 from storage.models import AcceptResult, Backlog, Chat, PendingDelivery, to_cents
 
-LOG_SPAN = 500
-"""Events of the log one chunk of a chat's read visits at most: each chunk is one short statement (about
-half a millisecond on SQLite when few match), so a chat far behind catches up in many small steps, never in
-one long one."""
+LOG_SPAN = 200
+"""Events of the log one chunk of a chat's read visits at most. A visit costs the same whether the event
+matches or not (the chat's subscriptions are checked against each), so a chunk's time is set by this span,
+and a chunk is one step of the loop: a chat far behind catches up in many short steps, never in one long
+one. A chunk also pays a fixed cost (its transaction and the chat's cursor), so a span much shorter than
+this reads the same log in more time overall (bench figures in the note of issue 11).
+"""
 
 LOG_ROWS = 100
 """Rows one chunk writes at most: a row costs about 20 µs, so a chunk whose events nearly all match (a

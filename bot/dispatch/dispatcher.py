@@ -58,13 +58,15 @@ from storage.models import AcceptResult, Chat, PendingDelivery
 
 log = logging.getLogger(__name__)
 
-MERGE_MAX = 1000
+MERGE_MAX = 500
 """Most rows merged into one summary or digest; a larger backlog becomes several, still nothing dropped.
-Marking a summary's rows sent is one transaction (a crash must leave all or none of them pending), and at
-5,000 rows it held the loop 20-35 ms (bench/pipeline.py drain-broad at 100,000 chats)."""
+Marking a summary's rows sent is one transaction (a crash must leave all or none of them pending), and
+that commit runs in one step of the loop: its cost grows with the rows, so this bounds it (5,000 rows
+held the loop 20-35 ms, and 1,000 still made passes of 12-17 ms on a slower machine: bench/pipeline.py
+--profile, drain-typical at 100,000 chats)."""
 
-SUMMARY_PAGE = 100
-"""Rows a summary reads and decodes at once (about 2 ms of the loop's time)."""
+SUMMARY_PAGE = 50
+"""Rows a summary reads and decodes at once, in one step of the loop: a page must fit in a slice."""
 
 PAGE = 101
 """Rows a worker reads at once: more than any platform sends a chat in a minute."""
