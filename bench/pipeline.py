@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -128,36 +128,57 @@ Sub = tuple[str | None, str | None, int]
 
 # --- measuring ---------------------------------------------------------------------------------------
 class StallMonitor:
-    """Sleeps 1 ms in a loop; any gap beyond that is time the loop was held by someone else."""
+    """Sleeps 1 ms in a loop; any gap beyond that is time the loop was held by someone else.
+
+    A hold is the loop's own work, or time its thread could not run: no CPU free on the machine, or the
+    hypervisor running someone else on our CPUs (steal). Each hold over 25 ms is kept with how much of it
+    the loop's thread spent on a CPU and how much steal the machine saw meanwhile, so a figure can say
+    whose it was."""
 
     TICK_S = 0.001
+    LONG_S = 0.025
 
     def __init__(self) -> None:
         self.max_s = 0.0
-        self.over_25ms = 0
+        self.long: list[tuple[float, float, float]] = []
+        """(hold, the loop thread's CPU time in it, the machine's steal in it), in seconds."""
         self._task: asyncio.Task[None] | None = None
+        self._stat = _StealClock()
+        self._steal_at_reset = self._stat.read()
+        self._waited_at_reset = _waited_for_cpu_ms()
 
     def reset(self) -> None:
         self.max_s = 0.0
-        self.over_25ms = 0
+        self.long = []
+        self._steal_at_reset = self._stat.read()
+        self._waited_at_reset = _waited_for_cpu_ms()
 
-    def phase(self) -> dict[str, float]:
+    def phase(self) -> dict[str, Any]:
         """The figures since the last reset, and reset."""
-        result = {"max_hold_ms": round(self.max_s * 1000, 1), "holds_over_25ms": self.over_25ms}
+        result = {
+            "max_hold_ms": round(self.max_s * 1000, 1),
+            "holds_over_25ms": len(self.long),
+            "long_holds": [
+                {"ms": round(hold * 1000, 1), "loop_cpu_ms": round(cpu * 1000, 1), "steal_ms": round(steal * 1000)}
+                for hold, cpu, steal in sorted(self.long, reverse=True)[:10]
+            ],
+            "steal_ms": round((self._stat.read() - self._steal_at_reset) * 1000),
+            "loop_waited_for_cpu_ms": round(_waited_for_cpu_ms() - self._waited_at_reset),
+        }
         self.reset()
         return result
 
     async def _run(self) -> None:
-        last = time.perf_counter()
+        last, last_cpu, last_steal = time.perf_counter(), time.thread_time(), self._stat.read()
         while True:
             await asyncio.sleep(self.TICK_S)
-            now = time.perf_counter()
+            now, cpu, steal = time.perf_counter(), time.thread_time(), self._stat.read()
             gap = now - last - self.TICK_S
             if gap > self.max_s:
                 self.max_s = gap
-            if gap > 0.025:
-                self.over_25ms += 1
-            last = now
+            if gap > self.LONG_S:
+                self.long.append((gap, cpu - last_cpu, steal - last_steal))
+            last, last_cpu, last_steal = now, cpu, steal
 
     profile: ClassVar[LoopProfile | None] = None
     """Set by `--profile`: recorded while any monitor runs (the measured phases)."""
@@ -178,6 +199,39 @@ class StallMonitor:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._stat.close()
+
+
+class _StealClock:
+    """The machine's steal time over all CPUs, in seconds (Linux `/proc/stat`, in clock ticks; 0 elsewhere).
+    Read every tick of the monitor, so the file stays open and only its first line is read."""
+
+    def __init__(self) -> None:
+        self._tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        try:
+            self._file: BinaryIO | None = open("/proc/stat", "rb", buffering=0)  # closed by close()
+        except OSError:
+            self._file = None
+
+    def read(self) -> float:
+        if self._file is None:
+            return 0.0
+        self._file.seek(0)
+        fields = self._file.read(256).split(b"\n", 1)[0].split()
+        return int(fields[8]) * self._tick_s if len(fields) > 8 else 0.0
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _waited_for_cpu_ms() -> float:
+    """How long this thread was ready to run with no CPU free (Linux `schedstat`; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _peak_rss_mib() -> float:
@@ -724,6 +778,8 @@ _COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("max_hold_ms", "max hold ms"),
     ("holds_over_25ms", ">25ms"),
+    ("steal_ms", "steal ms"),
+    ("loop_waited_for_cpu_ms", "no CPU ms"),
     ("worker_failures", "worker fails"),
     ("dispatcher_log_lines", "warn lines"),
     ("rss_mib", "peak RSS MiB"),
