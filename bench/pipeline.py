@@ -808,6 +808,18 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _yardstick(n: int = 5_000_000) -> float:
+    """Millions of pure-Python additions a second, best of three: machines of one kind differed by two times
+    in a day, so figures from two runs compare only beside this."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return n / best / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller counts, same shape")
@@ -829,7 +841,10 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     engine = "postgresql" if (args.database_url or "").startswith("postgres") else "sqlite"
-    print(f"python {sys.version.split()[0]}, {datetime.now(UTC):%Y-%m-%d %H:%M}, engine {engine}, sizes {sizes}")
+    print(
+        f"python {sys.version.split()[0]}, {datetime.now(UTC):%Y-%m-%d %H:%M}, engine {engine}, sizes {sizes}, "
+        f"this machine's yardstick {_yardstick():.1f} M additions/s"
+    )
     rows: list[dict[str, Any]] = []
     for chats in counts:
         for scenario in args.scenarios.split(","):
