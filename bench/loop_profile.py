@@ -12,7 +12,10 @@ phase of each scenario also records:
   were ready: the loop's own bookkeeping, or a thread that could not run (the GIL, or no CPU free);
 - each collection's duration by generation;
 - a stack sample of the loop's thread, taken by a thread of its own every millisecond while one callback has
-  run past `SAMPLE_AFTER_S`, counted by its innermost frames in this repository;
+  run past `SAMPLE_AFTER_S`, counted by its innermost frames in this repository and the innermost frame of
+  all when that is a library's (a socket's `send` inside asyncpg is where the kernel's time goes). The
+  interpreter's switch interval is shortened meanwhile: at its default of 5 ms the sampler got the GIL
+  only when the loop's thread released it in a system call, so the samples all landed in system calls;
 - with each sample, what the kernel says that thread is doing (Linux `/proc`): running, or asleep and
   in which kernel function. Python's stack is the same whether the thread waits for the disk inside a
   statement or for the GIL after it; the kernel's is not. "R" is running or ready to run, so the thread's
@@ -70,9 +73,12 @@ class LoopProfile:
         self._running = False
         self._original_run: Any = None
         self._original_run_once: Any = None
+        self._switch_interval = 0.0
 
     def start(self) -> None:
         self._running = True
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SAMPLE_EVERY_S / 4)
         gc.callbacks.append(self._on_gc)
         self._original_run = original = asyncio.events.Handle._run
         profile = self
@@ -109,6 +115,8 @@ class LoopProfile:
 
     def stop(self) -> None:
         self._running = False
+        if self._switch_interval:
+            sys.setswitchinterval(self._switch_interval)
         if self._original_run is not None:
             asyncio.events.Handle._run = self._original_run  # type: ignore[method-assign]
         if self._original_run_once is not None:
@@ -185,11 +193,12 @@ class LoopProfile:
             frame = sys._current_frames().get(loop_id)
             if frame is None:
                 continue
-            ours = [
-                f for f in traceback.extract_stack(frame) if f.filename.startswith(_ROOT) and _VENV not in f.filename
-            ]
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if f.filename.startswith(_ROOT) and _VENV not in f.filename]
             if ours:
-                where = (f"{f.filename[len(_ROOT) :]}:{f.lineno}:{f.name}" for f in reversed(ours[-4:]))
+                where = [f"{f.filename[len(_ROOT) :]}:{f.lineno}:{f.name}" for f in reversed(ours[-4:])]
+                if stack[-1] is not ours[-1]:
+                    where.insert(0, f"{Path(stack[-1].filename).name}:{stack[-1].lineno}:{stack[-1].name}")
                 self.samples[" < ".join(where)] += 1
 
 
