@@ -89,5 +89,17 @@ async def test_the_load_pages_and_chats_share_one_copy_of_each_key() -> None:
     await index.load()
     assert chats.pages == 4  # three pages of chats, then the empty one
     keys: Any = index._keys
-    assert keys[1] is keys[LOAD_PAGE * 2 + 1]
+    assert keys.get(1) is keys.get(LOAD_PAGE * 2 + 1)
     assert gc.isenabled()  # the collector paused for the load is running again
+
+
+async def test_no_one_dict_grows_with_every_chat() -> None:
+    """Each chat's keys live in blocks of consecutive ids: a dict of every chat rehashed all of them in one
+    step of the load (28 ms past 87,381 chats)."""
+    rows = [_sub(chat_id, venue="binance") for chat_id in range(1, 5001)]
+    index = InterestIndex(_Chats(rows))  # type: ignore[arg-type]
+    await index.load()
+    blocks: Any = index._keys._blocks
+    assert sum(len(b) for b in blocks.values()) == 5000
+    assert max(len(b) for b in blocks.values()) <= 1024
+    assert index.wake(liquidation(key="a", venue="binance", symbol="BTCUSDT", usd="10")) == set(range(1, 5001))

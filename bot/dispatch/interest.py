@@ -80,21 +80,48 @@ class _Bucket:
             self.asleep[level].discard(chat_id)
 
 
+class _KeysByChat:
+    """Each chat's keys, in blocks of consecutive chat ids: one dict of every chat grew by rehashing all of
+    them in one step, and past 87,381 chats that step held the loop 28 ms while the index loaded
+    (bench/pipeline.py due1 at 100,000 chats on PostgreSQL, the machine's CPUs shared with the server).
+    Ids are handed out in order, so blocks fill densely and none is ever large."""
+
+    __slots__ = ("_blocks",)
+    _SHIFT = 10
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, dict[int, tuple[_Key, ...]]] = {}
+
+    def get(self, chat_id: int) -> tuple[_Key, ...]:
+        block = self._blocks.get(chat_id >> self._SHIFT)
+        return block.get(chat_id, ()) if block is not None else ()
+
+    def set(self, chat_id: int, keys: tuple[_Key, ...]) -> None:
+        block = self._blocks.get(chat_id >> self._SHIFT)
+        if block is None:
+            block = self._blocks[chat_id >> self._SHIFT] = {}
+        block[chat_id] = keys
+
+    def pop(self, chat_id: int) -> tuple[_Key, ...]:
+        block = self._blocks.get(chat_id >> self._SHIFT)
+        return block.pop(chat_id, ()) if block is not None else ()
+
+
 class InterestIndex:
     def __init__(self, chats: ChatRepo) -> None:
         self.chats = chats
         self._buckets: dict[_Key, _Bucket] = {}
-        self._keys: dict[int, tuple[_Key, ...]] = {}
+        self._keys = _KeysByChat()
+        """Each chat's keys: a tuple, as most chats have one or two (a set per chat cost ~17 MiB at 100,000)."""
         self._several: set[int] = set()
         """Chats under more than one key: only they need waking under their other keys too."""
-        """Each chat's keys: a tuple, as most chats have one or two (a set per chat cost ~17 MiB at 100,000)."""
         self.loaded = False
 
     async def load(self) -> None:
         """Every active chat's subscriptions, a page at a time, into an index built anew (every chat asleep)."""
         self.loaded = False
         self._buckets = {}
-        self._keys = {}
+        self._keys = _KeysByChat()
         self._several = set()
         after = 0
         with _collector_paused():
@@ -115,7 +142,7 @@ class InterestIndex:
 
     def replace(self, chat_id: int, fresh: Iterable[Interest]) -> None:
         """Index the chat anew (asleep) from what `fetch` returned."""
-        for key in self._keys.pop(chat_id, ()):
+        for key in self._keys.pop(chat_id):
             self._buckets[key].remove(chat_id)
         self._several.discard(chat_id)
         for interest in fresh:
@@ -126,7 +153,7 @@ class InterestIndex:
             keys: Iterable[_Key] = ((interest.topic, interest.venue, interest.symbol),)
         else:  # the venue, symbol and minimum of a watch-list subscription are left to the outbox
             keys = [("@" + interest.topic, address, "") for address in interest.addresses]
-        mine = self._keys.get(interest.chat_id, ())
+        mine = self._keys.get(interest.chat_id)
         for key in keys:
             bucket = self._buckets.get(key)
             if bucket is None:
@@ -134,7 +161,7 @@ class InterestIndex:
             bucket.add(interest.chat_id, interest.min_cents if interest.scope == "all" else 0)
             if bucket.key not in mine:
                 mine = bucket.alone if not mine else (*mine, bucket.key)
-        self._keys[interest.chat_id] = mine
+        self._keys.set(interest.chat_id, mine)
         if len(mine) > 1:
             self._several.add(interest.chat_id)
 
@@ -157,13 +184,13 @@ class InterestIndex:
             if watched is not None:
                 watched.wake(None, woken)
         for chat_id in woken & self._several:  # awake under its other keys too
-            for key in self._keys[chat_id]:
+            for key in self._keys.get(chat_id):
                 self._buckets[key].stir(chat_id)
         return woken
 
     def sleep(self, chat_id: int) -> None:
         """The chat's worker is reading the log: the next event it may hear of wakes it again."""
-        for key in self._keys.get(chat_id, ()):
+        for key in self._keys.get(chat_id):
             self._buckets[key].sleep(chat_id)
 
 
