@@ -197,6 +197,7 @@ def _check(parsed: object) -> None:
 @example(text="²")
 @example(text="1e1000000")
 @example(text="1e999999999")
+@example(text="000\x1f\x08" + "\U00011d99" * 40)  # each shown escaped as ten characters
 def test_no_text_escapes_a_parser(name: str, text: str) -> None:
     try:
         parsed = PARSERS[name](text)

@@ -30,8 +30,13 @@ MAX_SHOWN = 40
 
 def shown(text: str) -> str:
     """User text quoted in a refusal: repr escapes control characters, NUL and direction overrides, and the
-    cut keeps a long paste out of the reply."""
-    return repr(text[:MAX_SHOWN]) + ("…" if len(text) > MAX_SHOWN else "")
+    cut keeps a long paste out of the reply. The cut is of what is shown, not of the text: an escaped
+    character shows as up to ten (a control character as four, an unassigned one as ten), so forty of them
+    made a refusal of over 300 characters (a fuzzed `/subscribe venue=…`)."""
+    keep = min(len(text), MAX_SHOWN)
+    while len(repr(text[:keep])) > MAX_SHOWN + 2:  # the quotes are not the user's
+        keep -= 1
+    return repr(text[:keep]) + ("…" if keep < len(text) else "")
 
 
 def topic(text: str) -> Topic:
