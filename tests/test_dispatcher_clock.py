@@ -196,6 +196,37 @@ async def test_a_sweep_by_id_ranges_finds_every_chat_behind_the_log(rig: Rig, mo
     assert sorted(s.chat for s in rig.platform.sent) == sorted(c.platform_chat_id for c in chats)
 
 
+async def test_a_sweep_queues_a_few_pages_at_a_time_and_reaches_every_chat(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker and 100 ms a send: the chats a sweep finds wait in the queue. Pages of two chats, at most
+    # four waiting before the sweep pauses: it goes on as they get a worker, through chats with rows due
+    # and chats behind the log alike, and the queue never holds every chat at once.
+    monkeypatch.setattr("bot.dispatch.dispatcher.SWEEP_PAGE", 2)
+    monkeypatch.setattr("bot.dispatch.dispatcher.SWEEP_AHEAD", 4)
+    clock = FrozenClock(T0)
+    async with Store(database_url, clock=clock) as store:
+        chats = []
+        for n in range(14):  # made before the dispatcher, as at a restart: none is woken
+            chat = await store.chats.upsert("telegram", f"q{n}", kind="private", title=None)
+            await store.chats.subscribe(chat.id, "liquidation", venue=None, symbol=None, min_usd=None, limit=10)
+            chats.append(chat)
+        await store.outbox.accept(_events("stored", 1))
+        for chat in chats[:7]:  # half have their row written (due now), half are behind the log
+            await store.outbox.read_log(chat.id, want=10)
+        platform = _SlowPlatform(clock)
+        dispatcher = Dispatcher(store.outbox, store.chats, [platform], clock=clock, rand=lambda: 1.0, max_workers=1)
+        task = asyncio.create_task(dispatcher.run())
+        most_waiting = 0
+        for _ in range(400):
+            await clock.advance(0.01)
+            most_waiting = max(most_waiting, len(dispatcher._queue))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(s.chat for s in platform.sent) == sorted(c.platform_chat_id for c in chats)
+    assert 4 <= most_waiting <= 4 + 2  # paused at four waiting; a page more at most
+
+
 async def test_an_undecodable_row_is_parked_and_the_chat_goes_on(rig: Rig) -> None:
     chat = await rig.chat("12")
     await rig.store.outbox.accept(_events("x", 1) + _events("y", 1))  # stored; the dispatcher not yet told

@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -81,6 +81,12 @@ by a unit, made passes of 5-12 ms and holds of 25-35 ms; 3 ms keeps them at 4-8 
 
 SWEEP_PAGE = 500
 """Chats a sweep of the outbox reads per query (restart, storage back, the slow safety sweep)."""
+
+SWEEP_AHEAD = 2 * SWEEP_PAGE
+"""Chats a sweep leaves waiting for a worker before it pauses; it goes on when fewer than a page wait. A
+sweep that queued every due chat at once (100,000 at a restart) grew the queue's set past 78,643, which
+Python rehashes in one step (17-23 ms on a busy 2-core machine, bench/pipeline.py due1 on PostgreSQL), and
+held every id in memory while only `max_workers` of them could be sent to."""
 
 SWEEP_SPAN = 5000
 """Chat ids one query of the sweep for chats behind the log looks through: bounded by ids, not by matches,
@@ -234,6 +240,9 @@ class Dispatcher:
         """The newest event id `accepted` was told of: idle cursors move no further than this."""
         self._sweep_due = True
         self._next_sweep = 0.0
+        self._sweep_at: tuple[str, int, int] | None = None
+        """Where a sweep in progress goes on: its phase ('due' or 'behind'), the last chat id it looked at,
+        and (for 'behind') the highest chat id there was when it began."""
         self._rate_limits: dict[str, tuple[float, int]] = {}
         self._answers: dict[int, _Answers] = {}
         self._gone_logged: set[int] = set()
@@ -368,6 +377,8 @@ class Dispatcher:
             self._queued.discard(queued)
             if queued not in self._workers:
                 self._start_worker(queued)
+        if self._sweep_at is not None and len(self._queue) < SWEEP_PAGE:
+            self._wake.set()  # the paused sweep goes on
 
     # --- the scheduler ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -396,15 +407,12 @@ class Dispatcher:
             self._sweep_due = True  # what the outage stopped is picked up again
         mono = self.clock.monotonic()
         if self._sweep_due or mono >= self._next_sweep:
-            try:
-                await self._advance_sleepers()  # first: the sweep then has only the chats really behind
-                await self._sweep()
-            except StorageUnavailable as exc:
-                self._storage_fault(exc)
+            self._next_sweep = mono + self.idle_poll_s
+            if not await self._sweeping(self._start_sweep):
                 return 0.0
-            except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
-                log.exception("dispatch sweep failed")
-            self._next_sweep = self.clock.monotonic() + self.idle_poll_s
+        if self._sweep_at is not None and len(self._queue) < SWEEP_PAGE:
+            if not await self._sweeping(self._sweep_on):
+                return 0.0
         mono = self.clock.monotonic()
         back: list[int] = []
         while self._timers and self._timers[0][0] <= mono:
@@ -452,37 +460,59 @@ class Dispatcher:
                 await self.outbox.advance_cursors(idle, to=head)
             await asyncio.sleep(0)  # a page per pass: 100,000 idle chats are 200 statements
 
-    async def _sweep(self) -> None:
+    async def _sweeping(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run a part of a sweep; False when storage went away (the sweep starts again once it is back)."""
+        try:
+            await step()
+        except StorageUnavailable as exc:
+            self._sweep_at = None
+            self._storage_fault(exc)
+            return False
+        except Exception:  # a bug must not stop every chat's alerts; look again after the idle poll
+            self._sweep_at = None
+            log.exception("dispatch sweep failed")
+        return True
+
+    async def _start_sweep(self) -> None:
         """Every chat with rows waiting, and every chat behind the log's head, a page at a time: at start,
-        when storage is back, and now and then in case a wake-up was missed."""
+        when storage is back, and now and then in case a wake-up was missed. It pauses while `SWEEP_AHEAD`
+        chats wait for a worker, and goes on as they get one."""
         self._sweep_due = False
+        self._sweep_at = None
+        await self._advance_sleepers()  # first: the sweep then has only the chats really behind
         if not self.interest.loaded:
             self._read_to_head.clear()  # the hints rest on the index: none until chats read to the head again
             await self.interest.load()
         for chat_id in list(self._unsettled):  # a refresh an outage cut short
             self._start_refresh(chat_id)
         await self.outbox.refresh_head()
-        now = self.clock.now()
-        after = 0
-        while True:
-            page = await self.outbox.pending_chats(after=after, limit=SWEEP_PAGE)
-            for chat_id, due_at in page:
-                wait_s = (due_at - now).total_seconds()
-                if wait_s > 0:
-                    self._timer(chat_id, wait_s)
-                else:
+        self._sweep_at = ("due", 0, 0)
+        await self._sweep_on()
+
+    async def _sweep_on(self) -> None:
+        while self._sweep_at is not None and len(self._queue) < SWEEP_AHEAD and not self._stopping:
+            phase, after, last = self._sweep_at
+            if phase == "due":
+                page = await self.outbox.pending_chats(after=after, limit=SWEEP_PAGE)
+                now = self.clock.now()
+                for chat_id, due_at in page:
+                    wait_s = (due_at - now).total_seconds()
+                    if wait_s > 0:
+                        self._timer(chat_id, wait_s)
+                    else:
+                        self._enqueue(chat_id)
+                if len(page) == SWEEP_PAGE:
+                    self._sweep_at = ("due", page[-1][0], 0)
+                else:  # a chat made after this moment starts at the head
+                    self._sweep_at = ("behind", 0, await self.chats.last_id())
+            elif after < last:
+                upto = after + SWEEP_SPAN
+                behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE, upto=upto)
+                for chat_id in behind:  # a chat on a timer reads too: what it waits for may be hours away
                     self._enqueue(chat_id)
-            if len(page) < SWEEP_PAGE:
-                break
-            after = page[-1][0]
-            await asyncio.sleep(0)
-        after, last = 0, await self.chats.last_id()  # a chat made later starts at the head
-        while after < last:
-            upto = after + SWEEP_SPAN
-            behind = await self.chats.active_behind(self.outbox.head, after=after, limit=SWEEP_PAGE, upto=upto)
-            for chat_id in behind:  # a chat on a timer reads too: what it waits for may be hours away
-                self._enqueue(chat_id)
-            after = behind[-1] if len(behind) == SWEEP_PAGE else upto
+                self._sweep_at = ("behind", behind[-1] if len(behind) == SWEEP_PAGE else upto, last)
+            else:
+                self._sweep_at = None
             await asyncio.sleep(0)
 
     async def _shut_down(self) -> None:
@@ -513,7 +543,7 @@ class Dispatcher:
     async def idle(self) -> bool:
         """True when nothing is being sent and nothing is due: for tests and the demo's exit. Chats still
         behind the log read it first (what their worker would do), so what they hear counts."""
-        if self._workers or self._answers or self._queue:
+        if self._workers or self._answers or self._queue or self._sweep_at is not None:
             return False
         for chat_id in await self.chats.active_behind(self.outbox.head, after=0, limit=10_000):
             await self.outbox.read_log(chat_id, want=PAGE)
