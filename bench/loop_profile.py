@@ -185,7 +185,7 @@ class LoopProfile:
             if not started or time.perf_counter() - started < SAMPLE_AFTER_S or loop_id is None:
                 continue
             self.kernel[_kernel_state(task)] += 1
-            ran, waited = _scheduler_ns(task)
+            ran, waited = scheduler_ns(task)
             if last[0] == started:  # the same callback as the last sample: what it did in between
                 self.cpu_ran_ns += ran - last[1]
                 self.cpu_waited_ns += waited - last[2]
@@ -202,7 +202,7 @@ class LoopProfile:
                 self.samples[" < ".join(where)] += 1
 
 
-def _scheduler_ns(task: Path) -> tuple[int, int]:
+def scheduler_ns(task: Path) -> tuple[int, int]:
     """The thread's time on a CPU and time ready to run without one (`schedstat`), in nanoseconds."""
     try:
         ran, waited, _slices = (task / "schedstat").read_text().split()

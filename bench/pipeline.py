@@ -68,7 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from bench.loop_profile import LoopProfile
+from bench.loop_profile import LoopProfile, scheduler_ns
 from bot.app import PerpwatchApp
 from bot.dispatch.dispatcher import Dispatcher
 from bot.pipeline import Pipeline
@@ -227,11 +227,8 @@ class _StealClock:
 
 
 def _waited_for_cpu_ms() -> float:
-    """How long this thread was ready to run with no CPU free (Linux `schedstat`; 0 elsewhere)."""
-    try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e6
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    """How long this thread was ready to run with no CPU free (0 off Linux)."""
+    return scheduler_ns(Path("/proc/thread-self"))[1] / 1e6
 
 
 def _peak_rss_mib() -> float:

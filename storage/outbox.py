@@ -36,7 +36,7 @@ LOG_SPAN = 200
 matches or not (the chat's subscriptions are checked against each), so a chunk's time is set by this span,
 and a chunk is one step of the loop: a chat far behind catches up in many short steps, never in one long
 one. A chunk also pays a fixed cost (its transaction and the chat's cursor), so a span much shorter than
-this reads the same log in more time overall (bench figures in the note of issue 11).
+this reads the same log in more time overall.
 """
 
 LOG_ROWS = 100

@@ -61,9 +61,8 @@ log = logging.getLogger(__name__)
 MERGE_MAX = 500
 """Most rows merged into one summary or digest; a larger backlog becomes several, still nothing dropped.
 Marking a summary's rows sent is one transaction (a crash must leave all or none of them pending), and
-that commit runs in one step of the loop: its cost grows with the rows, so this bounds it (5,000 rows
-held the loop 20-35 ms, and 1,000 still made passes of 12-17 ms on a slower machine: bench/pipeline.py
---profile, drain-typical at 100,000 chats)."""
+that commit runs in one step of the loop: its cost grows with the rows, so this bounds it (what larger
+summaries cost: bench/pipeline.py --profile, drain-typical at 100,000 chats; figures in the README)."""
 
 SUMMARY_PAGE = 50
 """Rows a summary reads and decodes at once, in one step of the loop: a page must fit in a slice."""
@@ -84,9 +83,9 @@ SWEEP_PAGE = 500
 
 SWEEP_AHEAD = 2 * SWEEP_PAGE
 """Chats a sweep leaves waiting for a worker before it pauses; it goes on when fewer than a page wait. A
-sweep that queued every due chat at once (100,000 at a restart) grew the queue's set past 78,643, which
-Python rehashes in one step (17-23 ms on a busy 2-core machine, bench/pipeline.py due1 on PostgreSQL), and
-held every id in memory while only `max_workers` of them could be sent to."""
+sweep that queued every due chat at once (100,000 at a restart) grew the queue's set until Python rehashed
+all of it in one step of the loop (bench/pipeline.py due1 on PostgreSQL), and held every id in memory while
+only `max_workers` of them could be sent to."""
 
 SWEEP_SPAN = 5000
 """Chat ids one query of the sweep for chats behind the log looks through: bounded by ids, not by matches,

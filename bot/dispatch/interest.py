@@ -82,8 +82,7 @@ class _Bucket:
 
 class _KeysByChat:
     """Each chat's keys, in blocks of consecutive chat ids: one dict of every chat grew by rehashing all of
-    them in one step, and past 87,381 chats that step held the loop 28 ms while the index loaded
-    (bench/pipeline.py due1 at 100,000 chats on PostgreSQL, the machine's CPUs shared with the server).
+    them in one step, the longest step of the index's load at 100,000 chats (bench/pipeline.py due1).
     Ids are handed out in order, so blocks fill densely and none is ever large."""
 
     __slots__ = ("_blocks",)
