@@ -3,8 +3,10 @@
 A hold the stall monitor reports says how long, never why. With `bench.pipeline --profile` the measured
 phase of each scenario also records:
 
-- every loop callback (a task's step, a timer) that ran longer than `SLOW_HANDLE_S`, with the task's name
-  and the time Python's cyclic collector took inside it;
+- every loop callback (a task's step, a timer) that ran longer than `SLOW_HANDLE_S`, with the task's name,
+  the time Python's cyclic collector took inside it, and for a task's step the awaits it resumed from and
+  stopped at (the innermost frames of this repository in its chain of awaiting coroutines): the task's
+  name says whose step it was, the awaits say which stretch of its code;
 - every pass of the loop whose callbacks together ran longer than `SLOW_PASS_S`, with how many ran and the
   kinds (task names without their numbers) that took most of it: a hold spans two passes or so, and a
   pass may be many short callbacks that were ready at once, none of them long;
@@ -55,7 +57,8 @@ class LoopProfile:
     """Started and stopped around a measured phase (one at a time per process); `report()` after."""
 
     def __init__(self) -> None:
-        self.slow: list[tuple[float, float, str]] = []
+        self.slow: list[tuple[float, float, str, str, str]] = []
+        """(took, collector's time in it, what ran, the await it resumed from, the await it stopped at)."""
         self.collections: dict[int, list[float]] = collections.defaultdict(list)
         self.samples: collections.Counter[str] = collections.Counter()
         self.kernel: collections.Counter[str] = collections.Counter()
@@ -85,6 +88,8 @@ class LoopProfile:
 
         def timed_run(handle: asyncio.events.Handle) -> None:
             profile._gc_in_handle = 0.0
+            task = _task_of(handle)
+            resumed = _awaiting(task) if task is not None else ""
             started = profile._handle_started = time.perf_counter()
             if not profile._pass_started:
                 profile._pass_started = started
@@ -99,7 +104,8 @@ class LoopProfile:
                 kind[0] += took
                 kind[1] += 1
                 if took > SLOW_HANDLE_S:
-                    profile.slow.append((took, profile._gc_in_handle, what))
+                    stopped = _awaiting(task) if task is not None else ""
+                    profile.slow.append((took, profile._gc_in_handle, what, resumed, stopped))
 
         self._original_run_once = original_run_once = _BASE_LOOP._run_once
 
@@ -127,8 +133,8 @@ class LoopProfile:
     def report(self, top: int = 10) -> dict[str, Any]:
         return {
             "slow_handles": [
-                {"ms": round(t * 1000, 1), "gc_ms": round(g * 1000, 1), "what": w}
-                for t, g, w in sorted(self.slow, reverse=True)[:top]
+                {"ms": round(t * 1000, 1), "gc_ms": round(g * 1000, 1), "what": w, "from": a, "to": b}
+                for t, g, w, a, b in sorted(self.slow, reverse=True)[:top]
             ],
             "slow_passes": [
                 {
@@ -229,9 +235,30 @@ def _kernel_state(task: Path) -> str:
     return f"{state} {' < '.join(inner[:3])}" if inner else state
 
 
+def _task_of(handle: asyncio.events.Handle) -> asyncio.Task[Any] | None:
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)  # a task's step is a bound method
+    return owner if isinstance(owner, asyncio.Task) else None
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where the task is suspended: its chain of awaiting coroutines, innermost first, as far as this
+    repository's frames go (a library's own awaits below them say less than the line that called it)."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        filename = frame.f_code.co_filename
+        if filename.startswith(_ROOT) and _VENV not in filename:
+            where.append(f"{filename[len(_ROOT) :]}:{frame.f_lineno}:{frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " < ".join(reversed(where[-3:]))
+
+
 def _describe(handle: asyncio.events.Handle) -> str:
+    task = _task_of(handle)
+    if task is not None:
+        return task.get_name()
     callback = getattr(handle, "_callback", None)
-    owner = getattr(callback, "__self__", None)  # a task's step is a bound method of the task
-    if isinstance(owner, asyncio.Task):
-        return owner.get_name()
     return str(getattr(callback, "__qualname__", repr(callback)))[:80]

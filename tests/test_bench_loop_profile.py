@@ -1,5 +1,6 @@
-"""bench/loop_profile.py names what held the loop: the long callback, the collector's time inside it, and
-where the loop's thread was (its Python stack and what the kernel said it was doing)."""
+"""bench/loop_profile.py names what held the loop: the long callback, the collector's time inside it, the
+awaits a task's step ran between, and where the loop's thread was (its Python stack and what the kernel
+said it was doing)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import asyncio
 import gc
 import sys
 import time
+from pathlib import Path
 
 from bench.loop_profile import LoopProfile
+
+
+def _line_of(text: str) -> int:
+    lines = Path(__file__).read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if text in line and "_line_of" not in line)
 
 
 def _spin(profile: LoopProfile) -> None:
@@ -18,10 +25,15 @@ def _spin(profile: LoopProfile) -> None:
         pass
 
 
-async def _hog(profile: LoopProfile) -> None:
-    await asyncio.sleep(0)
+async def _hog_inside(profile: LoopProfile) -> None:
+    await asyncio.sleep(0)  # the step resumes here
     _spin(profile)  # one step of this task holds the loop
     gc.collect()
+    await asyncio.sleep(0)  # and stops here
+
+
+async def _hog(profile: LoopProfile) -> None:
+    await _hog_inside(profile)
 
 
 async def _polite() -> None:
@@ -43,6 +55,10 @@ async def test_the_long_step_is_named_with_the_collection_inside_it() -> None:
     report = profile.report()
     [slow] = report["slow_handles"]
     assert slow["what"] == "hog" and slow["ms"] >= 40 and slow["gc_ms"] > 0
+    here = "tests/test_bench_loop_profile.py"
+    resumed, stopped = (_line_of("# the step resumes here"), _line_of("# and stops here"))
+    assert slow["from"] == f"{here}:{resumed}:_hog_inside < {here}:{_line_of('await _hog_inside')}:_hog"
+    assert slow["to"].startswith(f"{here}:{stopped}:_hog_inside < ")
     assert report["slow_passes"][0]["most"][0]["what"] == "hog"  # the pass it ran in, named by it
     assert report["collections"]["gen2"]["n"] >= 1
     assert any("tests/test_bench_loop_profile.py" in sample["stack"] for sample in report["samples"])
