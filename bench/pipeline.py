@@ -130,18 +130,21 @@ Sub = tuple[str | None, str | None, int]
 class StallMonitor:
     """Sleeps 1 ms in a loop; any gap beyond that is time the loop was held by someone else.
 
-    A hold is the loop's own work, or time its thread could not run: no CPU free on the machine, or the
-    hypervisor running someone else on our CPUs (steal). Each hold over 25 ms is kept with how much of it
-    the loop's thread spent on a CPU and how much steal the machine saw meanwhile, so a figure can say
-    whose it was."""
+    A hold is the loop's own work, or time its thread could not run: no CPU free on the machine, the
+    hypervisor running someone else on our CPUs (steal), or the thread asleep in the kernel (a read from
+    disk). Each hold over 25 ms is kept with when it began, how much of it the loop's thread spent on a
+    CPU, the steal the machine saw meanwhile, and what the thread read from disk in it (its block reads
+    and major page faults, `getrusage`), so a figure can say whose it was."""
 
     TICK_S = 0.001
     LONG_S = 0.025
 
     def __init__(self) -> None:
         self.max_s = 0.0
-        self.long: list[tuple[float, float, float]] = []
-        """(hold, the loop thread's CPU time in it, the machine's steal in it), in seconds."""
+        self.long: list[tuple[float, float, float, float, int, int]] = []
+        """(hold, seconds into the phase it began, the loop thread's CPU time in it, the machine's steal in
+        it, the thread's disk reads in KiB and its major page faults in it); times in seconds."""
+        self._phase_started = time.perf_counter()
         self._task: asyncio.Task[None] | None = None
         self._stat = _StealClock()
         self._steal_at_reset = self._stat.read()
@@ -150,6 +153,7 @@ class StallMonitor:
     def reset(self) -> None:
         self.max_s = 0.0
         self.long = []
+        self._phase_started = time.perf_counter()
         self._steal_at_reset = self._stat.read()
         self._waited_at_reset = _waited_for_cpu_ms()
 
@@ -159,8 +163,15 @@ class StallMonitor:
             "max_hold_ms": round(self.max_s * 1000, 1),
             "holds_over_25ms": len(self.long),
             "long_holds": [
-                {"ms": round(hold * 1000, 1), "loop_cpu_ms": round(cpu * 1000, 1), "steal_ms": round(steal * 1000)}
-                for hold, cpu, steal in sorted(self.long, reverse=True)[:10]
+                {
+                    "ms": round(hold * 1000, 1),
+                    "at_s": round(at, 1),
+                    "loop_cpu_ms": round(cpu * 1000, 1),
+                    "steal_ms": round(steal * 1000),
+                    "read_kib": read_kib,
+                    "major_faults": faults,
+                }
+                for hold, at, cpu, steal, read_kib, faults in sorted(self.long, reverse=True)[:10]
             ],
             "steal_ms": round((self._stat.read() - self._steal_at_reset) * 1000),
             "loop_waited_for_cpu_ms": round(_waited_for_cpu_ms() - self._waited_at_reset),
@@ -169,16 +180,18 @@ class StallMonitor:
         return result
 
     async def _run(self) -> None:
-        last, last_cpu, last_steal = time.perf_counter(), time.thread_time(), self._stat.read()
+        last, last_cpu, last_steal, last_disk = time.perf_counter(), time.thread_time(), self._stat.read(), _disk()
         while True:
             await asyncio.sleep(self.TICK_S)
-            now, cpu, steal = time.perf_counter(), time.thread_time(), self._stat.read()
+            now, cpu, steal, disk = time.perf_counter(), time.thread_time(), self._stat.read(), _disk()
             gap = now - last - self.TICK_S
             if gap > self.max_s:
                 self.max_s = gap
             if gap > self.LONG_S:
-                self.long.append((gap, cpu - last_cpu, steal - last_steal))
-            last, last_cpu, last_steal = now, cpu, steal
+                at = last - self._phase_started
+                read_kib, faults = (disk[0] - last_disk[0]) // 2, disk[1] - last_disk[1]  # 512-byte blocks
+                self.long.append((gap, at, cpu - last_cpu, steal - last_steal, read_kib, faults))
+            last, last_cpu, last_steal, last_disk = now, cpu, steal, disk
 
     profile: ClassVar[LoopProfile | None] = None
     """Set by `--profile`: recorded while any monitor runs (the measured phases)."""
@@ -224,6 +237,12 @@ class _StealClock:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _disk() -> tuple[int, int]:
+    """This thread's reads from disk so far: blocks of 512 bytes, and major page faults (Linux)."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_inblock, usage.ru_majflt
 
 
 def _waited_for_cpu_ms() -> float:
@@ -654,6 +673,7 @@ async def run_latency(url: str, seconds: float, rate: float, chats: int, fanout:
             telegram_api_url=api_url,
             binance_ws_url=venue_url,
             watchers="binance",
+            calendar_sources="none",  # the calendar's pollers would reach for DefiLlama: no internet here
             database_url=url,
             log_level="WARNING",
         )
