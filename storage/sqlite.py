@@ -72,6 +72,13 @@ pages even with memory to spare, and the tail of a WAL that once grew long is co
 the file are never read. The truncation (which can wait for the disk too: freeing blocks on a filesystem
 mounted with `discard`) happens on the worker's thread, not in the loop's commit."""
 
+CHECKPOINT_WAIT_S = 0.1
+"""How long the worker's checkpoint waits for a reader before it gives up. Only a truncating one waits
+(a passive one never does), and it holds every writer meanwhile, so it waits about as long as one of the
+loop's statements lasts. A reader on a thread (`/status`'s counts over a large outbox take a second or so)
+outlasts it: the WAL is then cut on a later round. Python's own default, 5 s, would hold every commit that
+long."""
+
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 """A WAL that grew past this in a burst, and restarted in a passive checkpoint, is cut back to it by the
 loop's next commit, so the disk is returned."""
@@ -423,10 +430,12 @@ class SqliteEngine(Engine):
     def _checkpoint_once(self, mode: str = "PASSIVE") -> tuple[int, int]:
         # Its own connection, used by one worker thread at a time (the calls never overlap). PASSIVE never
         # waits for, and never blocks, the loop's connection. TRUNCATE takes the write lock, which is why
-        # it runs only while writers are held; with no busy timeout on this connection it gives up at once
-        # (then it was a passive one) if a reader still needs the WAL.
+        # it runs only while writers are held; it waits `CHECKPOINT_WAIT_S` at most for a reader that still
+        # needs the WAL, then gives up (it was a passive one).
         if self._checkpoint_conn is None:
-            self._checkpoint_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._checkpoint_conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=CHECKPOINT_WAIT_S
+            )
         [(_busy, frames, copied)] = self._checkpoint_conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         return int(frames), int(copied)
 

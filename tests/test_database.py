@@ -13,7 +13,7 @@ import pytest
 
 from storage import StorageUnavailable
 from storage.engine import Tx
-from storage.sqlite import RESTART_FRAMES, ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
+from storage.sqlite import CHECKPOINT_WAIT_S, RESTART_FRAMES, ROWS_BEFORE_CHECKPOINT, WAL_CHECKPOINT_PAGES
 from storage.sqlite import SqliteEngine as Database
 
 
@@ -132,6 +132,34 @@ async def test_a_checkpoint_holding_writers_truncates_the_wal_for_the_commits_af
     await task
     frames_after, _ = await db.checkpoint()
     assert frames_after < 500 < RESTART_FRAMES  # only the late commits: the WAL restarted under them
+
+
+async def test_a_reader_that_outlasts_the_truncating_checkpoint_holds_writers_only_briefly(
+    db: Database, tmp_path: Path
+) -> None:
+    # A read transaction on a thread of its own (what `fetch_slow` runs for /status) keeps the WAL needed:
+    # the truncating checkpoint gives up after a short wait, and the writers it held go on; the WAL is cut
+    # on a later round. Python's default busy timeout would hold every commit for 5 s.
+    for index in range(20):
+        async with db.transaction() as tx:
+            await _insert(tx, f"w{index}")
+    reader = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchall()  # the read snapshot is taken here
+        async with db.transaction() as tx:  # a frame the reader's snapshot does not have
+            await _insert(tx, "after the reader")
+        started = asyncio.get_running_loop().time()
+        frames, _copied = await db._checkpoint_holding_writers()
+        waited = asyncio.get_running_loop().time() - started
+        assert frames > 0  # not cut: the reader still needs it
+        assert CHECKPOINT_WAIT_S * 0.5 <= waited < CHECKPOINT_WAIT_S + 1.5
+        assert db._writers_held is None
+        async with db.transaction() as tx:  # writers go on at once
+            await _insert(tx, "late")
+    finally:
+        reader.close()
+    assert await db._checkpoint_holding_writers() == (0, 0)  # the reader gone, the next round cuts it
 
 
 async def test_a_bulk_writer_making_room_keeps_the_wal_well_inside_its_bound(db: Database, tmp_path: Path) -> None:
