@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ class LoopProfile:
         def timed_run(handle: asyncio.events.Handle) -> None:
             profile._gc_in_handle = 0.0
             task = _task_of(handle)
-            resumed = _awaiting(task) if task is not None else ""
+            resumed = _awaits(task) if task is not None else []  # formatted only for a slow step
             started = profile._handle_started = time.perf_counter()
             if not profile._pass_started:
                 profile._pass_started = started
@@ -104,8 +105,8 @@ class LoopProfile:
                 kind[0] += took
                 kind[1] += 1
                 if took > SLOW_HANDLE_S:
-                    stopped = _awaiting(task) if task is not None else ""
-                    profile.slow.append((took, profile._gc_in_handle, what, resumed, stopped))
+                    stopped = _awaits(task) if task is not None else []
+                    profile.slow.append((took, profile._gc_in_handle, what, _shown(resumed), _shown(stopped)))
 
         self._original_run_once = original_run_once = _BASE_LOOP._run_once
 
@@ -240,20 +241,29 @@ def _task_of(handle: asyncio.events.Handle) -> asyncio.Task[Any] | None:
     return owner if isinstance(owner, asyncio.Task) else None
 
 
-def _awaiting(task: asyncio.Task[Any]) -> str:
-    """Where the task is suspended: its chain of awaiting coroutines, innermost first, as far as this
-    repository's frames go (a library's own awaits below them say less than the line that called it)."""
-    where: list[str] = []
+def _awaits(task: asyncio.Task[Any]) -> list[tuple[types.CodeType, int]]:
+    """Where the task is suspended: its chain of awaiting coroutines, outermost first, each frame's code and
+    line (read now: the frames move on), taken before every step and formatted only for a slow one."""
+    where: list[tuple[types.CodeType, int]] = []
     coro: Any = task.get_coro()
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        filename = frame.f_code.co_filename
-        if filename.startswith(_ROOT) and _VENV not in filename:
-            where.append(f"{filename[len(_ROOT) :]}:{frame.f_lineno}:{frame.f_code.co_name}")
+        where.append((frame.f_code, frame.f_lineno))
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    return " < ".join(reversed(where[-3:]))
+    return where
+
+
+def _shown(where: list[tuple[types.CodeType, int]]) -> str:
+    """The innermost three of this repository's frames, innermost first (a library's own awaits below
+    them say less than the line that called it)."""
+    ours = [
+        f"{code.co_filename[len(_ROOT) :]}:{line}:{code.co_name}"
+        for code, line in where
+        if code.co_filename.startswith(_ROOT) and _VENV not in code.co_filename
+    ]
+    return " < ".join(reversed(ours[-3:]))
 
 
 def _describe(handle: asyncio.events.Handle) -> str:
