@@ -7,7 +7,9 @@ per statement under a loop-side lock, and the GIL made the two threads wait on e
 a queued statement started, under load). With this change the frame-to-send benchmark's p99 fell from
 about 60 ms to 18-38 ms (six runs), and the bot's CPU from about 58% to about 40% of a core (README, "Performance").
 The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
-appends to the WAL without syncing; syncing happens at checkpoints. A worker thread checkpoints on its own
+appends to the WAL without syncing; syncing happens at checkpoints, and once more when a commit starts the
+WAL afresh after one: SQLite syncs the WAL's new header then, on the committing thread, which is the loop's
+(short when the disk is idle, longer while it writes much back; not moved off the loop yet). A worker thread checkpoints on its own
 connection four times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. In a
 sustained flood of commits every such checkpoint races a commit, so the WAL would never restart and
 would grow without end; bulk writers therefore wait for the worker's checkpoint every
