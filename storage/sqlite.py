@@ -9,15 +9,15 @@ about 60 ms to 18-38 ms (six runs), and the bot's CPU from about 58% to about 40
 The one SQLite operation that can take long is fsync, and in WAL mode with synchronous=NORMAL a commit only
 appends to the WAL without syncing; syncing happens at checkpoints, and once more when a commit starts the
 WAL afresh after one: SQLite syncs the WAL's new header then, on the committing thread, which is the loop's
-(short when the disk is idle, longer while it writes much back; not moved off the loop yet). A worker thread checkpoints on its own
-connection four times a second (`_checkpoint_forever`), so at ordinary rates the loop never does. In a
-sustained flood of commits every such checkpoint races a commit, so the WAL would never restart and
-would grow without end; bulk writers therefore wait for the worker's checkpoint every
+(short when the disk is idle, longer while it writes much back; not moved off the loop yet). A worker thread
+checkpoints on its own connection four times a second (`_checkpoint_forever`), so at ordinary rates the loop
+never does. In a sustained flood of commits every such checkpoint races a commit, so the WAL would never
+restart and would grow without end; bulk writers therefore wait for the worker's checkpoint every
 `ROWS_BEFORE_CHECKPOINT` rows (`make_room`), and a WAL still past `RESTART_FRAMES` (many writers, none of
 them bulk: the dispatcher's hundreds of workers) is checkpointed next with every writer waiting for it, and
-truncated, so the WAL restarts as an empty file (why empty: `RESTART_FRAMES`). SQLite's own checkpoint
-after a commit stays on as the hard bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop sync the
-disk itself.
+truncated, so the WAL restarts as an empty file (why empty: `RESTART_FRAMES`). SQLite's own checkpoint after
+a commit stays on as the hard bound (`WAL_CHECKPOINT_PAGES`): only past it does the loop checkpoint
+itself.
 
 Transactions are `async with` blocks (the contract in `storage.engine`), but every statement inside runs
 synchronously and never yields, so no other task's statement can land inside one. Should a transaction
