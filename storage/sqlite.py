@@ -77,9 +77,8 @@ mounted with `discard`) happens on the worker's thread, not in the loop's commit
 CHECKPOINT_WAIT_S = 0.1
 """How long the worker's checkpoint waits for a reader before it gives up. Only a truncating one waits
 (a passive one never does), and it holds every writer meanwhile, so it waits about as long as one of the
-loop's statements lasts. A reader on a thread (`/status`'s counts over a large outbox take a second or so)
-outlasts it: the WAL is then cut on a later round. Python's own default, 5 s, would hold every commit that
-long."""
+loop's statements lasts. A reader on a thread (`/status`'s counts over a large outbox) outlasts it: the
+WAL is then cut on a later round. Python's own default, 5 s, would hold every commit that long."""
 
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
 """A WAL that grew past this in a burst, and restarted in a passive checkpoint, is cut back to it by the
