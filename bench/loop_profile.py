@@ -100,7 +100,7 @@ class LoopProfile:
                 profile._handle_started = 0.0
                 ended = profile._pass_ended = time.perf_counter()
                 took = ended - started
-                what = _describe(handle)
+                what = _describe(handle, task)
                 kind = profile._pass_kinds[what.rstrip("0123456789").rstrip(":")]
                 kind[0] += took
                 kind[1] += 1
@@ -266,8 +266,7 @@ def _shown(where: list[tuple[types.CodeType, int]]) -> str:
     return " < ".join(reversed(ours[-3:]))
 
 
-def _describe(handle: asyncio.events.Handle) -> str:
-    task = _task_of(handle)
+def _describe(handle: asyncio.events.Handle, task: asyncio.Task[Any] | None) -> str:
     if task is not None:
         return task.get_name()
     callback = getattr(handle, "_callback", None)

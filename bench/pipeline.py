@@ -240,8 +240,12 @@ class _StealClock:
 
 
 def _disk() -> tuple[int, int]:
-    """This thread's reads from disk so far: blocks of 512 bytes, and major page faults (Linux)."""
-    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    """This thread's reads from disk so far: blocks of 512 bytes, and major page faults (0 off Linux, which
+    counts them per process only)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    if who is None:
+        return 0, 0
+    usage = resource.getrusage(who)
     return usage.ru_inblock, usage.ru_majflt
 
 

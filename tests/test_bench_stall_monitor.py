@@ -26,10 +26,12 @@ async def test_each_long_hold_comes_with_when_it_began_and_the_loops_cpu_in_it()
         time.sleep(0.04)  # noqa: ASYNC251 - the loop's thread asleep on purpose, as in a read from disk
         await asyncio.sleep(0.005)
         phase = monitor.phase()
-    spun, slept = sorted(phase["long_holds"], key=lambda hold: hold["at_s"])
-    assert phase["holds_over_25ms"] == 2 and phase["max_hold_ms"] >= 40
-    assert spun["ms"] >= 40 and spun["loop_cpu_ms"] >= 40
-    assert slept["ms"] >= 40 and slept["loop_cpu_ms"] < 20
-    assert 0 <= spun["at_s"] < slept["at_s"] < 10
+    # A busy machine may add a hold of its own; the two made here are the ones of 40 ms and more.
+    holds = sorted((h for h in phase["long_holds"] if h["ms"] >= 40), key=lambda hold: hold["at_s"])
+    assert phase["holds_over_25ms"] >= 2 and phase["max_hold_ms"] >= 40
+    [spun] = [h for h in holds if h["loop_cpu_ms"] >= 40]
+    slept = holds[-1]
+    assert slept["loop_cpu_ms"] < 20
+    assert 0 <= spun["at_s"] <= slept["at_s"] < 10
     assert slept["read_kib"] >= 0 and slept["major_faults"] >= 0
     assert monitor.phase()["long_holds"] == []  # a phase resets what it reported
